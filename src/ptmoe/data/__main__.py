@@ -1,0 +1,7 @@
+"""python -m ptmoe.data prepare|list [--cache-dir DIR] [--force]"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main(["data", *sys.argv[1:]]))

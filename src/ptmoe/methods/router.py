@@ -1,0 +1,60 @@
+"""Input-dependent routing over N experts, shared by SMoP and PT-MoE (one place for it).
+
+l = W x + b on the masked mean of the input embeddings; exploration noise in training only;
+softmax (with temperature); top-k selection; expert weights w per example.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NOISE_KINDS = ("multiplicative", "additive", "none")
+WEIGHTINGS = ("probationary", "normalized", "uniform")
+
+
+class Router(nn.Module):
+    def __init__(self, hidden: int, experts: int, *, bias: bool = True, noise: str = "multiplicative",
+                 noise_std: float = 0.01, top_k: int | None = 1, weighting: str = "probationary",
+                 temperature: float = 1.0):
+        super().__init__()
+        if noise not in NOISE_KINDS:
+            raise ValueError(f"router: noise must be one of {NOISE_KINDS}, got {noise!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"router: weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if top_k is not None and not 1 <= top_k <= experts:
+            raise ValueError(f"router: top_k must be between 1 and experts={experts}, got {top_k}")
+        self.linear = nn.Linear(hidden, experts, bias=bias)
+        nn.init.normal_(self.linear.weight, std=1.0 / math.sqrt(hidden))
+        if bias:
+            nn.init.zeros_(self.linear.bias)
+        self.experts, self.noise, self.noise_std = experts, noise, noise_std
+        self.top_k, self.weighting, self.temperature = top_k, weighting, temperature
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """x: [B, H] fp32 -> weights [B, N] and routing info (probs, selection mask)."""
+        logits = self.linear(x.to(self.linear.weight.dtype))
+        if self.training and self.noise != "none" and self.noise_std > 0:
+            eps = torch.randn_like(logits) * self.noise_std
+            logits = logits * (1 + eps) if self.noise == "multiplicative" else logits + eps
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        selective = self.top_k is not None and self.top_k < self.experts
+        if not selective:  # every expert
+            mask = torch.ones_like(probs)
+        else:
+            idx = probs.topk(self.top_k, dim=-1).indices
+            mask = torch.zeros_like(probs).scatter_(-1, idx, 1.0)
+        if self.weighting == "probationary":  # selected experts scaled by their probability
+            weights = probs * mask
+        elif self.weighting == "normalized":  # selected weights sum to one; gradient still via probs
+            sel = probs * mask
+            weights = sel / sel.sum(-1, keepdim=True).detach()
+        else:  # uniform over the selection; straight-through so the router still learns when selective
+            hard = mask / mask.sum(-1, keepdim=True)
+            weights = hard + (probs - probs.detach()) * mask if selective else hard
+        # Switch-style load-balancing term N * sum_i f_i * P_i (f: share routed, P: mean prob);
+        # the trainer adds it only when a config asks for it.
+        balance = self.experts * (mask.mean(0).detach() * probs.mean(0)).sum()
+        return weights, {"probs": probs.detach(), "mask": mask.detach(), "weights": weights.detach(),
+                         "balance_loss": balance}

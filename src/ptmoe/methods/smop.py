@@ -1,0 +1,40 @@
+"""SMoP (Choi et al. 2023): N full-rank prompts of T/N tokens; a bias-free router on the masked
+mean of the input embeddings with multiplicative noise (sigma = 1) picks one, scaled by its probability."""
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, masked_mean, register
+from .router import Router
+
+
+@dataclass
+class SMoPConfig(MethodConfig):
+    num_tokens: int = 40  # total budget: each of the N prompts has num_tokens // experts tokens
+    experts: int = 2
+    noise: str = "multiplicative"
+    noise_std: float = 1.0
+    top_k: int = 1
+    init_text: str | None = None
+
+
+class SMoPPrompt(PromptModule):
+    def __init__(self, cfg: SMoPConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
+        super().__init__()
+        if cfg.num_tokens % cfg.experts:
+            raise ValueError(f"smop: num_tokens={cfg.num_tokens} must be divisible by experts={cfg.experts}")
+        self.num_tokens = cfg.num_tokens // cfg.experts
+        H = embeddings.weight.shape[1]
+        prompts = init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator)
+        self.prompts = nn.Parameter(prompts.view(cfg.experts, self.num_tokens, H))
+        self.router = Router(H, cfg.experts, bias=False, noise=cfg.noise, noise_std=cfg.noise_std,
+                             top_k=cfg.top_k, weighting="probationary")
+
+    def forward(self, input_embeds, attention_mask):
+        weights, self.last_routing = self.router(masked_mean(input_embeds, attention_mask))
+        return torch.einsum("bn,nth->bth", weights, self.prompts)
+
+
+register(MethodSpec("smop", SMoPConfig, "prompt", SMoPPrompt,
+                    num_params=lambda c, m: c.num_tokens * m.hidden_size + c.experts * m.hidden_size))

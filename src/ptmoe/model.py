@@ -1,0 +1,325 @@
+"""PtmoeModel: a frozen Hugging Face causal LM plus one method's trainable part.
+
+Prompt methods prepend each example's own prompt to its input embeddings: the sequence is
+[prompt, input (with its own padding)], the attention mask is extended, prompt positions get
+labels -100, and position ids are the running count of real tokens, so left and right padding
+both give each real token the position it has when the example stands alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file, save_model
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
+
+from .methods import MethodConfig, get_method, make_config
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT_VERSION = 1
+
+
+class AdapterError(ValueError):
+    pass
+
+
+@dataclass
+class Output:
+    loss: torch.Tensor | None
+    logits: torch.Tensor | None = None
+    num_label_tokens: int = 0
+
+
+def base_identity(base: nn.Module) -> dict:
+    """Name, sizes and a fingerprint of the embedding matrix (dtype-independent: rounded to bf16)."""
+    emb = base.get_input_embeddings().weight.detach()
+    rows = emb[:: max(1, emb.shape[0] // 4096)].to(torch.bfloat16).cpu().contiguous()
+    digest = hashlib.sha256(rows.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
+    return {"name": str(getattr(base.config, "_name_or_path", "")), "hidden_size": int(emb.shape[1]),
+            "vocab_size": int(emb.shape[0]), "embedding_fingerprint": digest}
+
+
+def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk: int = 2048,
+                          softcap: float | None = None) -> torch.Tensor:
+    """Sum of token cross-entropies of head(hidden) against targets, in chunks whose logits are
+    recomputed in backward rather than kept: no full-vocabulary fp32 copy lives through the step."""
+
+    def piece(h, t):
+        logits = head(h).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return nn.functional.cross_entropy(logits, t, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, hidden.shape[0], chunk):
+        h, t = hidden[i:i + chunk], targets[i:i + chunk]
+        total = total + (checkpoint(piece, h, t, use_reentrant=False) if torch.is_grad_enabled() else piece(h, t))
+    return total
+
+
+class PtmoeModel(nn.Module):
+    def __init__(self, base: nn.Module, method: str, config: MethodConfig | dict | None = None,
+                 tokenizer=None, seed: int = 0, adapter_name: str = "default"):
+        super().__init__()
+        spec = get_method(method)
+        if not isinstance(config, MethodConfig):
+            config = make_config(method, config)
+        self.method, self.config, self.spec = method, config, spec
+        self._identity = None
+        if method != "ft":
+            for p in base.parameters():
+                p.requires_grad_(False)
+        self.prompts = nn.ModuleDict()
+        self.active_adapter = adapter_name
+        if spec.kind == "prompt":
+            g = torch.Generator().manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # router init
+                module = spec.build(config, base.get_input_embeddings(), tokenizer, g)
+            device = base.get_input_embeddings().weight.device
+            self.prompts[adapter_name] = module.to(device)  # stays fp32 even on a bf16 base
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                base = spec.build(config, base)
+        self.base = base
+
+    # ---- the underlying pieces -------------------------------------------------------------
+    @property
+    def identity(self) -> dict:
+        if self._identity is None:  # lazily: hashing is skipped where nothing is saved or loaded
+            self._identity = base_identity(self.lm)
+        return self._identity
+
+    @property
+    def lm(self) -> nn.Module:
+        """The transformers *ForCausalLM (inside PEFT's wrapper for LoRA)."""
+        return self.base.get_base_model() if hasattr(self.base, "get_base_model") else self.base
+
+    @property
+    def prompt_module(self):
+        return self.prompts[self.active_adapter] if self.spec.kind == "prompt" else None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def gradient_checkpointing_enable(self):
+        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def build_inputs(self, input_ids, attention_mask, labels=None, adapter_names=None):
+        """-> inputs_embeds, attention_mask, position_ids, labels with each example's prompt prepended.
+        `adapter_names` (one per row) mixes prompts of several loaded adapters in one batch."""
+        embeds = self.lm.get_input_embeddings()(input_ids)
+        if self.spec.kind != "prompt":
+            return embeds, attention_mask, position_ids_from_mask(attention_mask), labels
+        if adapter_names is None:
+            prompt = self.prompt_module(embeds, attention_mask)
+            pmask = attention_mask.new_ones(prompt.shape[:2])
+        else:
+            prompt, pmask = self._mixed_prompts(embeds, attention_mask, adapter_names)
+        x = torch.cat([prompt.to(embeds.dtype), embeds], 1)
+        mask = torch.cat([pmask, attention_mask], 1)
+        if labels is not None:
+            labels = torch.cat([labels.new_full(prompt.shape[:2], -100), labels], 1)
+        return x, mask, position_ids_from_mask(mask), labels
+
+    def _mixed_prompts(self, embeds, attention_mask, adapter_names):
+        if len(adapter_names) != embeds.shape[0]:
+            raise ValueError(f"adapter_names: {len(adapter_names)} names for a batch of {embeds.shape[0]}")
+        unknown = sorted(set(adapter_names) - set(self.prompts))
+        if unknown:
+            raise ValueError(f"adapter_names: not loaded: {unknown}; loaded: {sorted(self.prompts)}")
+        T = max(self.prompts[n].num_tokens for n in set(adapter_names))
+        B, _, H = embeds.shape
+        prompt = embeds.new_zeros(B, T, H, dtype=torch.float32)
+        pmask = attention_mask.new_zeros(B, T)
+        for name in sorted(set(adapter_names)):
+            rows = torch.tensor([i for i, n in enumerate(adapter_names) if n == name], device=embeds.device)
+            p = self.prompts[name](embeds[rows], attention_mask[rows])
+            # left-aligned: the first position of every row stays a real token
+            prompt[rows, : p.shape[1]] = p.float()
+            pmask[rows, : p.shape[1]] = 1
+        return prompt, pmask
+
+    # ---- training forward -----------------------------------------------------------------------
+    def forward(self, input_ids, attention_mask, labels=None, return_logits=False, adapter_names=None) -> Output:
+        """Fast path (default): the backbone's hidden states, then the LM head only where labels exist,
+        in checkpointed chunks. `return_logits=True`: the plain path, full logits and the usual loss."""
+        x, mask, pos, labels = self.build_inputs(input_ids, attention_mask, labels, adapter_names)
+        lm = self.lm
+        softcap = getattr(lm.config, "final_logit_softcapping", None)
+        if return_logits or labels is None:
+            logits = lm(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False).logits
+            loss = None
+            if labels is not None:
+                loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                                   ignore_index=-100)
+            return Output(loss, logits)
+        backbone = getattr(lm, lm.base_model_prefix)
+        hidden = backbone(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != -100
+        h, t = hidden[:, :-1][keep], targets[keep]
+        n = t.numel()
+        loss = chunked_cross_entropy(h, lm.get_output_embeddings(), t, softcap=softcap) / max(n, 1)
+        return Output(loss, None, n)
+
+    def aux_loss(self):
+        m = self.prompt_module
+        return None if m is None else m.aux_loss
+
+    # ---- generation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 32, eos_token_id=None,
+                 pad_token_id: int = 0, adapter_names=None) -> torch.Tensor:
+        """Greedy decoding with the KV cache; the prompt is computed and injected once, at prefill.
+        Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        order = torch.sort(attention_mask, dim=1, stable=True).indices  # pads first: left padding
+        input_ids, attention_mask = input_ids.gather(1, order), attention_mask.gather(1, order)
+        eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+        was_training = self.training
+        self.eval()
+        lm = self.lm
+        x, mask, pos, _ = self.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
+        cache = DynamicCache(config=lm.config)
+        out = lm(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                 use_cache=True, logits_to_keep=1)
+        B = input_ids.shape[0]
+        next_pos = pos[:, -1:] + 1
+        done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        eos_t = torch.tensor(sorted(eos), device=input_ids.device, dtype=torch.long)
+        new = []
+        for step in range(max_new_tokens):
+            tok = out.logits[:, -1].argmax(-1)
+            tok = torch.where(done, torch.full_like(tok, pad_token_id), tok)
+            new.append(tok)
+            if len(eos_t):
+                done |= torch.isin(tok, eos_t)
+            if step == max_new_tokens - 1 or bool(done.all()):
+                break
+            mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
+            out = lm(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
+                     use_cache=True)
+            next_pos = next_pos + 1
+        self.train(was_training)
+        return torch.stack(new, 1) if new else input_ids.new_zeros(B, 0)
+
+    # ---- adapters ---------------------------------------------------------------------------------
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        if self.spec.kind == "prompt":
+            return {k: v.detach().float().contiguous() for k, v in self.prompt_module.state_dict().items()}
+        if self.method == "ft":
+            return {k: v.detach().contiguous() for k, v in self.lm.state_dict().items()}
+        from peft import get_peft_model_state_dict
+        return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.base).items()}
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Writes adapter_config.json and adapter_model.safetensors atomically (temp dir, then rename)."""
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".tmp-save")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        meta = {"format_version": FORMAT_VERSION, "method": self.method, "config": self.config.to_dict(),
+                "base_model": self.identity, "num_trainable": self.num_trainable(), **(extra or {})}
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        state = self.adapter_state_dict()
+        if self.method == "ft":
+            save_model(self.lm, str(tmp / WEIGHTS_NAME))  # handles tied weights
+        else:
+            save_file(state, str(tmp / WEIGHTS_NAME))
+        old = directory.with_name(directory.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+        return directory
+
+    @staticmethod
+    def read_adapter_config(directory: str | os.PathLike) -> dict:
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise AdapterError(f"{path}: adapter config not found")
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise AdapterError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        for key in ("method", "config", "base_model"):
+            if key not in meta:
+                raise AdapterError(f"{path}: field {key!r} missing")
+        if not (Path(directory) / WEIGHTS_NAME).is_file():
+            raise AdapterError(f"{Path(directory) / WEIGHTS_NAME}: adapter weights not found")
+        return meta
+
+    def check_base(self, meta: dict, where) -> None:
+        want, have = meta["base_model"], self.identity
+        keys = ("hidden_size", "vocab_size", "embedding_fingerprint")
+        if any(want.get(k) != have[k] for k in keys):
+            desc = lambda d: (f"{d.get('name') or '?'} (hidden {d.get('hidden_size')}, vocab {d.get('vocab_size')}, "
+                              f"fingerprint {d.get('embedding_fingerprint')})")
+            raise AdapterError(f"{where}: adapter was trained on base model {desc(want)}, "
+                               f"but this base model is {desc(have)}")
+
+    @classmethod
+    def from_pretrained(cls, directory, base: nn.Module, tokenizer=None, adapter_name: str = "default"):
+        meta = cls.read_adapter_config(directory)
+        where = Path(directory) / CONFIG_NAME
+        config = make_config(meta["method"], meta["config"], where=str(where))
+        model = cls(base, meta["method"], config, tokenizer, adapter_name=adapter_name)
+        model.check_base(meta, where)
+        model._load_weights(directory, adapter_name)
+        return model
+
+    def load_adapter(self, directory, adapter_name: str):
+        """Add another prompt adapter (same base model) for mixed-adapter batches."""
+        meta = self.read_adapter_config(directory)
+        where = Path(directory) / CONFIG_NAME
+        self.check_base(meta, where)
+        spec = get_method(meta["method"])
+        if spec.kind != "prompt" or self.spec.kind != "prompt":
+            raise AdapterError(f"{where}: only prompt methods can be mixed in one batch "
+                               f"(this is {meta['method']!r} on a {self.method!r} model)")
+        config = make_config(meta["method"], meta["config"], where=str(where))
+        emb = self.lm.get_input_embeddings()
+        self.prompts[adapter_name] = spec.build(config, emb, None, torch.Generator().manual_seed(0)).to(emb.weight.device)
+        self._load_weights(directory, adapter_name)
+
+    def _load_weights(self, directory, adapter_name):
+        path = Path(directory) / WEIGHTS_NAME
+        try:
+            state = load_file(str(path))  # safetensors only: never a pickle
+        except Exception as e:
+            raise AdapterError(f"{path}: cannot read safetensors ({e})") from None
+        if self.spec.kind == "prompt":
+            target = self.prompts[adapter_name]
+            expected = target.state_dict()
+            missing = sorted(set(expected) - set(state))
+            bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+            if missing or bad:
+                raise AdapterError(f"{path}: tensors missing {missing} or of wrong shape {bad}")
+            target.load_state_dict(state)
+        elif self.method == "ft":
+            self.lm.load_state_dict(state, strict=False)
+        else:
+            from peft import set_peft_model_state_dict
+            res = set_peft_model_state_dict(self.base, state)
+            if getattr(res, "unexpected_keys", None):
+                raise AdapterError(f"{path}: unexpected tensors {res.unexpected_keys[:3]}")
