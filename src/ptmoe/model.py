@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
+from .fsutil import atomic_dir
 from .methods import MethodConfig, get_method, make_config
 
 CONFIG_NAME = "adapter_config.json"
@@ -228,30 +228,22 @@ class PtmoeModel(nn.Module):
             return {k: v.detach().float().contiguous() for k, v in self.prompt_module.state_dict().items()}
         if self.method == "ft":
             return {k: v.detach().contiguous() for k, v in self.lm.state_dict().items()}
+        if not hasattr(self.base, "peft_config"):  # hand-written weight method (HydraLoRA): trainable tensors
+            return {k: v.detach().contiguous() for k, v in self.base.named_parameters() if v.requires_grad}
         from peft import get_peft_model_state_dict
         return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.base).items()}
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         """Writes adapter_config.json and adapter_model.safetensors atomically (temp dir, then rename)."""
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp-save")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         meta = {"format_version": FORMAT_VERSION, "method": self.method, "config": self.config.to_dict(),
                 "base_model": self.identity, "num_trainable": self.num_trainable(), **(extra or {})}
-        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-        state = self.adapter_state_dict()
-        if self.method == "ft":
-            save_model(self.lm, str(tmp / WEIGHTS_NAME))  # handles tied weights
-        else:
-            save_file(state, str(tmp / WEIGHTS_NAME))
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-        return directory
+        with atomic_dir(directory) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+            if self.method == "ft":
+                save_model(self.lm, str(tmp / WEIGHTS_NAME))  # handles tied weights
+            else:
+                save_file(self.adapter_state_dict(), str(tmp / WEIGHTS_NAME))
+        return Path(directory)
 
     @staticmethod
     def read_adapter_config(directory: str | os.PathLike) -> dict:
@@ -283,7 +275,8 @@ class PtmoeModel(nn.Module):
         meta = cls.read_adapter_config(directory)
         where = Path(directory) / CONFIG_NAME
         config = make_config(meta["method"], meta["config"], where=str(where))
-        model = cls(base, meta["method"], config, tokenizer, adapter_name=adapter_name)
+        model = cls(base, meta["method"], config.for_loading(), tokenizer, adapter_name=adapter_name)
+        model.config = config
         model.check_base(meta, where)
         model._load_weights(directory, adapter_name)
         return model
@@ -299,7 +292,7 @@ class PtmoeModel(nn.Module):
                                f"(this is {meta['method']!r} on a {self.method!r} model)")
         config = make_config(meta["method"], meta["config"], where=str(where))
         emb = self.lm.get_input_embeddings()
-        self.prompts[adapter_name] = spec.build(config, emb, None, torch.Generator().manual_seed(0)).to(emb.weight.device)
+        self.prompts[adapter_name] = spec.build(config.for_loading(), emb, None, torch.Generator().manual_seed(0)).to(emb.weight.device)
         self._load_weights(directory, adapter_name)
 
     def _load_weights(self, directory, adapter_name):
@@ -318,6 +311,13 @@ class PtmoeModel(nn.Module):
             target.load_state_dict(state)
         elif self.method == "ft":
             self.lm.load_state_dict(state, strict=False)
+        elif not hasattr(self.base, "peft_config"):
+            expected = {k: v.shape for k, v in self.base.named_parameters() if v.requires_grad}
+            missing = sorted(set(expected) - set(state))
+            bad = sorted(k for k in state if k not in expected or state[k].shape != expected[k])
+            if missing or bad:
+                raise AdapterError(f"{path}: tensors missing {missing[:3]} or unexpected / of wrong shape {bad[:3]}")
+            self.base.load_state_dict(state, strict=False)
         else:
             from peft import set_peft_model_state_dict
             res = set_peft_model_state_dict(self.base, state)

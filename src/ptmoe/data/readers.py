@@ -104,7 +104,8 @@ def row_to_example(row, where, columns=None, task=None):
         raise DataError(f"{where}: field '{col['answers']}' missing")
     raw = row[col["answers"]]
     ex = {"id": _str(row, col["id"], where, required=False) or where, "task": task or "qa"}
-    if isinstance(raw, str) and "####" in raw and task in (None, "math"):  # GSM8K style
+    gsm8k = col["answers"] == "answer" and "answers" not in (columns or {})  # unmapped singular "answer"
+    if isinstance(raw, str) and ("####" in raw or gsm8k) and task in (None, "math"):  # GSM8K style
         ex.update(task="math", answers=[_final_number(raw, where)], solution=raw.strip())
     else:
         ex["answers"] = _answers(raw, where, col["answers"])

@@ -1,5 +1,5 @@
 """Methods, registered by name. Importing this package registers them all."""
-from . import dpt, ft, lora, pt, ptmoe, smop  # noqa: F401
+from . import attempt, dpt, ft, hydralora, lora, pt, ptmoe, smop  # noqa: F401
 from .base import REGISTRY, MethodConfig, MethodSpec, PromptModule
 
 

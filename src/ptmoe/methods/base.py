@@ -32,6 +32,11 @@ class MethodConfig:
         cfg.validate(where)
         return cfg
 
+    def for_loading(self) -> "MethodConfig":
+        """The config that builds a module of the same shapes for saved weights to be loaded into.
+        Itself, unless building reads outside files (ATTEMPT's source prompts, saved in the adapter)."""
+        return self
+
     def validate(self, where: str = "config") -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)

@@ -1,0 +1,152 @@
+"""`ptmoe eval`: batched greedy generation with the KV cache, per-task answer length and stop
+rules, F1/EM (QA) or accuracy (math) per set and averaged, written to results.json."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..collate import pad_batch
+from ..metrics import math_correct, qa_scores
+from ..model import PtmoeModel
+from ..models import load_base_model
+from .config import ConfigError, load_config
+from .routing import RouterMonitor, plot_usage
+from .train import resolve_dtype
+
+
+def add_arguments(p):
+    p.add_argument("config", nargs="?", help="YAML config (its model, data.eval and eval sections)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    p.add_argument("--adapter", help="adapter folder (default: the base model alone)")
+    p.add_argument("--out", help="results folder (default: the adapter's run folder, else runs/eval)")
+
+
+def run(args):
+    cfg = load_config(args.config, args.overrides)
+    results = evaluate(cfg, args.adapter, args.out)
+    print(format_table(results))
+    return 0
+
+
+def stop_answer(text: str, task: str) -> str:
+    """QA answers end at the first line break; math keeps the reasoning (the number is extracted)."""
+    text = text.strip()
+    return text.split("\n")[0].strip() if task == "qa" else text
+
+
+def load_for_eval(cfg: dict, adapter: str | None, device):
+    base, tok = load_base_model(cfg["model"], resolve_dtype(cfg["dtype"], device))
+    base = base.to(device)
+    if adapter:
+        return PtmoeModel.from_pretrained(adapter, base, tok), tok
+    model = PtmoeModel(base, "ft", {}, tok)  # the untouched base model behind the same interface
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tok
+
+
+@torch.no_grad()
+def generate_answers(model, tok, examples, batch_size, max_length, max_new_tokens, monitor=None, progress=True):
+    """Greedy answers for examples, batched by length (left padding). Returns (texts, n_dropped)."""
+    from ..data.format import encode_dataset
+    from tqdm.auto import tqdm
+
+    enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens)
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
+    texts = [None] * len(examples)
+    device = next(model.parameters()).device
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
+    for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generate", file=sys.stderr):
+        rows = [enc[i] for i in order[s:s + batch_size]]
+        b = pad_batch(rows, pad_id, side="left")
+        out = model.generate(b["input_ids"].to(device), b["attention_mask"].to(device),
+                             max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad_id)
+        if monitor is not None:
+            monitor.observe([examples[r["index"]].get("set", "?") for r in rows])
+        for r, ids in zip(rows, out.tolist()):
+            texts[r["index"]] = tok.decode(ids, skip_special_tokens=True)
+    return texts, dropped
+
+
+def score_set(examples, texts) -> dict:
+    task = examples[0].get("task", "qa")
+    n = len(examples)
+    if task == "math":
+        correct = [t is not None and math_correct(t, ex["answers"][0]) for ex, t in zip(examples, texts)]
+        return {"task": "math", "n": n, "accuracy": 100.0 * sum(correct) / n}
+    em = f1 = 0.0
+    for ex, t in zip(examples, texts):
+        if t is not None:  # a dropped (too long) question scores zero: it still counts
+            e, f = qa_scores(stop_answer(t, "qa"), ex["answers"])
+            em, f1 = em + e, f1 + f
+    return {"task": "qa", "n": n, "f1": 100.0 * f1 / n, "em": 100.0 * em / n}
+
+
+def evaluate(cfg: dict, adapter: str | None = None, out_dir: str | None = None, model=None, tok=None,
+             log=print, progress=True) -> dict:
+    from ..data import load_examples
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if model is None:
+        model, tok = load_for_eval(cfg, adapter, device)
+    model.eval()
+    monitor = RouterMonitor(model, log=log) if model.spec.kind == "prompt" else None
+    e, d = cfg["eval"], cfg["data"]
+    results = {"model": cfg["model"], "adapter": adapter, "method": model.method if adapter else "base",
+               "num_trainable": model.num_trainable() if adapter else 0, "sets": {}, "predictions": {}}
+    t0 = time.time()
+    for spec in d["eval"]:
+        examples = list(load_examples(spec, skip_bad=d["skip_bad"], log=log))[: d["max_eval_examples"]]
+        if not examples:
+            raise ConfigError(f"data.eval: {spec} has no examples")
+        task = examples[0].get("task", "qa")
+        max_new = e["max_new_tokens"].get(task, 32)
+        texts, dropped = generate_answers(model, tok, examples, e["batch_size"], d["max_length"], max_new,
+                                          monitor, progress)
+        res = score_set(examples, texts)
+        res["dropped_too_long"] = dropped
+        results["sets"][spec] = res
+        results["predictions"][spec] = [{"id": ex.get("id"), "answers": ex["answers"], "prediction": t}
+                                        for ex, t in zip(examples, texts)]
+    results["average"] = average(results["sets"])
+    results["wall_s"] = time.time() - t0
+    if monitor is not None:
+        results["router"] = monitor.totals()
+    if out_dir or adapter:
+        out = Path(out_dir) if out_dir else Path(adapter).parent / "eval"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        if results.get("router", {}).get("per_set"):
+            (out / "router.json").write_text(json.dumps(results["router"], indent=2))
+            plot_usage(results["router"], out / "router.png")
+        results["results_path"] = str(out / "results.json")
+    return results
+
+
+def average(sets: dict) -> dict:
+    qa = [r for r in sets.values() if r["task"] == "qa"]
+    math = [r for r in sets.values() if r["task"] == "math"]
+    avg = {}
+    if qa:
+        avg["f1"] = sum(r["f1"] for r in qa) / len(qa)
+        avg["em"] = sum(r["em"] for r in qa) / len(qa)
+    if math:
+        avg["accuracy"] = sum(r["accuracy"] for r in math) / len(math)
+    return avg
+
+
+def format_table(results: dict) -> str:
+    lines = [f"{'set':32s} {'n':>5s} {'F1':>7s} {'EM':>7s} {'acc':>7s}"]
+    for name, r in results["sets"].items():
+        f1, em, acc = (f"{r[k]:7.2f}" if k in r else f"{'':7s}" for k in ("f1", "em", "accuracy"))
+        lines.append(f"{name:32s} {r['n']:5d} {f1} {em} {acc}")
+    a = results["average"]
+    f1, em, acc = (f"{a[k]:7.2f}" if k in a else f"{'':7s}" for k in ("f1", "em", "accuracy"))
+    lines.append(f"{'average':32s} {'':5s} {f1} {em} {acc}")
+    lines.append(f"trainable parameters: {results['num_trainable']:,}  ({results['method']})")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""Router health and analysis: expert usage per data set, confidence, entropy; collapse warnings."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+
+
+def usage_entropy_bits(counts: list[float]) -> float:
+    total = sum(counts)
+    if total <= 0:
+        return 0.0
+    return -sum(c / total * math.log2(c / total) for c in counts if c > 0)
+
+
+class RouterMonitor:
+    """Accumulates the routing of each forward (the PromptModule's `last_routing`) by data set."""
+
+    def __init__(self, model, collapse_threshold: float = 0.95, log=print):
+        self.model, self.threshold, self.log = model, collapse_threshold, log
+        self.window = self._empty()
+        self.all = self._empty()
+        self.warned = False
+
+    @staticmethod
+    def _empty():
+        return {"usage": defaultdict(lambda: None), "conf": defaultdict(float), "ent": defaultdict(float),
+                "n": defaultdict(int)}
+
+    def observe(self, sets: list[str]) -> None:
+        module = self.model.prompt_module
+        info = getattr(module, "last_routing", None) if module is not None else None
+        if not info:
+            return
+        probs, mask = info["probs"].float().cpu(), info.get("mask", info["probs"]).float().cpu()
+        ent = -(probs.clamp_min(1e-12).log2() * probs).sum(-1)
+        conf = probs.max(-1).values
+        for acc in (self.window, self.all):
+            for i, s in enumerate(sets[: probs.shape[0]]):
+                u = acc["usage"][s]
+                acc["usage"][s] = mask[i].clone() if u is None else u + mask[i]
+                acc["conf"][s] += float(conf[i])
+                acc["ent"][s] += float(ent[i])
+                acc["n"][s] += 1
+
+    def _summarise(self, acc) -> dict:
+        if not acc["n"]:
+            return {}
+        usage = sum(u for u in acc["usage"].values())
+        n = sum(acc["n"].values())
+        share = (usage / usage.sum()).tolist()
+        out = {"expert_share": share, "usage_entropy_bits": usage_entropy_bits(share),
+               "router_confidence": sum(acc["conf"].values()) / n,
+               "router_entropy_bits": sum(acc["ent"].values()) / n}
+        return out
+
+    def summary(self, reset: bool = False) -> dict:
+        s = self._summarise(self.window)
+        if s and len(s["expert_share"]) > 1 and max(s["expert_share"]) >= self.threshold and not self.warned:
+            self.log(f"[router] warning: expert {s['expert_share'].index(max(s['expert_share']))} takes "
+                     f"{max(s['expert_share']):.0%} of examples: the router has collapsed onto one expert "
+                     f"(try a higher router learning rate, init_noise, or load_balance)")
+            self.warned = True
+        if reset:
+            self.window = self._empty()
+        return s
+
+    def totals(self) -> dict:
+        """Usage per data set over the whole run, plus the overall summary."""
+        acc = self.all
+        per_set = {}
+        for s, n in acc["n"].items():
+            u = acc["usage"][s]
+            per_set[s] = {"n": n, "expert_share": (u / u.sum()).tolist(), "router_confidence": acc["conf"][s] / n,
+                          "router_entropy_bits": acc["ent"][s] / n}
+        return {**self._summarise(acc), "per_set": per_set} if per_set else {}
+
+
+def plot_usage(summary: dict, path) -> None:
+    """Stacked bars of expert share per data set (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_set = summary.get("per_set", {})
+    if not per_set:
+        return
+    names = sorted(per_set)
+    shares = torch.tensor([per_set[n]["expert_share"] for n in names])
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 3.2))
+    bottom = torch.zeros(len(names))
+    for e in range(shares.shape[1]):
+        ax.bar(names, shares[:, e], bottom=bottom, label=f"expert {e}")
+        bottom += shares[:, e]
+    ax.set_ylabel("share of examples")
+    ax.set_title("PT-MoE expert usage per data set")
+    ax.legend(fontsize=8)
+    plt.xticks(rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
