@@ -1,7 +1,16 @@
 """ptmoe: PT-MoE and the soft-prompt baselines for frozen causal language models."""
-from .methods import REGISTRY as METHODS, get_method, make_config
-from .model import AdapterError, PtmoeModel
-from .models import DEFAULT_MODEL, load_base_model
-
-__all__ = ["METHODS", "get_method", "make_config", "PtmoeModel", "AdapterError", "load_base_model", "DEFAULT_MODEL"]
 __version__ = "0.1.0"
+
+# Imported on first use, so `ptmoe --help` and `ptmoe data list` start without torch.
+_EXPORTS = {"PtmoeModel": "model", "AdapterError": "model", "load_base_model": "models",
+            "DEFAULT_MODEL": "models", "get_method": "methods", "make_config": "methods", "METHODS": "methods"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ptmoe' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+    return getattr(module, "REGISTRY" if name == "METHODS" else name)

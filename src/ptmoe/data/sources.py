@@ -7,7 +7,9 @@ never in two splits of one set):
     squad_shifts_<domain>  test              new_wiki, nyt, reddit, amazon (all of it)
     quoref, drop, ropes,   train / heldout   ~20% of the passages held out; the
     coqa                                      benchmark evaluates these on `heldout`
-    gsm_symbolic           train / heldout   variants of 80 / 20 templates
+    gsm_symbolic           train / heldout   variants of the 80 training templates (the 65
+                                             whose reasoning-gym generator is marked ok)
+                                             / of the 20 held-out templates
     gsm8k                  heldout           real GSM8K questions of the 20 held-out templates
     mathqa                 test              MathQA items whose correct option is a number
 
@@ -23,7 +25,7 @@ import re
 import time
 
 from . import gsm
-from .fetch import BB, NI, data_dir, extract
+from .fetch import ARCHIVES, BB, NI, data_dir, extract
 
 VERSION = 1  # bump when the prepared data changes
 SEED = 1234
@@ -238,8 +240,6 @@ def prepare(cache_dir=None, force=False, log=print):
             log(f"prepared data is up to date in {_prepared(cache_dir)}")
             return man["sets"]
     t0 = time.time()
-    from .fetch import ARCHIVES
-
     raw = None
     for name in ARCHIVES:
         raw = extract(name, cache_dir, force=force, log=log)

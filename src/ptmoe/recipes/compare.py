@@ -1,0 +1,236 @@
+"""`ptmoe compare CONFIG.yaml`: train and evaluate several methods on the same data and budget;
+write a side-by-side table (markdown and JSON) in the layout of the paper's tables.
+
+Config: the keys of a train config (shared by every method) plus
+  methods: [{name, method, method_options?, preset?, train?: {...}}, ...]
+  seeds: [0, 1, 2]
+  sweep: {lrs: [..], steps: N, valid_examples: M}   (optional learning-rate sweep per method,
+         scored by validation loss on a slice of the training sources, never on evaluation sets)
+  baseline: pt   (paired bootstrap intervals of each method's difference to this one)
+Every run is stored under output_dir/runs/<hash of its config>/; a finished run is never rerun,
+so an interrupted comparison resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+
+import yaml
+
+from .config import DEFAULTS, ConfigError, _merge, validate
+from .evaluate import evaluate
+
+COMPARE_KEYS = {"methods", "seeds", "sweep", "baseline"}
+
+
+def add_arguments(p):
+    p.add_argument("config", help="compare YAML (see configs/compare-*.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the shared config")
+    p.add_argument("--only", help="comma-separated method names to run (the table uses all finished runs)")
+
+
+def run(args):
+    from .config import parse_override
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    raw = yaml.safe_load(path.read_text()) or {}
+    for item in args.overrides:
+        raw = _deep_update(raw, parse_override(item))
+    table = compare(raw, str(path), only=args.only.split(",") if args.only else None)
+    print(table["markdown"])
+    return 0
+
+
+def _deep_update(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _deep_update(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def run_key(cfg: dict) -> str:
+    """Runs are identified by everything that changes their result (not by where they are written)."""
+    ident = {k: v for k, v in cfg.items() if k != "output_dir"}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print) -> dict:
+    """Train (and evaluate) one config, or return its stored result if it already finished."""
+    from .train import train
+
+    key = run_key(cfg)
+    folder = root / "runs" / key
+    done = folder / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    cfg = copy.deepcopy(cfg)
+    cfg["output_dir"] = str(folder / "train")
+    resume = (folder / "train" / "checkpoint" / "trainer_state.json").exists()
+    summary = train(cfg, resume=resume, log=log)
+    result = {"key": key, "config": cfg, "train": summary}
+    if evaluate_it:
+        adapter = str(Path(summary["output_dir"]) / "best")
+        res = evaluate(cfg, adapter, str(folder / "eval"), log=log)
+        result["eval"] = {k: res[k] for k in ("sets", "average", "num_trainable", "predictions", "wall_s")}
+        result["eval"]["router"] = res.get("router")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(done)
+    return result
+
+
+def method_config(shared: dict, entry: dict, where: str) -> dict:
+    if "name" not in entry or "method" not in entry:
+        raise ConfigError(f"{where}: each methods entry needs 'name' and 'method'")
+    over = {k: v for k, v in entry.items() if k != "name"}
+    cfg = _merge(shared, over, f"{where}: methods[{entry['name']}]")
+    validate(cfg)
+    return cfg
+
+
+def compare(raw: dict, where: str = "compare config", only=None, log=print) -> dict:
+    shared_raw = {k: v for k, v in raw.items() if k not in COMPARE_KEYS}
+    shared = _merge(DEFAULTS, shared_raw, where)
+    methods = raw.get("methods") or []
+    if not methods:
+        raise ConfigError(f"{where}: 'methods' is empty")
+    seeds = raw.get("seeds", [0])
+    sweep = raw.get("sweep")
+    root = Path(str(shared["output_dir"]).format(method="compare", seed=0))
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    finished = {}
+    for entry in methods:
+        name = entry.get("name")
+        cfg = method_config(shared, entry, where)
+        if only and name not in only:
+            continue
+        if sweep:
+            cfg["train"]["lr"] = sweep_lr(cfg, sweep, root, log)
+        runs = []
+        for seed in seeds:
+            c = copy.deepcopy(cfg)
+            c["seed"] = seed
+            log(f"[compare] {name} seed {seed} (lr {c['train']['lr']})")
+            runs.append(run_once(c, root, log=log))
+        finished[name] = runs
+    table = build_table(finished, raw.get("baseline", "pt"))
+    table["wall_s_this_invocation"] = time.time() - t0
+    (root / "compare.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
+    (root / "compare.md").write_text(table["markdown"])
+    return table
+
+
+def sweep_lr(cfg: dict, sweep: dict, root: Path, log) -> float:
+    """Pick the learning rate with the lowest validation loss after a short run."""
+    lrs = sweep.get("lrs", {})
+    lrs = lrs.get(cfg["method"], lrs.get("default")) if isinstance(lrs, dict) else lrs
+    if not lrs:
+        return cfg["train"]["lr"]
+    scores = {}
+    for lr in lrs:
+        c = copy.deepcopy(cfg)
+        c["train"].update(lr=float(lr), steps=int(sweep.get("steps", 30)), save_every=10 ** 9)
+        c["data"]["valid_examples"] = int(sweep.get("valid_examples", c["data"]["valid_examples"]))
+        res = run_once(c, root, evaluate_it=False, log=log)
+        scores[float(lr)] = res["train"]["best_valid_loss"]
+    best = min(scores, key=lambda k: scores[k])
+    log(f"[compare] {cfg['method']}: sweep valid loss {scores} -> lr {best}")
+    return best
+
+
+def per_question(runs: list[dict]) -> dict[str, list[float]]:
+    """Per eval set, each question's score (F1 or accuracy) averaged over seeds."""
+    from ..metrics import math_correct, qa_scores
+    from .evaluate import stop_answer
+
+    out = {}
+    for r in runs:
+        for spec, preds in r["eval"]["predictions"].items():
+            scores = []
+            for p in preds:
+                t = p["prediction"]
+                if t is None:
+                    scores.append(0.0)
+                elif r["eval"]["sets"][spec]["task"] == "math":
+                    scores.append(100.0 * math_correct(t, p["answers"][0]))
+                else:
+                    scores.append(100.0 * qa_scores(stop_answer(t, "qa"), p["answers"])[1])
+            prev = out.setdefault(spec, [0.0] * len(scores))
+            out[spec] = [a + b / len(runs) for a, b in zip(prev, scores)]
+    return out
+
+
+def paired_bootstrap(a: dict, b: dict, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean over sets of (a - b) per question, with a 95% interval resampling questions within each set."""
+    rng = random.Random(seed)
+    sets = [s for s in a if s in b]
+    diffs = {s: [x - y for x, y in zip(a[s], b[s])] for s in sets}
+    point = sum(sum(d) / len(d) for d in diffs.values()) / len(sets)
+    stats = []
+    for _ in range(n):
+        tot = 0.0
+        for d in diffs.values():
+            tot += sum(d[rng.randrange(len(d))] for _ in range(len(d))) / len(d)
+        stats.append(tot / len(sets))
+    stats.sort()
+    return point, stats[int(0.025 * n)], stats[int(0.975 * n) - 1]
+
+
+def build_table(finished: dict, baseline: str) -> dict:
+    sets = []
+    for runs in finished.values():
+        for s in runs[0]["eval"]["sets"]:
+            if s not in sets:
+                sets.append(s)
+    rows = {}
+    base_q = per_question(finished[baseline]) if baseline in finished else None
+    for name, runs in finished.items():
+        mean = lambda f: sum(f(r) for r in runs) / len(runs)
+        row = {"method": runs[0]["config"]["method"], "params": runs[0]["eval"]["num_trainable"],
+               "seeds": len(runs), "lr": runs[0]["config"]["train"]["lr"], "sets": {}}
+        for s in sets:
+            r0 = runs[0]["eval"]["sets"].get(s)
+            if r0 is None:
+                continue
+            keys = ("f1", "em") if r0["task"] == "qa" else ("accuracy",)
+            row["sets"][s] = {k: mean(lambda r: r["eval"]["sets"][s][k]) for k in keys}
+        row["average"] = {k: mean(lambda r: r["eval"]["average"][k]) for k in runs[0]["eval"]["average"]}
+        share = [r["eval"].get("router") or {} for r in runs]
+        if share[0].get("usage_entropy_bits") is not None:
+            row["usage_entropy_bits"] = mean(lambda r: r["eval"]["router"]["usage_entropy_bits"])
+        if base_q is not None and name != baseline:
+            row["diff_vs_baseline"] = paired_bootstrap(per_question(runs), base_q)
+        rows[name] = row
+    return {"baseline": baseline, "sets": sets, "rows": rows, "markdown": markdown(rows, sets, baseline)}
+
+
+def short(s: str) -> str:
+    return s.replace("squad_shifts_", "").replace("/heldout", "").replace("/test", "")
+
+
+def markdown(rows: dict, sets: list[str], baseline: str) -> str:
+    metric = lambda r, s: (f"{r['sets'][s]['f1']:.2f} / {r['sets'][s]['em']:.2f}" if "f1" in r["sets"].get(s, {})
+                           else f"{r['sets'][s]['accuracy']:.2f}" if s in r["sets"] else "")
+    head = ["method", "params"] + [short(s) for s in sets] + ["avg", f"Δ vs {baseline} [95% CI]", "seeds",
+                                                              "router H (bits)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        a = r["average"]
+        avg = f"{a['f1']:.2f} / {a['em']:.2f}" if "f1" in a else f"{a.get('accuracy', 0):.2f}"
+        d = r.get("diff_vs_baseline")
+        diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" if d else ""
+        h = f"{r['usage_entropy_bits']:.2f}" if "usage_entropy_bits" in r else ""
+        lines.append("| " + " | ".join([name, f"{r['params']:,}"] + [metric(r, s) for s in sets] +
+                                       [avg, diff, str(r["seeds"]), h]) + " |")
+    lines.append("")
+    lines.append("QA cells: F1 / EM; math cells: accuracy. Δ: paired bootstrap over questions "
+                 "(F1 or accuracy, mean over sets).")
+    return "\n".join(lines)
