@@ -95,30 +95,6 @@ def _cpu_profiler_peak(fn) -> int:
     return peak
 
 
-def measure(step, device, steps: int, warmup: int, modules=()) -> dict:
-    """Median ms of step() over `steps` after `warmup`, and peak memory (see module doc)."""
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    if device.type == "cuda":
-        peak, how = torch.cuda.max_memory_allocated(device), "cuda.max_memory_allocated"
-    else:
-        peak, how = _param_bytes(*modules) + _cpu_profiler_peak(step), "weights + profiler peak"
-    return {"ms": 1000 * statistics.median(times), "ms_all": [round(1000 * t, 2) for t in times],
-            "peak_bytes": int(peak), "memory": how}
-
-
 def _versions() -> dict:
     import peft
     import transformers
@@ -154,8 +130,9 @@ def _ours(base, method, T, tok):
     return PtmoeModel(base, method, opts, tokenizer=tok)
 
 
-def _train_step(module, opt, batch, ours: bool):
-    def step():
+def _train_step(module, opt, fixed_batch, ours: bool):
+    def step(batch=None):
+        batch = fixed_batch if batch is None else batch
         if ours:
             out = module(batch["input_ids"], batch["attention_mask"], batch["labels"])
             loss = out.loss
@@ -186,6 +163,36 @@ def _dev_batch(batch, device):
 
 
 # ---- the parts ----------------------------------------------------------------------------------
+def _interleaved(steps_by_name: dict, device, steps: int, warmup: int, modules: dict) -> dict:
+    """Round-robin: each round runs one step of every method, so load from other processes on a
+    shared machine falls on all of them alike. Medians per method; then memory, one method at a time."""
+    for _ in range(warmup):
+        for step in steps_by_name.values():
+            step()
+    times = {n: [] for n in steps_by_name}
+    for _ in range(steps):
+        for name, step in steps_by_name.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name, step in steps_by_name.items():
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            step()
+            _sync(device)
+            peak, how = torch.cuda.max_memory_allocated(device), "cuda.max_memory_allocated"
+        else:
+            peak, how = _param_bytes(*modules[name]) + _cpu_profiler_peak(step), "weights + profiler peak"
+        out[name] = {"ms": 1000 * statistics.median(times[name]),
+                     "ms_all": [round(1000 * t, 2) for t in times[name]], "peak_bytes": int(peak), "memory": how}
+    return out
+
+
 def bench_synthetic(base, tok, args, device, methods, log) -> list[dict]:
     B, S, T = args.batch_size, args.seq_len, args.prompt_length
     g = torch.Generator().manual_seed(args.seed)
@@ -194,40 +201,51 @@ def bench_synthetic(base, tok, args, device, methods, log) -> list[dict]:
     labels = ids.clone()
     labels[:, : S // 2] = -100  # loss on the last half of the tokens
     batch = _dev_batch({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}, device)
-    rows = []
-    for name in methods:
-        gc.collect()
-        if name == "forward":
-            full = _dev_batch({"input_ids": torch.cat([torch.randint(3, min(vocab, 32000), (B, T), generator=g),
-                                                       ids], 1)}, device)
-            mask = torch.ones_like(full["input_ids"])
+    full = _dev_batch({"input_ids": torch.cat([torch.randint(3, min(vocab, 32000), (B, T), generator=g), ids], 1)},
+                      device)
+    full_mask = torch.ones_like(full["input_ids"])
 
-            def step():
-                with torch.no_grad():
-                    base(input_ids=full["input_ids"], attention_mask=mask, use_cache=False)
-            res = measure(step, device, args.steps, args.warmup, [base])
-            res.update(trainable=0)
-        else:
+    def forward_step():
+        with torch.no_grad():
+            base(input_ids=full["input_ids"], attention_mask=full_mask, use_cache=False)
+
+    results = {}
+    # group 1: the frozen forward and every prompt method share the untouched base model;
+    # group 2: weight methods (LoRA) change it, so they run after, each alone, then are unloaded
+    groups = [[m for m in methods if m not in ("peft-lora", "lora")]] + [[m] for m in methods
+                                                                        if m in ("peft-lora", "lora")]
+    for group in groups:
+        if not group:
+            continue
+        steps, mods, keep, trainable = {}, {}, [], {}
+        for name in group:
+            if name == "forward":
+                steps[name], mods[name], trainable[name] = forward_step, [base], 0
+                continue
             torch.manual_seed(args.seed)
             if name.startswith("peft-"):
-                module = _peft_pt(base, T) if name == "peft-pt" else _peft_lora(base)
-                module.train()
+                module = (_peft_pt(base, T) if name == "peft-pt" else _peft_lora(base)).train()
             else:
                 module = _ours(base, name, T, tok).train()
             params = [p for p in module.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=1e-3)
-            res = measure(_train_step(module, opt, batch, ours=not name.startswith("peft-")), device,
-                          args.steps, args.warmup, [module])
-            res.update(trainable=sum(p.numel() for p in params))
-            del opt, params
-            if name in ("peft-lora", "lora"):
-                _unwrap(module if name == "peft-lora" else module.base)
-            elif name == "peft-pt":
-                _unwrap(module)
-            del module
-        res.update(method=name, tokens_per_s=B * S / (res["ms"] / 1000))
-        log(f"  {name:10s} {res['ms']:10.1f} ms/step  {res['peak_bytes'] / 2**30:7.2f} GiB")
-        rows.append(res)
+            steps[name] = _train_step(module, opt, batch, ours=not name.startswith("peft-"))
+            mods[name], trainable[name] = [module], sum(p.numel() for p in params)
+            keep.append((name, module))
+        res = _interleaved(steps, device, args.steps, args.warmup, mods)
+        for name in group:
+            results[name] = dict(res[name], trainable=trainable[name])
+        for name, module in keep:
+            if name in ("peft-lora", "lora", "peft-pt"):
+                _unwrap(module if name != "lora" else module.base)
+        del steps, mods, keep
+        gc.collect()
+    rows = []
+    for name in methods:
+        r = dict(results[name], method=name)
+        r["tokens_per_s"] = B * S / (r["ms"] / 1000)
+        log(f"  {name:10s} {r['ms']:10.1f} ms/step  {r['peak_bytes'] / 2**30:7.3f} GiB")
+        rows.append(r)
     ref = {r["method"]: r for r in rows}
     for r in rows:
         for key, other in (("x_forward", "forward"), ("x_peft_pt", "peft-pt")):
@@ -272,55 +290,45 @@ def bench_real(base, tok, args, device, log) -> dict:
     out = {"examples": len(encoded), "batches": n_batches, "real_tokens": real_tokens,
            "label_tokens": label_tokens, "mean_len": real_tokens / max(len(encoded), 1)}
 
-    def run_epoch(step_fn, batches, collate):
-        step_fn(_dev_batch(collate(batches[0]), device))  # warm-up
-        _sync(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        padded = 0
-        t0 = time.perf_counter()
-        for b in batches:
-            batch = _dev_batch(collate(b), device)
-            padded += batch["input_ids"].numel()
-            step_fn(batch)
-        _sync(device)
-        dt = time.perf_counter() - t0
-        res = {"seconds": dt, "tokens_per_s": real_tokens / dt, "padded_tokens": padded,
-               "pad_fraction": 1 - real_tokens / padded}
-        if device.type == "cuda":
-            res["peak_bytes"] = torch.cuda.max_memory_allocated(device)
-        return res
-
     # ours: length-grouped batches, right padding, the fast loss
     torch.manual_seed(args.seed)
     ours = _ours(base, args.real_method, T, tok).train()
-    opt = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-3)
-    batches = length_grouped_batches(lengths, B, args.seed)
-    step_ours = lambda batch: _train_step(ours, opt, batch, ours=True)()
+    opt_o = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=1e-3)
+    grouped = length_grouped_batches(lengths, B, args.seed)
     collate_ours = lambda b: pad_batch([encoded[i] for i in b], pad_id, side="right")
-    out["ours"] = run_epoch(step_ours, batches, collate_ours)
-    out["ours"]["method"] = args.real_method
-    log(f"  ours ({args.real_method}) {out['ours']['tokens_per_s']:9.1f} real tokens/s, "
-        f"pad {out['ours']['pad_fraction']:.1%}")
-    del ours, opt
-    gc.collect()
-
-    # PEFT prompt tuning: random order, transformers' padding collator
+    # PEFT prompt tuning: random order, transformers' padding collator (prompt learning leaves the base as is)
     torch.manual_seed(args.seed)
     peft_model = _peft_pt(base, T).train()
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
+    opt_p = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
     order = list(range(len(encoded)))
     random.Random(args.seed).shuffle(order)
     rand_batches = [order[i:i + B] for i in range(0, n_batches * B, B)]
     collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100, return_tensors="pt")
     collate_peft = lambda b: collator([{"input_ids": encoded[i]["input_ids"], "labels": encoded[i]["labels"]}
                                        for i in b])
-    step_peft = lambda batch: _train_step(peft_model, opt, batch, ours=False)()
-    out["peft_pt"] = run_epoch(step_peft, rand_batches, collate_peft)
-    log(f"  peft-pt       {out['peft_pt']['tokens_per_s']:9.1f} real tokens/s, "
-        f"pad {out['peft_pt']['pad_fraction']:.1%}")
+    pipes = {"ours": (_train_step(ours, opt_o, None, ours=True), grouped, collate_ours),
+             "peft_pt": (_train_step(peft_model, opt_p, None, ours=False), rand_batches, collate_peft)}
+    for step, batches, collate in pipes.values():  # warm-up
+        step(_dev_batch(collate(batches[0]), device))
+    _sync(device)
+    secs, padded = {k: 0.0 for k in pipes}, {k: 0 for k in pipes}
+    for i in range(n_batches):  # lockstep: one batch of each in turn (fair under shared-machine load)
+        for k, (step, batches, collate) in pipes.items():
+            t0 = time.perf_counter()
+            batch = _dev_batch(collate(batches[i]), device)
+            step(batch)
+            _sync(device)
+            secs[k] += time.perf_counter() - t0
+            padded[k] += batch["input_ids"].numel()
+    for k in pipes:
+        out[k] = {"seconds": secs[k], "tokens_per_s": real_tokens / secs[k], "padded_tokens": padded[k],
+                  "pad_fraction": 1 - real_tokens / padded[k]}
+    out["ours"]["method"] = args.real_method
+    for k, label in (("ours", f"ours ({args.real_method})"), ("peft_pt", "peft-pt")):
+        log(f"  {label:14s} {out[k]['tokens_per_s']:9.1f} real tokens/s, pad {out[k]['pad_fraction']:.1%}")
     _unwrap(peft_model)
-    del peft_model, opt
+    del ours, peft_model, opt_o, opt_p, pipes
+    gc.collect()
     out["x_peft_pt"] = out["ours"]["tokens_per_s"] / out["peft_pt"]["tokens_per_s"]
     return out
 
@@ -343,20 +351,6 @@ def bench_generate(base, tok, args, device, log) -> dict:
     out = {"examples": len(prompts), "batches": len(batches), "max_new_tokens": M,
            "prompt_tokens": sum(map(len, prompts))}
 
-    def timed(gen_fn, side):
-        rows = [{"input_ids": p} for p in batches[0]]
-        gen_fn(_dev_batch(pad_batch(rows, pad_id, side), device))  # warm-up
-        _sync(device)
-        t0 = time.perf_counter()
-        made = 0
-        for b in batches:
-            batch = _dev_batch(pad_batch([{"input_ids": p} for p in b], pad_id, side), device)
-            made += gen_fn(batch)
-        _sync(device)
-        dt = time.perf_counter() - t0
-        return {"seconds": dt, "examples_per_s": len(prompts) / dt, "new_tokens_per_s": made / dt,
-                "new_tokens": made}
-
     torch.manual_seed(args.seed)
     ours = _ours(base, "pt", T, tok).eval()
 
@@ -364,9 +358,6 @@ def bench_generate(base, tok, args, device, log) -> dict:
         new = ours.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=M, eos_token_id=None,
                             pad_token_id=pad_id)
         return new.numel()
-    out["ours"] = timed(gen_ours, "right")
-    log(f"  ours (pt)     {out['ours']['new_tokens_per_s']:9.1f} new tokens/s")
-    del ours
 
     torch.manual_seed(args.seed)
     peft_model = _peft_pt(base, T).eval()
@@ -376,10 +367,27 @@ def bench_generate(base, tok, args, device, log) -> dict:
             seq = peft_model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                       max_new_tokens=M, min_new_tokens=M, do_sample=False, pad_token_id=pad_id)
         return seq[:, batch["input_ids"].shape[1]:].numel()
-    out["peft_pt"] = timed(gen_peft, "left")
-    log(f"  peft-pt       {out['peft_pt']['new_tokens_per_s']:9.1f} new tokens/s")
+
+    # ours pads on the right (generate left-aligns itself); HF generate needs left padding
+    pipes = {"ours": (gen_ours, "right"), "peft_pt": (gen_peft, "left")}
+    collate = lambda b, side: _dev_batch(pad_batch([{"input_ids": p} for p in b], pad_id, side), device)
+    for fn, side in pipes.values():  # warm-up
+        fn(collate(batches[0], side))
+    secs, made = {k: 0.0 for k in pipes}, {k: 0 for k in pipes}
+    for b in batches:  # lockstep, as in the real-data part
+        for k, (fn, side) in pipes.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            made[k] += fn(collate(b, side))
+            _sync(device)
+            secs[k] += time.perf_counter() - t0
+    for k in pipes:
+        out[k] = {"seconds": secs[k], "examples_per_s": len(prompts) / secs[k],
+                  "new_tokens_per_s": made[k] / secs[k], "new_tokens": made[k]}
+    log(f"  ours (pt)      {out['ours']['new_tokens_per_s']:9.1f} new tokens/s")
+    log(f"  peft-pt        {out['peft_pt']['new_tokens_per_s']:9.1f} new tokens/s")
     _unwrap(peft_model)
-    del peft_model
+    del ours, peft_model
     out["x_peft_pt"] = out["ours"]["new_tokens_per_s"] / out["peft_pt"]["new_tokens_per_s"]
     return out
 
@@ -393,20 +401,22 @@ def to_markdown(result: dict) -> str:
     if result.get("synthetic"):
         lines += [f"Synthetic batch: {cfg['batch_size']} x {cfg['seq_len']} tokens + {cfg['prompt_length']} "
                   f"prompt tokens, loss on the last half; median of {cfg['steps']} steps after "
-                  f"{cfg['warmup']} warm-up. Memory: {result['synthetic'][0]['memory']}.", "",
-                  "| method | ms/step | tokens/s | peak memory (GiB) | x forward | x PEFT PT (time) "
+                  f"{cfg['warmup']} warm-up, methods interleaved round-robin (LoRA after, alone). "
+                  f"Memory: {result['synthetic'][0]['memory']}.", "",
+                  "| method | ms/step (median) | min ms | tokens/s | peak memory (GiB) | x forward | x PEFT PT (time) "
                   "| x PEFT PT (memory) | trainable |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in result["synthetic"]:
             f = lambda k, fmt="{:.2f}": fmt.format(r[k]) if k in r else "-"
-            lines.append(f"| {r['method']} | {r['ms']:.1f} | {r['tokens_per_s']:.0f} | "
+            lines.append(f"| {r['method']} | {r['ms']:.1f} | {min(r['ms_all']):.1f} | {r['tokens_per_s']:.0f} | "
                          f"{r['peak_bytes'] / 2**30:.3f} | {f('x_forward')} | {f('x_peft_pt')} | "
                          f"{f('mem_x_peft_pt')} | {r['trainable']:,} |")
         lines.append("")
     if result.get("real"):
         r = result["real"]
         lines += [f"Real data: {r['examples']} SQuAD training examples (mean {r['mean_len']:.0f} tokens, "
-                  f"{r['label_tokens']} answer tokens), {r['batches']} batches of {cfg['batch_size']}, one pass.", "",
+                  f"{r['label_tokens']} answer tokens), {r['batches']} batches of {cfg['batch_size']}, one pass, the two "
+                  "pipelines in lockstep (a batch of each in turn), collation included.", "",
                   "| pipeline | seconds | real tokens/s | padding | x PEFT PT |", "|---|---:|---:|---:|---:|",
                   f"| ours ({r['ours']['method']}, length-grouped, fast loss) | {r['ours']['seconds']:.2f} | "
                   f"{r['ours']['tokens_per_s']:.0f} | {r['ours']['pad_fraction']:.1%} | {r['x_peft_pt']:.2f} |",
@@ -440,8 +450,6 @@ def run(args) -> int:
     for p in parts:
         if p not in PARTS:
             raise ValueError(f"--parts: unknown {p!r}; known: {', '.join(PARTS)}")
-    # weight methods modify the base model: run them last (they are unloaded after)
-    methods = sorted(methods, key=lambda m: m in ("peft-lora", "lora"))
     torch.manual_seed(args.seed)
     base, tok = load_base_model(args.model, DTYPES[dtype_name])
     base.to(device)

@@ -138,7 +138,10 @@ class PtmoeModel(nn.Module):
             config = make_config(method, config)
         self.method, self.config, self.spec = method, config, spec
         self._identity = None
-        if method != "ft":
+        if method == "ft":  # full fine-tuning changes the embeddings: fingerprint the base before training
+            if not base.get_input_embeddings().weight.is_meta:  # (count_trainable builds on meta)
+                self._identity = base_identity(base)
+        else:
             for p in base.parameters():
                 p.requires_grad_(False)
         self.prompts = nn.ModuleDict()

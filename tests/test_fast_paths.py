@@ -1,0 +1,152 @@
+"""The training fast path (backbone hidden states, LM head only where labels exist, fused chunked
+cross-entropy) gives the same loss and gradients as the plain path (full logits, the usual loss);
+and `ptmoe bench` runs end to end. Correctness only, not timing."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from ptmoe.model import PtmoeModel, chunked_cross_entropy
+from ptmoe.models import load_shape
+
+METHODS = ["pt", "ptmoe", "smop", "lora", "dpt"]
+
+
+def _batch(B=3, S=12, vocab=320, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (B, S), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, -3:] = 0  # right padding
+    mask[2, :2] = 0  # left padding
+    labels = ids.clone()
+    labels[:, : S // 2] = -100
+    labels[mask == 0] = -100
+    return ids, mask, labels
+
+
+def _model(method, dtype):
+    base, _ = load_shape("tiny", dtype=dtype)
+    opts = {"r": 4} if method == "lora" else {"num_tokens": 4, **({"experts": 2} if method != "pt" else {})}
+    if method == "dpt":
+        opts = {"num_tokens": 4, "rank": 3}
+    if method in ("smop", "ptmoe"):
+        opts["noise"] = "none"  # deterministic routing: the two passes must see the same weights
+    m = PtmoeModel(base, method, opts, seed=1)
+    if method == "lora":  # LoRA's B starts at zero: make the adapter do something
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                if p.requires_grad:
+                    p.normal_(0, 0.1)
+    return m
+
+
+def _loss_and_grads(m, ids, mask, labels, plain):
+    m.zero_grad(set_to_none=True)
+    out = m(ids, mask, labels, return_logits=plain)
+    out.loss.backward()
+    grads = {n: p.grad.detach().float().clone() for n, p in m.named_parameters() if p.requires_grad}
+    return out.loss.detach().float(), grads
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fast_equals_plain_fp32(method):
+    m = _model(method, torch.float32).train()
+    ids, mask, labels = _batch()
+    loss_p, g_p = _loss_and_grads(m, ids, mask, labels, plain=True)
+    loss_f, g_f = _loss_and_grads(m, ids, mask, labels, plain=False)
+    assert g_p and set(g_p) == set(g_f)
+    torch.testing.assert_close(loss_f, loss_p, rtol=1e-5, atol=1e-6)
+    for name in g_p:
+        assert g_p[name].abs().max() > 0, name
+        torch.testing.assert_close(g_f[name], g_p[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fast_equals_plain_bf16_base(method):
+    m = _model(method, torch.bfloat16).train()
+    if method != "lora":  # prompt parameters stay fp32 on a bf16 base
+        assert all(p.dtype == torch.float32 for p in m.trainable_parameters())
+    ids, mask, labels = _batch()
+    loss_p, g_p = _loss_and_grads(m, ids, mask, labels, plain=True)
+    loss_f, g_f = _loss_and_grads(m, ids, mask, labels, plain=False)
+    torch.testing.assert_close(loss_f, loss_p, rtol=2e-2, atol=2e-2)
+    for name in g_p:
+        ref = g_p[name]
+        err = (g_f[name] - ref).norm() / ref.norm().clamp_min(1e-12)
+        assert err < 5e-2, f"{name}: relative gradient error {err:.3g}"
+
+
+def test_fast_path_no_labels_in_batch_rows():
+    """A row without any label token contributes nothing; loss is the mean over label tokens."""
+    m = _model("pt", torch.float32)
+    ids, mask, labels = _batch()
+    labels[0] = -100
+    loss_p, _ = _loss_and_grads(m, ids, mask, labels, plain=True)
+    out = m(ids, mask, labels)
+    torch.testing.assert_close(out.loss.detach(), loss_p, rtol=1e-5, atol=1e-6)
+    assert out.num_label_tokens == int((labels[:, 1:] != -100).sum())
+
+
+@pytest.mark.parametrize("softcap", [None, 5.0])
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_ce_small_chunks_equal_unchunked(softcap, bias):
+    torch.manual_seed(0)
+    head = nn.Linear(16, 50, bias=bias)
+    h = torch.randn(37, 16, requires_grad=True)
+    t = torch.randint(0, 50, (37,))
+    t[[3, 20]] = -100
+    grads = []
+    for chunk in (5, 1, 1000):
+        h.grad, head.weight.grad = None, None
+        loss = chunked_cross_entropy(h, head, t, chunk=chunk, softcap=softcap)
+        (3 * loss).backward()
+        grads.append((loss.detach(), h.grad.clone(), head.weight.grad.clone()))
+    # reference: full logits, the usual loss
+    h.grad, head.weight.grad = None, None
+    z = head(h).float()
+    if softcap:
+        z = torch.tanh(z / softcap) * softcap
+    ref = nn.functional.cross_entropy(z, t, reduction="sum")
+    (3 * ref).backward()
+    for loss, gh, gw in grads:
+        torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gh, h.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(gw, head.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_chunked_ce_no_grad_and_non_linear_head():
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Linear(8, 30))
+    h = torch.randn(9, 8, requires_grad=True)
+    t = torch.randint(0, 30, (9,))
+    loss = chunked_cross_entropy(h, head, t, chunk=2)  # checkpointed fallback
+    loss.backward()
+    ref_h = h.grad.clone()
+    h.grad = None
+    nn.functional.cross_entropy(head(h), t, reduction="sum").backward()
+    torch.testing.assert_close(ref_h, h.grad, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        lin = head[0]
+        torch.testing.assert_close(chunked_cross_entropy(h, lin, t, chunk=4),
+                                   nn.functional.cross_entropy(lin(h), t, reduction="sum"))
+
+
+def test_bench_smoke(tmp_path):
+    from ptmoe.cli import main
+
+    out = tmp_path / "bench"
+    rc = main(["bench", "--model", "shape:tiny", "--batch-size", "2", "--seq-len", "16", "--steps", "1",
+               "--warmup", "1", "--parts", "synthetic", "--methods", "forward,peft-pt,peft-lora,pt,dpt,smop,ptmoe",
+               "--out", str(out)])
+    assert rc == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert {"command", "device", "versions", "config", "synthetic"} <= set(result)
+    rows = {r["method"]: r for r in result["synthetic"]}
+    assert set(rows) == {"forward", "peft-pt", "peft-lora", "pt", "dpt", "smop", "ptmoe"}
+    for r in rows.values():
+        assert {"ms", "tokens_per_s", "peak_bytes", "x_forward", "x_peft_pt", "mem_x_peft_pt"} <= set(r)
+        assert r["ms"] > 0 and r["peak_bytes"] > 0
+    assert rows["forward"]["x_forward"] == 1.0
+    md = (out / "bench.md").read_text()
+    assert "ptmoe bench" in md and "| ptmoe |" in md
