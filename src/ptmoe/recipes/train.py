@@ -192,7 +192,7 @@ def train(cfg: dict, resume: bool = False, log=print, stop_after: int | None = N
 
     cfg = apply_preset(cfg)
     t = cfg["train"]
-    accelerator = Accelerator(split_batches=True, mixed_precision="no")
+    accelerator = Accelerator(split_batches=True, mixed_precision="no", cpu=not torch.cuda.is_available())
     set_seed(cfg["seed"])
     out = output_dir(cfg)
     is_main = accelerator.is_main_process
