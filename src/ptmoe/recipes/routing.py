@@ -11,7 +11,7 @@ def usage_entropy_bits(counts: list[float]) -> float:
     total = sum(counts)
     if total <= 0:
         return 0.0
-    return -sum(c / total * math.log2(c / total) for c in counts if c > 0)
+    return abs(-sum(c / total * math.log2(c / total) for c in counts if c > 0))  # abs: no "-0.00"
 
 
 class RouterMonitor:

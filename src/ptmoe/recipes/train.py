@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -35,7 +36,8 @@ def add_arguments(p):
 def run(args):
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, resume=args.resume)
-    print(json.dumps({k: summary[k] for k in ("output_dir", "steps", "best_valid_loss", "wall_s")}, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary, not one per process
+        print(json.dumps({k: summary[k] for k in ("output_dir", "steps", "best_valid_loss", "wall_s")}, indent=2))
     return 0
 
 
@@ -230,7 +232,7 @@ def train(cfg: dict, resume: bool = False, log=print, stop_after: int | None = N
     if is_main:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tensorboard"))
-    log_file = open(out / "log.jsonl", "a") if is_main else None
+    log_file = open(out / "log.jsonl", "a" if resume else "w") if is_main else None
     from tqdm.auto import tqdm
     bar = tqdm(total=t["steps"], initial=step, disable=not is_main, desc=f"train {cfg['method']}", file=sys.stderr)
     model.train()
