@@ -15,13 +15,7 @@ from ptmoe.model import AdapterError, PtmoeModel
 from ptmoe.models import SHAPES, count_trainable, load_base_config, load_shape
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is ~30x faster than two on busy shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TEXTS = ["hello there", "a longer question, right? yes it is", "x", "what is 2+2?", "tiny"]

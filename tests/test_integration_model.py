@@ -10,16 +10,9 @@ from ptmoe.data.format import build_prompt_text, encode_dataset
 from ptmoe.model import PtmoeModel
 from ptmoe.models import DEFAULT_MODEL, cache_dir, load_base_model
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on 2 busy shared cores, two threads spin-wait and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 EXAMPLES = [
     {"task": "qa", "context": "The Eiffel Tower is in Paris, the capital of France.",

@@ -42,14 +42,7 @@ RESULT_KEYS = {"model", "adapter", "method", "num_trainable", "sets", "predictio
 SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is much faster than two on busy shared cores, and in-process
-    runs then compute exactly as the OMP_NUM_THREADS=1 subprocesses do."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WORDS = ["sun", "river", "stone", "cloud", "elephant", "sky", "music", "lighthouse", "paper", "ox"]

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from .fsutil import atomic_dir
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 # name -> (pip requirement, how to find the gguf file once installed)
@@ -123,10 +125,9 @@ def load_base_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float3
             gguf_path = _packaged_gguf(name)
             print(f"[ptmoe] de-quantising {gguf_path.name} once into {cached}", file=sys.stderr)
             model, tok = _load_gguf(gguf_path, torch.float32)
-            tmp = cached.with_name(cached.name + ".tmp")
-            model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            os.replace(tmp, cached) if not cached.exists() else None
+            with atomic_dir(cached) as tmp:  # a kill mid-write leaves no half-written cache
+                model.save_pretrained(tmp, safe_serialization=True)
+                tok.save_pretrained(tmp)
         path, gguf = cached, None
     else:
         p = Path(name).expanduser()

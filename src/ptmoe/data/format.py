@@ -145,3 +145,10 @@ def encode_dataset(examples, tokenizer, max_length, train=True, max_new_tokens=3
         enc["index"] = i
         out.append(enc)
     return out, dropped
+
+
+def special_ids(tokenizer):
+    """(pad id, ids that end an answer): EOS plus a chat template's end-of-turn token when it has one."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ends = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    return pad, sorted(t for t in ends if isinstance(t, int) and t >= 0)

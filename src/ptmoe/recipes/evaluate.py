@@ -52,15 +52,14 @@ def load_for_eval(cfg: dict, adapter: str | None, device):
 @torch.no_grad()
 def generate_answers(model, tok, examples, batch_size, max_length, max_new_tokens, monitor=None, progress=True):
     """Greedy answers for examples, batched by length (left padding). Returns (texts, n_dropped)."""
-    from ..data.format import encode_dataset
+    from ..data.format import encode_dataset, special_ids
     from tqdm.auto import tqdm
 
     enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
     texts = [None] * len(examples)
     device = next(model.parameters()).device
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
+    pad_id, eos = special_ids(tok)
     for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generate", file=sys.stderr):
         rows = [enc[i] for i in order[s:s + batch_size]]
         b = pad_batch(rows, pad_id, side="left")

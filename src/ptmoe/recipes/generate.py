@@ -8,7 +8,7 @@ import sys
 import torch
 
 from ..collate import pad_batch
-from ..data.format import build_prompt_text
+from ..data.format import build_prompt_text, special_ids
 from ..model import PtmoeModel
 from ..models import DEFAULT_MODEL, load_base_model
 from .evaluate import stop_answer
@@ -76,8 +76,7 @@ def answer(rows, model_name, adapters: dict, batch_size=16, max_new_tokens=None)
     else:
         model = PtmoeModel(base, "ft", {}, tok)
     model.eval()
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    eos = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int) and t >= 0]
+    pad_id, eos = special_ids(tok)
     out = []
     for s in range(0, len(rows), batch_size):
         chunk = rows[s:s + batch_size]
