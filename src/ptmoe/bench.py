@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from .data.format import special_ids
+
 SYNTH_METHODS = ("forward", "peft-pt", "peft-lora", "pt", "dpt", "smop", "ptmoe")
 ALL_METHODS = SYNTH_METHODS + ("lora",)
 PARTS = ("synthetic", "real", "generate")
@@ -286,7 +288,7 @@ def bench_real(base, tok, args, device, log) -> dict:
     real_tokens = sum(len(e["input_ids"]) for e in encoded)
     label_tokens = sum(sum(1 for x in e["labels"] if x != -100) for e in encoded)
     lengths = [len(e["input_ids"]) for e in encoded]
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = special_ids(tok)[0]
     out = {"examples": len(encoded), "batches": n_batches, "real_tokens": real_tokens,
            "label_tokens": label_tokens, "mean_len": real_tokens / max(len(encoded), 1)}
 
@@ -347,7 +349,7 @@ def bench_generate(base, tok, args, device, log) -> dict:
             break
     prompts.sort(key=len)  # the same length-sorted batches for both
     batches = [prompts[i:i + B] for i in range(0, len(prompts), B)]
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = special_ids(tok)[0]
     out = {"examples": len(prompts), "batches": len(batches), "max_new_tokens": M,
            "prompt_tokens": sum(map(len, prompts))}
 

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..collate import epoch_batches, pad_batch
+from ..data.format import special_ids
 from ..fsutil import atomic_dir, recover_dir
 from ..model import PtmoeModel
 from ..models import load_base_model
@@ -204,7 +205,7 @@ def train(cfg: dict, resume: bool = False, log=print, stop_after: int | None = N
     model, tok = build_model(cfg, accelerator.device)
     if t["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad_id = special_ids(tok)[0]
     train_rows, valid_rows = load_sources(cfg, tok, log=log if is_main else (lambda *a: None))
     optimizer = torch.optim.AdamW(param_groups(model, t["lr"], t["lr_groups"], t["weight_decay"]))
     warmup = int(t["warmup_ratio"] * t["steps"])
