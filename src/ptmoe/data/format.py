@@ -147,8 +147,16 @@ def encode_dataset(examples, tokenizer, max_length, train=True, max_new_tokens=3
     return out, dropped
 
 
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>")  # ChatML, Gemma, Llama 3
+
+
 def special_ids(tokenizer):
-    """(pad id, ids that end an answer): EOS plus a chat template's end-of-turn token when it has one."""
+    """(pad id, ids that end an answer): EOS plus the chat template's end-of-turn token, where the
+    vocabulary has one (an unknown token maps to the unk id, which must not stop generation)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ends = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    ends = {tokenizer.eos_token_id}
+    for token in END_OF_TURN_TOKENS:
+        i = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id:
+            ends.add(i)
     return pad, sorted(t for t in ends if isinstance(t, int) and t >= 0)

@@ -19,6 +19,7 @@ class PTMoEConfig(MethodConfig):
     noise: str = "multiplicative"  # multiplicative l(1+eps), additive l+eps, none
     noise_std: float = 0.01
     router_temperature: float = 1.0
+    router_input_norm: str = "none"  # "standardize": running per-dimension standardisation (see router.py)
     init_text: str | None = None  # SVD init text; else sampled vocabulary tokens
     init_noise: float = 0.0  # per-expert perturbation of A_i (relative std) to break symmetry
     load_balance: float = 0.0  # weight of the load-balancing loss (0 in the paper)
@@ -38,7 +39,8 @@ class PTMoEPrompt(PromptModule):
         self.B = nn.Parameter(B)  # [R, H]
         self.load_balance = cfg.load_balance
         self.router = Router(H, cfg.experts, bias=True, noise=cfg.noise, noise_std=cfg.noise_std,
-                             top_k=cfg.top_k, weighting=cfg.weighting, temperature=cfg.router_temperature)
+                             top_k=cfg.top_k, weighting=cfg.weighting, temperature=cfg.router_temperature,
+                             input_norm=cfg.router_input_norm)
 
     def forward(self, input_embeds, attention_mask):
         weights, self.last_routing = self.router(masked_mean(input_embeds, attention_mask))

@@ -2,6 +2,12 @@
 
 l = W x + b on the masked mean of the input embeddings; exploration noise in training only;
 softmax (with temperature); top-k selection; expert weights w per example.
+
+Optionally (input_norm="standardize") x is standardised per dimension with running statistics
+first. Why: mean-pooled embeddings of real inputs share one large common component (on SmolLM2
+the mean vector has norm 0.76, the per-input deviation 0.24), so a randomly initialised router
+gives every input nearly the same logits (logit-difference std 0.017) and the first bias update
+sends everything to one expert. Standardised, the same router separates inputs (std 1.6).
 """
 from __future__ import annotations
 
@@ -12,13 +18,16 @@ from torch import nn
 
 NOISE_KINDS = ("multiplicative", "additive", "none")
 WEIGHTINGS = ("probationary", "normalized", "uniform")
+INPUT_NORMS = ("none", "standardize")
 
 
 class Router(nn.Module):
     def __init__(self, hidden: int, experts: int, *, bias: bool = True, noise: str = "multiplicative",
                  noise_std: float = 0.01, top_k: int | None = 1, weighting: str = "probationary",
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, input_norm: str = "none"):
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"router: input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
         if noise not in NOISE_KINDS:
             raise ValueError(f"router: noise must be one of {NOISE_KINDS}, got {noise!r}")
         if weighting not in WEIGHTINGS:
@@ -31,9 +40,31 @@ class Router(nn.Module):
             nn.init.zeros_(self.linear.bias)
         self.experts, self.noise, self.noise_std = experts, noise, noise_std
         self.top_k, self.weighting, self.temperature = top_k, weighting, temperature
+        self.input_norm = input_norm
+        if input_norm == "standardize":  # running statistics, saved with the adapter
+            self.register_buffer("input_mean", torch.zeros(hidden))
+            self.register_buffer("input_var", torch.ones(hidden))
+            self.register_buffer("input_count", torch.zeros(()))
+
+    @torch.no_grad()
+    def _update_stats(self, x: torch.Tensor) -> None:
+        """Cumulative mean/variance over every training input seen (the input, pooled frozen
+        embeddings, does not drift), merged batch by batch (Chan et al.)."""
+        n, m = self.input_count, float(x.shape[0])
+        bmean, bvar = x.mean(0), x.var(0, unbiased=False)
+        total = n + m
+        delta = bmean - self.input_mean
+        self.input_var.copy_((self.input_var * n + bvar * m + delta.pow(2) * n * m / total) / total)
+        self.input_mean.add_(delta * m / total)
+        self.input_count.fill_(total)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """x: [B, H] fp32 -> weights [B, N] and routing info (probs, selection mask)."""
+        x = x.float()
+        if self.input_norm == "standardize":
+            if self.training:
+                self._update_stats(x)
+            x = (x - self.input_mean) / (self.input_var + 1e-6).sqrt()
         logits = self.linear(x.to(self.linear.weight.dtype))
         if self.training and self.noise != "none" and self.noise_std > 0:
             eps = torch.randn_like(logits) * self.noise_std

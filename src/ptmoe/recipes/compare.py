@@ -8,7 +8,9 @@ Config: the keys of a train config (shared by every method) plus
          scored by validation loss on a slice of the training sources, never on evaluation sets)
   baseline: pt   (paired bootstrap intervals of each method's difference to this one)
 Every run is stored under output_dir/runs/<hash of its config>/; a finished run is never rerun,
-so an interrupted comparison resumes where it stopped.
+so an interrupted comparison resumes where it stopped. `--report` trains nothing: it builds the
+table from the runs that have finished (a comparison spread over sessions, or run in parallel
+with --only).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import yaml
 
 from .config import DEFAULTS, ConfigError, _merge, validate
 from .evaluate import evaluate
+from .presets import apply_preset
 
 COMPARE_KEYS = {"methods", "seeds", "sweep", "baseline"}
 
@@ -30,7 +33,9 @@ COMPARE_KEYS = {"methods", "seeds", "sweep", "baseline"}
 def add_arguments(p):
     p.add_argument("config", help="compare YAML (see configs/compare-*.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the shared config")
-    p.add_argument("--only", help="comma-separated method names to run (the table uses all finished runs)")
+    p.add_argument("--only", help="comma-separated method names to run (the table shows only these)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: build the table from the finished runs of every method")
 
 
 def run(args):
@@ -42,7 +47,7 @@ def run(args):
     raw = yaml.safe_load(path.read_text()) or {}
     for item in args.overrides:
         raw = _deep_update(raw, parse_override(item))
-    table = compare(raw, str(path), only=args.only.split(",") if args.only else None)
+    table = compare(raw, str(path), only=args.only.split(",") if args.only else None, report=args.report)
     print(table["markdown"])
     return 0
 
@@ -60,8 +65,9 @@ def run_key(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print) -> dict:
-    """Train (and evaluate) one config, or return its stored result if it already finished."""
+def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print, report: bool = False) -> dict | None:
+    """Train (and evaluate) one config, or return its stored result if it already finished
+    (report=True: None instead of training)."""
     from .train import train
 
     key = run_key(cfg)
@@ -69,6 +75,8 @@ def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print) -> dict
     done = folder / "result.json"
     if done.exists():
         return json.loads(done.read_text())
+    if report:
+        return None
     cfg = copy.deepcopy(cfg)
     cfg["output_dir"] = str(folder / "train")
     resume = (folder / "train" / "checkpoint" / "trainer_state.json").exists()
@@ -95,7 +103,7 @@ def method_config(shared: dict, entry: dict, where: str) -> dict:
     return cfg
 
 
-def compare(raw: dict, where: str = "compare config", only=None, log=print) -> dict:
+def compare(raw: dict, where: str = "compare config", only=None, log=print, report: bool = False) -> dict:
     shared_raw = {k: v for k, v in raw.items() if k not in COMPARE_KEYS}
     shared = _merge(DEFAULTS, shared_raw, where)
     methods = raw.get("methods") or []
@@ -113,14 +121,25 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print) -> d
         if only and name not in only:
             continue
         if sweep:
-            cfg["train"]["lr"] = sweep_lr(cfg, sweep, root, log)
+            cfg["train"]["lr"] = sweep_lr(cfg, sweep, root, log, report)
+            if cfg["train"]["lr"] is None:
+                log(f"[compare] {name}: learning-rate sweep not finished")
+                continue
         runs = []
         for seed in seeds:
             c = copy.deepcopy(cfg)
             c["seed"] = seed
-            log(f"[compare] {name} seed {seed} (lr {c['train']['lr']})")
-            runs.append(run_once(c, root, log=log))
-        finished[name] = runs
+            if not report:
+                log(f"[compare] {name} seed {seed} (lr {c['train']['lr']})")
+            res = run_once(c, root, log=log, report=report)
+            if res is not None:
+                runs.append(res)
+        if runs:
+            finished[name] = runs
+        elif report:
+            log(f"[compare] {name}: no finished run")
+    if not finished:
+        raise ConfigError(f"{where}: no finished runs to report under {root}")
     table = build_table(finished, raw.get("baseline", "pt"))
     table["wall_s_this_invocation"] = time.time() - t0
     (root / "compare.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
@@ -128,8 +147,9 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print) -> d
     return table
 
 
-def sweep_lr(cfg: dict, sweep: dict, root: Path, log) -> float:
-    """Pick the learning rate with the lowest validation loss after a short run."""
+def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool = False) -> float | None:
+    """Pick the learning rate with the lowest validation loss after a short run
+    (None in report mode while a sweep run is missing)."""
     lrs = sweep.get("lrs", {})
     lrs = lrs.get(cfg["method"], lrs.get("default")) if isinstance(lrs, dict) else lrs
     if not lrs:
@@ -139,10 +159,13 @@ def sweep_lr(cfg: dict, sweep: dict, root: Path, log) -> float:
         c = copy.deepcopy(cfg)
         c["train"].update(lr=float(lr), steps=int(sweep.get("steps", 30)), save_every=10 ** 9)
         c["data"]["valid_examples"] = int(sweep.get("valid_examples", c["data"]["valid_examples"]))
-        res = run_once(c, root, evaluate_it=False, log=log)
+        res = run_once(c, root, evaluate_it=False, log=log, report=report)
+        if res is None:
+            return None
         scores[float(lr)] = res["train"]["best_valid_loss"]
     best = min(scores, key=lambda k: scores[k])
-    log(f"[compare] {cfg['method']}: sweep valid loss {scores} -> lr {best}")
+    if not report:
+        log(f"[compare] {cfg['method']}: sweep valid loss {scores} -> lr {best}")
     return best
 
 
@@ -194,8 +217,10 @@ def build_table(finished: dict, baseline: str) -> dict:
     base_q = per_question(finished[baseline]) if baseline in finished else None
     for name, runs in finished.items():
         mean = lambda f: sum(f(r) for r in runs) / len(runs)
+        # lr: the rate the run trained at (after a preset scaled it); wall: train + eval per run
         row = {"method": runs[0]["config"]["method"], "params": runs[0]["eval"]["num_trainable"],
-               "seeds": len(runs), "lr": runs[0]["config"]["train"]["lr"], "sets": {}}
+               "seeds": len(runs), "lr": apply_preset(runs[0]["config"])["train"]["lr"],
+               "wall_s": mean(lambda r: r["train"]["wall_s"] + r["eval"]["wall_s"]), "sets": {}}
         for s in sets:
             r0 = runs[0]["eval"]["sets"].get(s)
             if r0 is None:
@@ -203,9 +228,13 @@ def build_table(finished: dict, baseline: str) -> dict:
             keys = ("f1", "em") if r0["task"] == "qa" else ("accuracy",)
             row["sets"][s] = {k: mean(lambda r: r["eval"]["sets"][s][k]) for k in keys}
         row["average"] = {k: mean(lambda r: r["eval"]["average"][k]) for k in runs[0]["eval"]["average"]}
-        share = [r["eval"].get("router") or {} for r in runs]
-        if share[0].get("usage_entropy_bits") is not None:
+        if (runs[0]["eval"].get("router") or {}).get("usage_entropy_bits") is not None:
             row["usage_entropy_bits"] = mean(lambda r: r["eval"]["router"]["usage_entropy_bits"])
+            row["train_usage_entropy_bits"] = mean(lambda r: r["train"]["router"]["usage_entropy_bits"])
+            row["router_per_set"] = {  # eval expert share per set, mean over seeds
+                s: [mean(lambda r: r["eval"]["router"]["per_set"][s]["expert_share"][e]) for e in
+                    range(len(runs[0]["eval"]["router"]["per_set"][s]["expert_share"]))]
+                for s in runs[0]["eval"]["router"]["per_set"]}
         if base_q is not None and name != baseline:
             row["diff_vs_baseline"] = paired_bootstrap(per_question(runs), base_q)
         rows[name] = row
@@ -219,18 +248,28 @@ def short(s: str) -> str:
 def markdown(rows: dict, sets: list[str], baseline: str) -> str:
     metric = lambda r, s: (f"{r['sets'][s]['f1']:.2f} / {r['sets'][s]['em']:.2f}" if "f1" in r["sets"].get(s, {})
                            else f"{r['sets'][s]['accuracy']:.2f}" if s in r["sets"] else "")
-    head = ["method", "params"] + [short(s) for s in sets] + ["avg", f"Δ vs {baseline} [95% CI]", "seeds",
-                                                              "router H (bits)"]
+    head = ["method", "params"] + [short(s) for s in sets] + ["avg", f"Δ vs {baseline} [95% CI]", "seeds", "lr",
+                                                              "usage H train / eval (bits)", "min / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         a = r["average"]
         avg = f"{a['f1']:.2f} / {a['em']:.2f}" if "f1" in a else f"{a.get('accuracy', 0):.2f}"
         d = r.get("diff_vs_baseline")
         diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" if d else ""
-        h = f"{r['usage_entropy_bits']:.2f}" if "usage_entropy_bits" in r else ""
+        h = (f"{r['train_usage_entropy_bits']:.2f} / {r['usage_entropy_bits']:.2f}"
+             if "usage_entropy_bits" in r else "")
         lines.append("| " + " | ".join([name, f"{r['params']:,}"] + [metric(r, s) for s in sets] +
-                                       [avg, diff, str(r["seeds"]), h]) + " |")
+                                       [avg, diff, str(r["seeds"]), f"{r['lr']:g}", h,
+                                        f"{r['wall_s'] / 60:.1f}"]) + " |")
     lines.append("")
     lines.append("QA cells: F1 / EM; math cells: accuracy. Δ: paired bootstrap over questions "
-                 "(F1 or accuracy, mean over sets).")
+                 "(F1 or accuracy, mean over sets). lr: the learning rate trained at (after the sweep and "
+                 "any preset scaling). Usage H: entropy of the expert shares over the training run and over "
+                 "the evaluation questions (1 bit = two experts used equally). min / run: train + evaluate.")
+    routed = {n: r for n, r in rows.items() if r.get("router_per_set")}
+    if routed:
+        lines += ["", "Expert share per evaluation set (mean over seeds):", ""]
+        for name, r in routed.items():
+            cells = ", ".join(f"{short(s)} " + "/".join(f"{x:.0%}" for x in v) for s, v in r["router_per_set"].items())
+            lines.append(f"- {name}: {cells}")
     return "\n".join(lines)
