@@ -60,7 +60,7 @@ class RouterMonitor:
         if s and len(s["expert_share"]) > 1 and max(s["expert_share"]) >= self.threshold and not self.warned:
             self.log(f"[router] warning: expert {s['expert_share'].index(max(s['expert_share']))} takes "
                      f"{max(s['expert_share']):.0%} of examples: the router has collapsed onto one expert "
-                     f"(try a higher router learning rate, init_noise, or load_balance)")
+                     f"(try preset: default, i.e. router_input_norm: standardize with load_balance)")
             self.warned = True
         if reset:
             self.window = self._empty()
