@@ -231,10 +231,9 @@ def build_table(finished: dict, baseline: str) -> dict:
         if (runs[0]["eval"].get("router") or {}).get("usage_entropy_bits") is not None:
             row["usage_entropy_bits"] = mean(lambda r: r["eval"]["router"]["usage_entropy_bits"])
             row["train_usage_entropy_bits"] = mean(lambda r: r["train"]["router"]["usage_entropy_bits"])
-            row["router_per_set"] = {  # eval expert share per set, mean over seeds
-                s: [mean(lambda r: r["eval"]["router"]["per_set"][s]["expert_share"][e]) for e in
-                    range(len(runs[0]["eval"]["router"]["per_set"][s]["expert_share"]))]
-                for s in runs[0]["eval"]["router"]["per_set"]}
+            # eval expert share per set, per seed (expert numbers mean nothing across seeds)
+            row["router_per_set"] = {str(r["config"]["seed"]): {s: v["expert_share"] for s, v in
+                                                                r["eval"]["router"]["per_set"].items()} for r in runs}
         if base_q is not None and name != baseline:
             row["diff_vs_baseline"] = paired_bootstrap(per_question(runs), base_q)
         rows[name] = row
@@ -268,8 +267,9 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
                  "the evaluation questions (1 bit = two experts used equally). min / run: train + evaluate.")
     routed = {n: r for n, r in rows.items() if r.get("router_per_set")}
     if routed:
-        lines += ["", "Expert share per evaluation set (mean over seeds):", ""]
+        lines += ["", "Expert share per evaluation set, per seed:", ""]
         for name, r in routed.items():
-            cells = ", ".join(f"{short(s)} " + "/".join(f"{x:.0%}" for x in v) for s, v in r["router_per_set"].items())
-            lines.append(f"- {name}: {cells}")
+            for seed, per_set in r["router_per_set"].items():
+                cells = ", ".join(f"{short(s)} " + "/".join(f"{x:.0%}" for x in v) for s, v in per_set.items())
+                lines.append(f"- {name}, seed {seed}: {cells}")
     return "\n".join(lines)
