@@ -319,6 +319,9 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
     capsys.readouterr()
     assert snapshot() == before
     assert list(json.loads((root / "compare.json").read_text())["rows"]) == METHODS
+    assert cli_main(["compare", str(path), "--only", "nope"]) == 2  # a typo names the option, trains nothing
+    assert "--only: no method named 'nope'" in capsys.readouterr().err
+    assert snapshot() == before
 
 
 # ---- generate with several adapters ------------------------------------------------------------------------------

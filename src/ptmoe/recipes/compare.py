@@ -47,7 +47,14 @@ def run(args):
     raw = yaml.safe_load(path.read_text()) or {}
     for item in args.overrides:
         raw = _deep_update(raw, parse_override(item))
-    table = compare(raw, str(path), only=args.only.split(",") if args.only else None, report=args.report)
+    only = None
+    if args.only:
+        names = [m.get("name") for m in raw.get("methods") or []]
+        only = [args.only] if args.only in names else [n.strip() for n in args.only.split(",")]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ConfigError(f"--only: no method named {unknown[0]!r} in {path}; known: {', '.join(map(str, names))}")
+    table = compare(raw, str(path), only=only, report=args.report)
     print(table["markdown"])
     return 0
 
