@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 
 import torch
@@ -20,8 +19,7 @@ import yaml
 
 from ptmoe.methods.router import Router
 from ptmoe.models import load_base_model
-from ptmoe.recipes.compare import COMPARE_KEYS
-from ptmoe.recipes.config import DEFAULTS, _merge
+from ptmoe.recipes.compare import shared_config
 from ptmoe.recipes.train import load_sources
 
 
@@ -32,7 +30,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=5, help="random routers to average over")
     args = ap.parse_args()
     raw = yaml.safe_load(open(args.config))
-    cfg = _merge(DEFAULTS, {k: v for k, v in raw.items() if k not in COMPARE_KEYS}, args.config)
+    cfg = shared_config(raw, args.config)
     cfg["seed"] = 0
     base, tok = load_base_model(cfg["model"])
     rows, _ = load_sources(cfg, tok, log=lambda *a: None)
@@ -51,8 +49,7 @@ def main():
                 if norm == "standardize":
                     router.train()(x)  # gather the statistics
                 router.eval()
-                xin = x if norm == "none" else (x - router.input_mean) / (router.input_var + 1e-6).sqrt()
-                logits = router.linear(xin)
+                logits = router.linear(router.router_input(x))
                 share = router(x)[1]["mask"].mean(0)
             spread.append((logits[:, 0] - logits[:, 1]).std().item())
             minority.append(share.min().item())

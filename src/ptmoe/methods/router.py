@@ -60,14 +60,18 @@ class Router(nn.Module):
         self.input_mean.add_(delta * m / total)
         self.input_count.fill_(total)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """x: [B, H] fp32 -> weights [B, N] and routing info (probs, selection mask)."""
+    def router_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the linear layer reads: x as given, or standardised with the running statistics."""
         x = x.float()
         if self.input_norm == "standardize":
-            if self.training:
-                self._update_stats(x)
             x = (x - self.input_mean) / (self.input_var + 1e-6).sqrt()
-        logits = self.linear(x.to(self.linear.weight.dtype))
+        return x
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """x: [B, H] fp32 -> weights [B, N] and routing info (probs, selection mask)."""
+        if self.input_norm == "standardize" and self.training:
+            self._update_stats(x.float())
+        logits = self.linear(self.router_input(x).to(self.linear.weight.dtype))
         if self.training and self.noise != "none" and self.noise_std > 0:
             eps = torch.randn_like(logits) * self.noise_std
             logits = logits * (1 + eps) if self.noise == "multiplicative" else logits + eps

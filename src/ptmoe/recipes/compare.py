@@ -110,9 +110,13 @@ def method_config(shared: dict, entry: dict, where: str) -> dict:
     return cfg
 
 
+def shared_config(raw: dict, where: str) -> dict:
+    """The train config every method of a compare config starts from."""
+    return _merge(DEFAULTS, {k: v for k, v in raw.items() if k not in COMPARE_KEYS}, where)
+
+
 def compare(raw: dict, where: str = "compare config", only=None, log=print, report: bool = False) -> dict:
-    shared_raw = {k: v for k, v in raw.items() if k not in COMPARE_KEYS}
-    shared = _merge(DEFAULTS, shared_raw, where)
+    shared = shared_config(raw, where)
     methods = raw.get("methods") or []
     if not methods:
         raise ConfigError(f"{where}: 'methods' is empty")
