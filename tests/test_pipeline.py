@@ -424,3 +424,17 @@ def test_paper_preset():
     assert explicit["method_options"]["top_k"] == 2 and explicit["method_options"]["noise_std"] == 0.01
     with pytest.raises(ValueError, match="preset"):
         apply_preset(load_config(None, ["method=pt", "preset=paper"]))
+
+
+def test_run_key_hashes_what_a_preset_expands_to(monkeypatch):
+    from ptmoe.recipes import presets
+    from ptmoe.recipes.compare import run_key
+
+    cfg = load_config(None, ["method=ptmoe", "preset=paper"])
+    spelled_out = apply_preset(cfg)  # the same run written option by option shares its stored result
+    assert run_key(cfg) == run_key(spelled_out)
+    assert run_key(load_config(None, ["method=pt"])) == run_key(apply_preset(load_config(None, ["method=pt"])))
+    before = run_key(cfg)
+    redefined = {"ptmoe": {**presets.PRESETS["ptmoe"], "paper": {"method_options": {"noise_std": 1.0}}}}
+    monkeypatch.setattr(presets, "PRESETS", redefined)
+    assert run_key(cfg) != before  # a redefined preset never reuses a stale run

@@ -67,8 +67,10 @@ def _deep_update(a: dict, b: dict) -> dict:
 
 
 def run_key(cfg: dict) -> str:
-    """Runs are identified by everything that changes their result (not by where they are written)."""
-    ident = {k: v for k, v in cfg.items() if k != "output_dir"}
+    """Runs are identified by everything that changes their result (not by where they are written).
+    A preset is hashed by what it expands to, so redefining a preset never reuses a stale run, and a
+    method written out option by option shares its runs with the preset it equals."""
+    ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
