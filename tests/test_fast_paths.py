@@ -1,6 +1,7 @@
 """The training fast path (backbone hidden states, LM head only where labels exist, fused chunked
 cross-entropy) gives the same loss and gradients as the plain path (full logits, the usual loss);
 and `ptmoe bench` runs end to end. Correctness only, not timing."""
+import copy
 import json
 
 import pytest
@@ -63,21 +64,22 @@ def test_fast_equals_plain_fp32(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_fast_equals_plain_bf16_base(method):
+def test_fast_path_on_bf16_base_is_as_close_to_fp32_as_the_plain_path(method):
+    """bf16 rounding differs between two correct paths (and with the thread count), so the fast path is
+    held to the plain path's own distance from the fp32 answer on the same weights."""
     m = _model(method, torch.bfloat16).train()
     if method != "lora":  # prompt parameters stay fp32 on a bf16 base
         assert all(p.dtype == torch.float32 for p in m.trainable_parameters())
+    fp32 = copy.deepcopy(m).float()  # the same weights, exactly
     ids, mask, labels = _batch()
     loss_p, g_p = _loss_and_grads(m, ids, mask, labels, plain=True)
     loss_f, g_f = _loss_and_grads(m, ids, mask, labels, plain=False)
-    torch.testing.assert_close(loss_f, loss_p, rtol=2e-2, atol=2e-2)
-    for name in g_p:
-        ref = g_p[name]
-        err = (g_f[name] - ref).norm() / ref.norm().clamp_min(1e-12)
-        # the router's gradient comes through the softmax of two bf16 paths that sum in a different
-        # order (and differently again with another thread count): a looser bound there
-        bound = 1e-1 if ".router." in name else 5e-2
-        assert err < bound, f"{name}: relative gradient error {err:.3g}"
+    loss_r, g_r = _loss_and_grads(fp32, ids, mask, labels, plain=True)
+    torch.testing.assert_close(loss_f, loss_r, rtol=2e-2, atol=2e-2)
+    for name in g_r:
+        ref = g_r[name].norm().clamp_min(1e-12)
+        err_fast, err_plain = (g_f[name] - g_r[name]).norm() / ref, (g_p[name] - g_r[name]).norm() / ref
+        assert err_fast < 1.5 * err_plain + 2e-2, f"{name}: fast {err_fast:.3g} vs plain {err_plain:.3g} from fp32"
 
 
 def test_fast_path_no_labels_in_batch_rows():
