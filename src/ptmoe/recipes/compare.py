@@ -127,14 +127,14 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     root = Path(str(shared["output_dir"]).format(method="compare", seed=0))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    finished = {}
+    finished, used = {}, []  # used: every stored run behind the table, sweeps included
     for entry in methods:
         name = entry.get("name")
         cfg = method_config(shared, entry, where)
         if only and name not in only:
             continue
         if sweep:
-            cfg["train"]["lr"] = sweep_lr(cfg, sweep, root, log, report)
+            cfg["train"]["lr"] = sweep_lr(cfg, sweep, root, log, report, used)
             if cfg["train"]["lr"] is None:
                 log(f"[compare] {name}: learning-rate sweep not finished")
                 continue
@@ -147,6 +147,7 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
             res = run_once(c, root, log=log, report=report)
             if res is not None:
                 runs.append(res)
+                used.append(res)
         if runs:
             finished[name] = runs
         elif report:
@@ -154,13 +155,16 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     if not finished:
         raise ConfigError(f"{where}: no finished runs to report under {root}")
     table = build_table(finished, raw.get("baseline", "pt"))
+    table["core_hours"] = sum(r["train"]["wall_s"] + r.get("eval", {}).get("wall_s", 0) for r in used) / 3600
+    table["markdown"] += (f"\n\nCompute behind this table: {len(used)} runs (learning-rate sweeps included), "
+                          f"{table['core_hours']:.1f} h of training and evaluation.")
     table["wall_s_this_invocation"] = time.time() - t0
     (root / "compare.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
     (root / "compare.md").write_text(table["markdown"])
     return table
 
 
-def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool = False) -> float | None:
+def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool = False, used: list | None = None) -> float | None:
     """Pick the learning rate with the lowest validation loss after a short run
     (None in report mode while a sweep run is missing)."""
     lrs = sweep.get("lrs", {})
@@ -175,6 +179,8 @@ def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool = False) -> f
         res = run_once(c, root, evaluate_it=False, log=log, report=report)
         if res is None:
             return None
+        if used is not None:
+            used.append(res)
         scores[float(lr)] = res["train"]["best_valid_loss"]
     best = min(scores, key=lambda k: scores[k])
     if not report:

@@ -12,8 +12,9 @@ default: the paper's top-1 probationary routing and noise, made to keep using it
          logits (router.py). Noise (SMoP's sigma = 1) and load balancing alone only slowed the
          collapse (usage entropy 0.41 bit over training, 0.00 at evaluation); with standardised
          inputs both experts stay in use in training and evaluation (about 1 bit). It does not yet
-         match prompt tuning on the 4-source QA mix at a 60-step CPU budget (-2.6 F1 over 3 seeds):
-         docs/parity.md has the runs and what is left to try. Expect this preset to change.
+         match prompt tuning on the 4-source QA mix at a 60-step CPU budget (-2.6 F1 over 3 seeds;
+         normalized weighting instead of probationary was no better, -3.5): docs/parity.md has the
+         runs and what is left to try. Expect this preset to change.
 """
 from __future__ import annotations
 
