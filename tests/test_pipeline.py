@@ -299,7 +299,7 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
     assert len(runs) == len(METHODS) and all((r / "result.json").is_file() for r in runs)
     results = [json.loads((r / "result.json").read_text()) for r in runs]
     hours = sum(r["train"]["wall_s"] + r["eval"]["wall_s"] for r in results) / 3600
-    assert table["core_hours"] == pytest.approx(hours) and f"{len(METHODS)} runs" in md
+    assert table["run_hours"] == pytest.approx(hours) and f"{len(METHODS)} runs" in md
 
     def snapshot():
         return {str(p.relative_to(root / "runs")): p.stat().st_mtime_ns for p in (root / "runs").rglob("*")}

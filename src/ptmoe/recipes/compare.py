@@ -155,18 +155,18 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     if not finished:
         raise ConfigError(f"{where}: no finished runs to report under {root}")
     table = build_table(finished, raw.get("baseline", "pt"))
-    table["core_hours"] = sum(r["train"]["wall_s"] + r.get("eval", {}).get("wall_s", 0) for r in used) / 3600
+    table["run_hours"] = sum(r["train"]["wall_s"] + r.get("eval", {}).get("wall_s", 0) for r in used) / 3600
     table["markdown"] += (f"\n\nCompute behind this table: {len(used)} runs (learning-rate sweeps included), "
-                          f"{table['core_hours']:.1f} h of training and evaluation.")
+                          f"{table['run_hours']:.1f} h of training and evaluation.")
     table["wall_s_this_invocation"] = time.time() - t0
     (root / "compare.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
     (root / "compare.md").write_text(table["markdown"])
     return table
 
 
-def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool = False, used: list | None = None) -> float | None:
+def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool, used: list) -> float | None:
     """Pick the learning rate with the lowest validation loss after a short run
-    (None in report mode while a sweep run is missing)."""
+    (None in report mode while a sweep run is missing); each finished sweep run is added to `used`."""
     lrs = sweep.get("lrs", {})
     lrs = lrs.get(cfg["method"], lrs.get("default")) if isinstance(lrs, dict) else lrs
     if not lrs:
@@ -179,8 +179,7 @@ def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool = False, used
         res = run_once(c, root, evaluate_it=False, log=log, report=report)
         if res is None:
             return None
-        if used is not None:
-            used.append(res)
+        used.append(res)
         scores[float(lr)] = res["train"]["best_valid_loss"]
     best = min(scores, key=lambda k: scores[k])
     if not report:
