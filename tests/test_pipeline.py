@@ -222,9 +222,14 @@ def test_sigkill_then_resume_equals_uninterrupted_run(data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     stopped_at = int(r.stdout.split("resumed at step ")[1].split()[0])
     assert 2 <= stopped_at < steps
-    assert json.loads((killed / "train_summary.json").read_text())["steps"] == steps
-    train(load_config(None, args(tmp_path / "straight")), log=quiet)
+    resumed = json.loads((killed / "train_summary.json").read_text())
+    assert resumed["steps"] == steps
+    straight = train(load_config(None, args(tmp_path / "straight")), log=quiet)
     assert_same_adapter(killed / "final", tmp_path / "straight" / "final", atol=1e-6)
+    # the summary covers the whole run, not only the part after the resume
+    assert sum(v["n"] for v in resumed["router"]["per_set"].values()) == steps * 4
+    assert resumed["router"]["expert_share"] == pytest.approx(straight["router"]["expert_share"])
+    assert resumed["wall_s"] > json.loads(state.read_text())["wall_s"] - 1e-9 > 0
 
 
 def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path, capsys):
@@ -325,6 +330,39 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
     assert cli_main(["compare", str(path), "--only", "nope"]) == 2  # a typo names the option, trains nothing
     assert "--only: no method named 'nope'" in capsys.readouterr().err
     assert snapshot() == before
+
+
+def test_compare_gpu_script_runs_one_process_per_method_and_resumes(data, tmp_path):
+    """scripts/compare-gpu.sh (the GPU command of docs/parity.md) on CPU: one log per method, the
+    overrides reach every run, the table covers all methods, and a second call trains nothing."""
+    import yaml
+
+    root = tmp_path / "cmp"
+    cfg = {"model": "shape:tiny", "output_dir": str(root),
+           "data": {"train": [str(data / "train.jsonl")], "eval": [str(data / "eval.jsonl")],
+                    "valid_examples": 2, "max_eval_examples": 2},
+           "train": {"steps": 5, "batch_size": 2, "save_every": 2},
+           "eval": {"batch_size": 4, "max_new_tokens": {"qa": 3}},
+           "baseline": "PT", "seeds": [0],
+           "methods": [{"name": "PT", "method": "pt", "method_options": OPTS["pt"]},
+                       {"name": "PT-MoE (default)", "method": "ptmoe", "preset": "default",
+                        "method_options": OPTS["ptmoe"]}]}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PTMOE": f"{sys.executable} -m ptmoe", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare-gpu.sh"
+    run = lambda: subprocess.run(["bash", str(script), str(path), "300", "train.steps=2"], env=env,
+                                 capture_output=True, text=True, timeout=300)
+    out = run()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.name for p in (root / "logs").iterdir()) == ["PT.log", "PT_MoE__default_.log"]
+    assert "| PT | " in out.stdout and "| PT-MoE (default) | " in out.stdout
+    results = [json.loads(r.read_text()) for r in (root / "runs").glob("*/result.json")]
+    assert len(results) == 2 and all(r["train"]["steps"] == 2 for r in results)
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("*")}
+    assert run().returncode == 0
+    assert {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("*")} == stamps
 
 
 # ---- generate with several adapters ------------------------------------------------------------------------------

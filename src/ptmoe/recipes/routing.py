@@ -66,6 +66,17 @@ class RouterMonitor:
             self.window = self._empty()
         return s
 
+    def state(self) -> dict:
+        """The whole-run counts, JSON-ready: a checkpoint keeps them so a resumed run reports the whole run."""
+        a = self.all
+        return {s: {"usage": a["usage"][s].tolist(), "conf": a["conf"][s], "ent": a["ent"][s], "n": n}
+                for s, n in a["n"].items()}
+
+    def load_state(self, state: dict) -> None:
+        for s, v in state.items():
+            self.all["usage"][s] = torch.tensor(v["usage"])
+            self.all["conf"][s], self.all["ent"][s], self.all["n"][s] = v["conf"], v["ent"], v["n"]
+
     def totals(self) -> dict:
         """Usage per data set over the whole run, plus the overall summary."""
         acc = self.all

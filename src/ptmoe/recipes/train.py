@@ -210,19 +210,21 @@ def train(cfg: dict, resume: bool = False, log=print, stop_after: int | None = N
     optimizer = torch.optim.AdamW(param_groups(model, t["lr"], t["lr_groups"], t["weight_decay"]))
     warmup = int(t["warmup_ratio"] * t["steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["schedule"], warmup, t["steps"]))
-    step, best, bad_evals, history = 0, None, 0, []
+    step, best, bad_evals, history, state = 0, None, 0, [], {}
     ckpt = out / "checkpoint"
     if resume:
         recover_dir(ckpt)
         if not (ckpt / "trainer_state.json").exists():
             raise ConfigError(f"--resume: no checkpoint in {ckpt}")
         state = load_checkpoint(ckpt, model, optimizer)
-        step, best, bad_evals = state["step"], state["best"], state["bad_evals"]
+        step, best, bad_evals, history = state["step"], state["best"], state["bad_evals"], state.get("history", [])
         scheduler.last_epoch = step
         log(f"[train] resumed at step {step} from {ckpt}")
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
     monitor = RouterMonitor(inner, t["collapse_threshold"], log=log if is_main else (lambda *a: None))
+    monitor.load_state(state.get("router", {}))
+    wall_before = state.get("wall_s", 0.0)  # a resumed run's summary covers the whole run: time, history, routing
     world = accelerator.num_processes
     # each optimizer step takes grad_accum micro-batches of batch_size examples
     lengths = [len(r["input_ids"]) for r in train_rows]
@@ -295,13 +297,15 @@ def train(cfg: dict, resume: bool = False, log=print, stop_after: int | None = N
                 log(f"[train] early stop at step {step}: no improvement in {bad_evals} evaluations")
                 break
         if is_main and (step % t["save_every"] == 0 or step == t["steps"]):
-            save_checkpoint(ckpt, inner, optimizer, {"step": step, "best": best, "bad_evals": bad_evals})
+            save_checkpoint(ckpt, inner, optimizer, {"step": step, "best": best, "bad_evals": bad_evals,
+                                                     "wall_s": wall_before + time.time() - start_time,
+                                                     "history": history, "router": monitor.state()})
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
     accelerator.wait_for_everyone()
     summary = {"output_dir": str(out), "steps": step, "best_valid_loss": best, "history": history,
-               "wall_s": time.time() - start_time, "num_trainable": inner.num_trainable(),
+               "wall_s": wall_before + time.time() - start_time, "num_trainable": inner.num_trainable(),
                "router": monitor.totals()}
     if is_main:
         inner.save_pretrained(out / "final", extra={"step": step})
