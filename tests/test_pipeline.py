@@ -424,16 +424,23 @@ def test_router_monitor_warns_on_collapse_once():
     assert totals["per_set"]["set_a"]["n"] == 6 and totals["per_set"]["set_b"]["expert_share"] == [1.0, 0.0]
 
 
-def test_router_monitor_quiet_when_balanced():
+def test_router_monitor_on_a_dense_mixture_reports_mean_weights():
+    """With top_k = N every expert serves every input: the share is the mean routing weight, so a
+    balanced mixture is quiet and one that puts all weight on one expert is a collapse."""
     base, tok = load_shape("tiny")
     model = PtmoeModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2, "top_k": 2}, tok).eval()
-    logs = []
-    monitor = RouterMonitor(model, 0.95, log=logs.append)
+    router = model.prompt_module.router.linear
     ids, mask = routed_batch(tok)
-    with torch.no_grad():
-        model(ids, mask)
-    monitor.observe(["s"] * 6)
-    assert monitor.summary()["expert_share"] == [0.5, 0.5] and logs == []
+    for bias, share, warned in (([0.0, 0.0], [0.5, 0.5], False), ([3.0, 0.0], [0.9526, 0.0474], True)):
+        logs = []
+        monitor = RouterMonitor(model, 0.95, log=logs.append)
+        with torch.no_grad():
+            router.weight.zero_()
+            router.bias.copy_(torch.tensor(bias))
+            model(ids, mask)
+        monitor.observe(["s"] * 6)
+        assert monitor.summary()["expert_share"] == pytest.approx(share, abs=1e-4)
+        assert bool(logs) == warned
 
 
 def test_per_group_learning_rates_reach_the_optimizer():

@@ -34,6 +34,9 @@ class RouterMonitor:
         if not info:
             return
         probs, mask = info["probs"].float().cpu(), info.get("mask", info["probs"]).float().cpu()
+        # an input that uses every expert (a dense mixture: ATTEMPT, top_k = N) counts by its weights,
+        # so the share is the mean weight; a selecting router counts the experts it chose
+        mask = torch.where(mask.bool().all(-1, keepdim=True), probs, mask)
         ent = -(probs.clamp_min(1e-12).log2() * probs).sum(-1)
         conf = probs.max(-1).values
         for acc in (self.window, self.all):
