@@ -6,29 +6,30 @@
 # are stored, and running the same command again resumes where they stopped. KEY=VALUE overrides go to
 # every `ptmoe compare` call, e.g. train.steps=1000 for configs/compare-math.yaml.
 set -u
-config=${1:?usage: bash scripts/compare-gpu.sh CONFIG [DEADLINE_S]}
+config=${1:?usage: bash scripts/compare-gpu.sh CONFIG [DEADLINE_S [KEY=VALUE ...]]}
 deadline=${2:-0}
 shift $(( $# < 2 ? $# : 2 ))
 ptmoe="${PTMOE:-ptmoe}"
-# TF32 tensor-core matmuls for the fp32 configs: the same storage and accumulation, ~8x the fp32 rate
+# TF32 tensor-core matmuls for the fp32 configs (fp32 storage, reduced-precision products)
 export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
-names=$(python3 - "$config" <<'PY'
+# first line: output_dir; then one method name per line
+listing=$(python3 - "$config" <<'PY'
 import sys, yaml
-for m in yaml.safe_load(open(sys.argv[1]))["methods"]:
+cfg = yaml.safe_load(open(sys.argv[1]))
+print(cfg["output_dir"])
+for m in cfg["methods"]:
     print(m["name"])
 PY
 ) || exit 1
-threads=$(( $(nproc) / $(echo "$names" | wc -l) )); [ "$threads" -ge 1 ] || threads=1
-out=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['output_dir'])" "$config")
+out=$(head -n 1 <<< "$listing")
+names=$(tail -n +2 <<< "$listing")
+threads=$(( $(nproc) / $(wc -l <<< "$names") )); [ "$threads" -ge 1 ] || threads=1
+stop=(); [ "$deadline" -gt 0 ] && stop=(timeout "$deadline")
 mkdir -p "$out/logs"
 pids=()
 while IFS= read -r name; do
     log="$out/logs/$(echo "$name" | tr -c 'A-Za-z0-9\n' '_').log"
-    if [ "$deadline" -gt 0 ]; then
-        OMP_NUM_THREADS=$threads timeout "$deadline" $ptmoe compare "$config" "$@" --only "$name" </dev/null >"$log" 2>&1 &
-    else
-        OMP_NUM_THREADS=$threads $ptmoe compare "$config" "$@" --only "$name" </dev/null >"$log" 2>&1 &
-    fi
+    OMP_NUM_THREADS=$threads "${stop[@]}" $ptmoe compare "$config" "$@" --only "$name" </dev/null >"$log" 2>&1 &
     pids+=($!)
     echo "[compare-gpu] $name -> $log"
 done <<< "$names"

@@ -224,7 +224,8 @@ def train(cfg: dict, resume: bool = False, log=print, stop_after: int | None = N
     inner = accelerator.unwrap_model(model)
     monitor = RouterMonitor(inner, t["collapse_threshold"], log=log if is_main else (lambda *a: None))
     monitor.load_state(state.get("router", {}))
-    wall_before = state.get("wall_s", 0.0)  # a resumed run's summary covers the whole run: time, history, routing
+    # a resumed run's summary covers the whole run: time, history, routing
+    wall_s = lambda: state.get("wall_s", 0.0) + time.time() - start_time
     world = accelerator.num_processes
     # each optimizer step takes grad_accum micro-batches of batch_size examples
     lengths = [len(r["input_ids"]) for r in train_rows]
@@ -298,14 +299,14 @@ def train(cfg: dict, resume: bool = False, log=print, stop_after: int | None = N
                 break
         if is_main and (step % t["save_every"] == 0 or step == t["steps"]):
             save_checkpoint(ckpt, inner, optimizer, {"step": step, "best": best, "bad_evals": bad_evals,
-                                                     "wall_s": wall_before + time.time() - start_time,
+                                                     "wall_s": wall_s(),
                                                      "history": history, "router": monitor.state()})
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
     accelerator.wait_for_everyone()
     summary = {"output_dir": str(out), "steps": step, "best_valid_loss": best, "history": history,
-               "wall_s": wall_before + time.time() - start_time, "num_trainable": inner.num_trainable(),
+               "wall_s": wall_s(), "num_trainable": inner.num_trainable(),
                "router": monitor.totals()}
     if is_main:
         inner.save_pretrained(out / "final", extra={"step": step})
