@@ -15,10 +15,13 @@ export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
 # first line: output_dir; then one method name per line
 listing=$(python3 - "$config" <<'PY'
 import sys, yaml
-cfg = yaml.safe_load(open(sys.argv[1]))
-print(cfg["output_dir"])
-for m in cfg["methods"]:
-    print(m["name"])
+try:
+    cfg = yaml.safe_load(open(sys.argv[1]))
+    names = [m["name"] for m in cfg["methods"]]
+    print(cfg["output_dir"])
+except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+    sys.exit(f"compare-gpu.sh: {sys.argv[1]}: cannot read output_dir and methods[].name ({type(e).__name__}: {e})")
+print("\n".join(names))
 PY
 ) || exit 1
 out=$(head -n 1 <<< "$listing")
