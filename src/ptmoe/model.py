@@ -51,6 +51,16 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
+def context_mask(attention_mask: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The one rule for input-dependent prompts: they read only what the model is given at inference,
+    the real tokens before the row's first labelled position (the answer it is asked to produce).
+    Labels are aligned with the input (label i is token i). Without labels: every real token."""
+    if labels is None:
+        return attention_mask
+    answered = (labels != -100).long().cumsum(-1) > 0
+    return attention_mask * (~answered).to(attention_mask.dtype)
+
+
 def _ce_chunk_rows(vocab: int, chunk: int | None) -> int:
     """Rows per chunk: at most `chunk`, and about 64 MiB of fp32 logits per chunk by default."""
     auto = max(64, (1 << 24) // max(vocab, 1))
@@ -191,18 +201,19 @@ class PtmoeModel(nn.Module):
         embeds = self.lm.get_input_embeddings()(input_ids)
         if self.spec.kind != "prompt":
             return embeds, attention_mask, position_ids_from_mask(attention_mask), labels
+        given = context_mask(attention_mask, labels)  # never the answer: see context_mask
         if adapter_names is None:
-            prompt = self.prompt_module(embeds, attention_mask)
+            prompt = self.prompt_module(embeds, given)
             pmask = attention_mask.new_ones(prompt.shape[:2])
         else:
-            prompt, pmask = self._mixed_prompts(embeds, attention_mask, adapter_names)
+            prompt, pmask = self._mixed_prompts(embeds, given, adapter_names)
         x = torch.cat([prompt.to(embeds.dtype), embeds], 1)
         mask = torch.cat([pmask, attention_mask], 1)
         if labels is not None:
             labels = torch.cat([labels.new_full(prompt.shape[:2], -100), labels], 1)
         return x, mask, position_ids_from_mask(mask), labels
 
-    def _mixed_prompts(self, embeds, attention_mask, adapter_names):
+    def _mixed_prompts(self, embeds, given_mask, adapter_names):
         if len(adapter_names) != embeds.shape[0]:
             raise ValueError(f"adapter_names: {len(adapter_names)} names for a batch of {embeds.shape[0]}")
         unknown = sorted(set(adapter_names) - set(self.prompts))
@@ -211,10 +222,10 @@ class PtmoeModel(nn.Module):
         T = max(self.prompts[n].num_tokens for n in set(adapter_names))
         B, _, H = embeds.shape
         prompt = embeds.new_zeros(B, T, H, dtype=torch.float32)
-        pmask = attention_mask.new_zeros(B, T)
+        pmask = given_mask.new_zeros(B, T)
         for name in sorted(set(adapter_names)):
             rows = torch.tensor([i for i, n in enumerate(adapter_names) if n == name], device=embeds.device)
-            p = self.prompts[name](embeds[rows], attention_mask[rows])
+            p = self.prompts[name](embeds[rows], given_mask[rows])
             # left-aligned: the first position of every row stays a real token
             prompt[rows, : p.shape[1]] = p.float()
             pmask[rows, : p.shape[1]] = 1
