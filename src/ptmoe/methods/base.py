@@ -37,6 +37,10 @@ class MethodConfig:
         Itself, unless building reads outside files (ATTEMPT's source prompts, saved in the adapter)."""
         return self
 
+    def for_counting(self) -> "MethodConfig":
+        """The config that builds a module with the same trainable parameters without reading files."""
+        return self.for_loading()
+
     def validate(self, where: str = "config") -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
@@ -86,19 +90,38 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def init_embeddings(embeddings: nn.Embedding, num_tokens: int, tokenizer=None, init_text: str | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """T x H embeddings of the init text (repeated or cut to T tokens), else of T sampled vocabulary tokens."""
+                    generator: torch.Generator | None = None, min_distinct: int = 0) -> torch.Tensor:
+    """T x H embeddings of the init text (repeated or cut to T tokens), else of T sampled vocabulary tokens.
+    min_distinct > 0 (an SVD init of rank R): the text is never repeated; its repeated tokens and the
+    positions after it take distinct sampled tokens until min(min_distinct, T) rows differ, so E has that rank."""
     vocab = embeddings.weight.shape[0]
     if init_text and tokenizer is not None:
         ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
         if not ids:
             raise ValueError("init_text: tokenises to nothing")
-        ids = (ids * (num_tokens // len(ids) + 1))[:num_tokens]
+        if min_distinct > 0:
+            ids = _distinct_fill(ids[:num_tokens], num_tokens, min(min_distinct, num_tokens), vocab, generator)
+        else:
+            ids = (ids * (num_tokens // len(ids) + 1))[:num_tokens]
     else:
         # sample from the first 5000 ids: ordinary tokens in BPE vocabularies (as PT papers do)
         ids = torch.randint(0, min(5000, vocab), (num_tokens,), generator=generator).tolist()
     with torch.no_grad():  # through the module, so scaled embeddings (Gemma) come out as the model sees them
         return embeddings(torch.tensor(ids, device=embeddings.weight.device)).float().cpu().clone()
+
+
+def _distinct_fill(ids: list[int], num_tokens: int, need: int, vocab: int, generator) -> list[int]:
+    """ids (at most T) -> T ids with at least `need` distinct: the positions after the text, and where
+    those are too few some repeats in it, take sampled ordinary tokens (first 5000 ids) not in the text."""
+    fresh = [i for i in torch.randperm(min(5000, vocab), generator=generator).tolist() if i not in set(ids)]
+    out, short = [], need - len(set(ids)) - (num_tokens - len(ids))  # repeats that must be replaced
+    for i in ids:
+        if i in out and short > 0:
+            i, short = fresh.pop(), short - 1
+        out.append(i)
+    while len(out) < num_tokens:
+        out.append(fresh.pop())
+    return out
 
 
 def svd_factors(E: torch.Tensor, rank: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:

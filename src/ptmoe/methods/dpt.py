@@ -21,8 +21,8 @@ class DPTPrompt(PromptModule):
         self.num_tokens = cfg.num_tokens
         H = embeddings.weight.shape[1]
         if cfg.init == "svd":
-            A, B = svd_factors(init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator),
-                               cfg.rank, generator)
+            A, B = svd_factors(init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator,
+                                               min_distinct=cfg.rank), cfg.rank, generator)
         elif cfg.init == "uniform":
             A = torch.rand(cfg.num_tokens, cfg.rank, generator=generator) - 0.5
             B = torch.rand(cfg.rank, H, generator=generator) - 0.5

@@ -30,8 +30,8 @@ class PTMoEPrompt(PromptModule):
         super().__init__()
         self.num_tokens = cfg.num_tokens
         H = embeddings.weight.shape[1]
-        A, B = svd_factors(init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator),
-                           cfg.rank, generator)
+        A, B = svd_factors(init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator,
+                                           min_distinct=cfg.rank), cfg.rank, generator)
         As = A.unsqueeze(0).repeat(cfg.experts, 1, 1)
         if cfg.init_noise > 0:
             As = As + torch.randn(As.shape, generator=generator) * cfg.init_noise * A.std()

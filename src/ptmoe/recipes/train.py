@@ -24,7 +24,7 @@ from ..fsutil import atomic_dir, recover_dir
 from ..model import PtmoeModel
 from ..models import load_base_model
 from .config import ConfigError, dump, load_config
-from .presets import apply_preset
+from .presets import apply_preset, task_init_text
 from .routing import RouterMonitor
 
 
@@ -55,7 +55,7 @@ def output_dir(cfg: dict) -> Path:
 
 def build_model(cfg: dict, device: torch.device):
     base, tok = load_base_model(cfg["model"], resolve_dtype(cfg["dtype"], device))
-    model = PtmoeModel(base.to(device), cfg["method"], cfg["method_options"], tok, seed=cfg["seed"])
+    model = PtmoeModel(base.to(device), cfg["method"], task_init_text(cfg), tok, seed=cfg["seed"])
     return model, tok
 
 
