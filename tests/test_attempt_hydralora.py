@@ -19,7 +19,9 @@ def tiny():
 def batch(tok, texts=("hello there", "a longer question, right?", "x")):
     tok.padding_side = "left"
     enc = tok(list(texts), return_tensors="pt", padding=True)
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    # the answer is each row's last token (left padding): the tokens before it are what routing reads
+    labels = torch.full_like(enc["input_ids"], -100)
+    labels[:, -1] = enc["input_ids"][:, -1]
     return enc["input_ids"], enc["attention_mask"], labels
 
 
@@ -29,7 +31,7 @@ def save_pt(tmp_path, name, method="pt", seed=0):
 
 
 @pytest.mark.parametrize("method, options", [
-    ("attempt", {}), ("attempt", {"attn_dim": 3, "attn_bias": True, "num_random_sources": 2}),
+    ("attempt", {"num_random_sources": 1}), ("attempt", {"attn_dim": 3, "attn_bias": True, "num_random_sources": 2}),
     ("hydralora", {}), ("hydralora", {"r": 2, "heads": 3, "target_modules": ["q_proj", "k_proj", "down_proj"]}),
 ])
 def test_param_counts_match_formulas(tiny, method, options):

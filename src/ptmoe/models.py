@@ -177,7 +177,8 @@ def count_trainable(method: str, options: dict | None, config) -> int:
     spec, cfg = get_method(method), make_config(method, options)
     if spec.kind == "prompt":
         emb = torch.nn.Embedding(64, config.hidden_size)
-        return sum(p.numel() for p in spec.build(cfg, emb, None, torch.Generator().manual_seed(0)).parameters())
+        module = spec.build(cfg.for_counting(), emb, None, torch.Generator().manual_seed(0))
+        return sum(p.numel() for p in module.parameters())
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(config)
     return PtmoeModel(base, method, cfg).num_trainable()

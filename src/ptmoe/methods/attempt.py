@@ -6,9 +6,12 @@ the ATTEMPT code) maps the pooled input to a query; a_j = softmax_j(<query, pool
 over the S source prompts and the target prompt; each example's prompt is
     P = P_target + sum_j a_j P_j   (j over all S + 1 prompts).
 
-Source prompts are `pt` adapters saved by ptmoe (`ptmoe train` with method pt, one per source
-task), or `num_random_sources` prompts of sampled vocabulary embeddings so the method runs
-standalone. They are buffers: saved inside the adapter (self-contained) but never trained.
+Source prompts are `pt` adapters saved by ptmoe, one prompt-tuning run per source task, as the
+ATTEMPT paper trains them (`ptmoe compare` trains and stores one per training source: an entry's
+`source_runs`). A config with no source prompt is an error. `num_random_sources` adds prompts of
+sampled vocabulary embeddings instead: placeholders for unit tests and for loading a saved adapter
+(its sources are saved inside it), not the method as published. Sources are buffers: saved inside
+the adapter (self-contained) but never trained.
 
 Trainable parameters: T*H (target) + 2*H*d (down, up) + 2*H (LayerNorm) [+ d + H with attn_bias].
 Llama-3.2-1B (H = 2048), T = 40, d = 1: 81,920 + 4,096 + 4,096 = 90,112 (the paper's "90k").
@@ -24,11 +27,15 @@ from torch import nn
 from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register
 
 
+NO_SOURCE = ("attempt: no source prompt: set method_options.source_prompts to trained `pt` adapter folders "
+             "(in a compare config, an entry's 'source_runs: {}' trains one pt run per training source)")
+
+
 @dataclass
 class ATTEMPTConfig(MethodConfig):
     num_tokens: int = 40
     source_prompts: list[str] = field(default_factory=list)  # folders of trained `pt` adapters
-    num_random_sources: int = 0  # extra source prompts of sampled vocabulary embeddings
+    num_random_sources: int = 0  # placeholder sources of sampled embeddings (tests, loading); not ATTEMPT
     attn_dim: int = 1  # d of the down/up projection (the ATTEMPT code uses 100-300 on T5)
     attn_bias: bool = False  # the ATTEMPT code's projections have no bias
     temperature: float | None = None  # None: sqrt(H)
@@ -49,6 +56,11 @@ class ATTEMPTConfig(MethodConfig):
         """Same shapes without reading the source adapters: the saved buffer replaces them."""
         return dataclasses.replace(self, source_prompts=[],
                                    num_random_sources=self.num_random_sources + len(self.source_prompts))
+
+
+    def for_counting(self):
+        """Source prompts are buffers: one placeholder has the same trainable parameters."""
+        return dataclasses.replace(self, source_prompts=[], num_random_sources=1)
 
 
 def load_source_prompt(directory, num_tokens: int, hidden: int) -> torch.Tensor:
@@ -84,6 +96,8 @@ class ATTEMPTPrompt(PromptModule):
         super().__init__()
         self.num_tokens = T = cfg.num_tokens
         H = embeddings.weight.shape[1]
+        if not cfg.source_prompts and not cfg.num_random_sources:  # counting parameters needs none
+            raise ValueError(NO_SOURCE)
         self.target = nn.Parameter(init_embeddings(embeddings, T, tokenizer, cfg.init_text, generator))
         sources = [load_source_prompt(p, T, H) for p in cfg.source_prompts]
         sources += [init_embeddings(embeddings, T, None, None, generator) for _ in range(cfg.num_random_sources)]

@@ -7,6 +7,9 @@ Config: the keys of a train config (shared by every method) plus
   sweep: {lrs: [..], steps: N, valid_examples: M}   (optional learning-rate sweep per method,
          scored by validation loss on a slice of the training sources, never on evaluation sets)
   baseline: pt   (paired bootstrap intervals of each method's difference to this one)
+An ATTEMPT entry may name `source_runs: {...}` (train-config overrides, often {}): its source prompts
+are then `pt` runs, one per training source on that source alone (the entry's prompt length, seed 0,
+the shared budget), trained and stored like any other run and reused across seeds and entries.
 Every run is stored under output_dir/runs/<hash of its config>/; a finished run is never rerun,
 so an interrupted comparison resumes where it stopped. `--report` trains nothing: it builds the
 table from the runs that have finished (a comparison spread over sessions, or run in parallel
@@ -25,6 +28,7 @@ import yaml
 
 from .config import DEFAULTS, ConfigError, _merge, validate
 from .evaluate import evaluate
+from ..methods.attempt import NO_SOURCE
 from .presets import apply_preset
 
 COMPARE_KEYS = {"methods", "seeds", "sweep", "baseline"}
@@ -128,11 +132,23 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     finished, used = {}, []  # used: every stored run behind the table, sweeps included
+    for entry in methods:  # every entry checked before anything trains
+        if entry.get("method") == "attempt" and "source_runs" not in entry:
+            opts = entry.get("method_options") or {}
+            if not opts.get("source_prompts") and not opts.get("num_random_sources"):
+                raise ConfigError(f"{where}: methods[{entry.get('name')}]: {NO_SOURCE}")
     for entry in methods:
         name = entry.get("name")
-        cfg = method_config(shared, entry, where)
         if only and name not in only:
             continue
+        if "source_runs" in entry:
+            entry = dict(entry)
+            paths = source_prompt_runs(shared, entry.pop("source_runs") or {}, entry, root, log, report, used)
+            if paths is None:
+                log(f"[compare] {name}: source prompt runs not finished")
+                continue
+            entry["method_options"] = {**(entry.get("method_options") or {}), "source_prompts": paths}
+        cfg = method_config(shared, entry, where)
         if sweep:
             cfg["train"]["lr"] = sweep_lr(cfg, sweep, root, log, report, used)
             if cfg["train"]["lr"] is None:
@@ -155,6 +171,7 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     if not finished:
         raise ConfigError(f"{where}: no finished runs to report under {root}")
     table = build_table(finished, raw.get("baseline", "pt"))
+    used = list({r["key"]: r for r in used}.values())  # a source run shared by entries counts once
     table["run_hours"] = sum(r["train"]["wall_s"] + r.get("eval", {}).get("wall_s", 0) for r in used) / 3600
     table["markdown"] += (f"\n\nCompute behind this table: {len(used)} runs (learning-rate sweeps included), "
                           f"{table['run_hours']:.1f} h of training and evaluation.")
@@ -162,6 +179,29 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     (root / "compare.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
     (root / "compare.md").write_text(table["markdown"])
     return table
+
+
+def source_prompt_runs(shared: dict, overrides: dict, entry: dict, root: Path, log, report: bool,
+                       used: list) -> list[str] | None:
+    """ATTEMPT's source prompts as its paper makes them: one prompt-tuning run per training source;
+    the best adapter folder of each (None in report mode while one is missing)."""
+    if entry.get("method") != "attempt":
+        raise ConfigError(f"methods[{entry.get('name')}]: 'source_runs' is for method attempt only")
+    T = (entry.get("method_options") or {}).get("num_tokens", 40)
+    paths = []
+    for spec in shared["data"]["train"]:
+        over = _deep_update({"method": "pt", "preset": None, "method_options": {"num_tokens": T}, "seed": 0,
+                             "data": {"train": [spec]}}, overrides)
+        cfg = _merge(shared, over, f"methods[{entry.get('name')}]: source_runs")
+        validate(cfg)
+        if not report:
+            log(f"[compare] {entry.get('name')}: source prompt run (pt on {spec})")
+        res = run_once(cfg, root, evaluate_it=False, log=log, report=report)
+        if res is None:
+            return None
+        used.append(res)
+        paths.append(str(Path(res["train"]["output_dir"]) / "best"))
+    return paths
 
 
 def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool, used: list) -> float | None:
