@@ -19,8 +19,7 @@ def tiny():
 def batch(tok, texts=("hello there", "a longer question, right?", "x")):
     tok.padding_side = "left"
     enc = tok(list(texts), return_tensors="pt", padding=True)
-    # the answer is each row's last token (left padding): the tokens before it are what routing reads
-    labels = torch.full_like(enc["input_ids"], -100)
+    labels = torch.full_like(enc["input_ids"], -100)  # the answer: the last token (left padding: always real)
     labels[:, -1] = enc["input_ids"][:, -1]
     return enc["input_ids"], enc["attention_mask"], labels
 
