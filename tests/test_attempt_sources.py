@@ -84,3 +84,24 @@ def test_attempt_without_source_prompt_is_a_one_line_error(tmp_path):
     for path in ("configs/compare-qa.yaml", "configs/compare-qa-gpu.yaml"):  # the shipped configs use pt runs
         entry = next(m for m in yaml.safe_load(Path(path).read_text())["methods"] if m["method"] == "attempt")
         assert entry.get("source_runs") == {} and "num_random_sources" not in entry.get("method_options", {})
+
+
+def test_routed_runs_from_before_the_routing_fix_are_never_reused():
+    """A stored run is found by its config hash; the routing fix changed no config, so the key of a
+    routed method names the rule (a pre-fix SMoP run has another key), and only theirs."""
+    import hashlib
+
+    from ptmoe.recipes.compare import run_key
+    from ptmoe.recipes.config import load_config
+    from ptmoe.recipes.presets import apply_preset
+
+    def old_key(cfg):  # the key before the fix: the expanded config alone
+        ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    for method in ("smop", "ptmoe", "attempt"):
+        cfg = load_config(None, [f"method={method}"])
+        assert run_key(cfg) != old_key(cfg), method
+    for method in ("pt", "dpt", "lora"):  # no input-dependent part: their finished runs stay valid
+        cfg = load_config(None, [f"method={method}"])
+        assert run_key(cfg) == old_key(cfg), method

@@ -70,11 +70,19 @@ def _deep_update(a: dict, b: dict) -> dict:
     return out
 
 
+# Methods whose prompt reads the input. Their runs from before the routing fix (main ec6a8ec) pooled
+# each training row's answer too; the rule's name in their key means such a run is never reused.
+ROUTED = ("ptmoe", "smop", "attempt")
+ROUTING_RULE = "context_mask"
+
+
 def run_key(cfg: dict) -> str:
     """Runs are identified by everything that changes their result (not by where they are written).
     A preset is hashed by what it expands to, so redefining a preset never reuses a stale run, and a
     method written out option by option shares its runs with the preset it equals."""
     ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}
+    if ident.get("method") in ROUTED:
+        ident["routing_rule"] = ROUTING_RULE
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
