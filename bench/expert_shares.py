@@ -9,7 +9,9 @@ lookups and the router, no LM forward, seconds on one core):
   run_windows          the share in each logged window of the run (log.jsonl): how far the router moved
   final_train_rows     the adapter on the training rows' prompts, noise off
   final_train_noise    the same with the exploration noise of training on (mean over --draws draws)
-  final_eval           the adapter on the evaluation questions (as `ptmoe eval` encodes them), noise off
+  final_eval           the adapter on the evaluation questions (as `ptmoe eval` encodes them), noise off;
+                       eval_passages: how many distinct passages those questions are on (the pooled
+                       input is mostly the passage; rerun with data.max_eval_examples=N for more)
   final_eval_stats_*   (router_input_norm: standardize only) the evaluation questions with the
                        running statistics re-estimated on the training prompts / on the eval questions
 
@@ -70,16 +72,17 @@ def main():
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--adapter", default="best", help="adapter folder inside the run")
     ap.add_argument("--draws", type=int, default=20, help="noise draws for final_train_noise")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     cfg = load_config(args.config, args.overrides)
     run = Path(args.run)
     base, tok = load_base_model(cfg["model"])
     model = PtmoeModel.from_pretrained(run / args.adapter, base, tok)
     module, pad_id = model.prompt_module, special_ids(tok)[0]
     train_rows, _ = load_sources(cfg, tok, log=lambda *a: None)
-    eval_rows = []
+    eval_rows, passages = [], set()
     for spec in cfg["data"]["eval"]:
         ex = list(load_examples(spec, log=lambda *a: None))[: cfg["data"]["max_eval_examples"]]
+        passages |= {(spec, e.get("context", "")) for e in ex}
         task = ex[0].get("task", "qa")
         enc, _ = encode_dataset(ex, tok, cfg["data"]["max_length"], train=False,
                                 max_new_tokens=cfg["eval"]["max_new_tokens"].get(task, 32))
@@ -87,6 +90,7 @@ def main():
     summary = json.loads((run / "train_summary.json").read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     out = {"run": str(run), "adapter": args.adapter, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
+           "eval_passages": len(passages),  # questions on one passage pool nearly the same tokens
            "run_total": summary["router"].get("expert_share"),
            "run_windows": {r["step"]: [round(x, 3) for x in r["expert_share"]] for r in log if "expert_share" in r},
            "final_train_rows": shares(model, module, train_rows, pad_id)}

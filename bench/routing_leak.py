@@ -90,7 +90,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--full-forward", action="store_true",
                     help="route through forward() and generate() end to end (slower: runs the LM)")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     cfg = load_config(args.config, args.overrides)
     base, tok = load_base_model(cfg["model"])
     model = PtmoeModel.from_pretrained(args.adapter, base, tok)
