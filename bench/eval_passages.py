@@ -1,0 +1,35 @@
+"""How many distinct passages the evaluation questions of a config are asked about, per set.
+
+`ptmoe eval` takes the first `data.max_eval_examples` questions of each set in file order; a routed
+prompt reads mostly the passage, so questions on one passage route alike and a set's expert share
+is worth as many draws as it has passages (see docs/parity.md, "Why the demo's expert shares differ").
+
+    python bench/eval_passages.py configs/compare-qa.yaml [key=value ...]
+"""
+import argparse
+
+from ptmoe.data import load_examples
+from ptmoe.recipes.compare import _deep_update, shared_config
+from ptmoe.recipes.config import parse_override
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    import yaml
+
+    raw = yaml.safe_load(open(args.config))
+    for item in args.overrides:
+        raw = _deep_update(raw, parse_override(item))
+    cfg = shared_config(raw, args.config)
+    n = cfg["data"]["max_eval_examples"]
+    print(f"| set | questions | passages |\n|---|---|---|")
+    for spec in cfg["data"]["eval"]:
+        ex = list(load_examples(spec, log=lambda *a: None))[:n]
+        print(f"| {spec} | {len(ex)} | {len({e.get('context', '') for e in ex})} |")
+
+
+if __name__ == "__main__":
+    main()
