@@ -81,6 +81,11 @@ def test_attempt_without_source_prompt_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match=r"methods\[ATTEMPT\]: attempt: no source prompt"):
         compare(config(tmp_path, methods), "cmp.yaml", log=quiet)
     assert not (tmp_path / "cmp" / "runs").exists()  # checked before anything trained
+    methods[0]["source_runs"] = {}  # on a method other than attempt: an error too, before training
+    methods[1]["source_runs"] = {}
+    with pytest.raises(ConfigError, match=r"methods\[PT\]: 'source_runs' .* for method attempt only"):
+        compare(config(tmp_path, methods), "cmp.yaml", log=quiet)
+    assert not (tmp_path / "cmp" / "runs").exists()
     for path in ("configs/compare-qa.yaml", "configs/compare-qa-gpu.yaml"):  # the shipped configs use pt runs
         entry = next(m for m in yaml.safe_load(Path(path).read_text())["methods"] if m["method"] == "attempt")
         assert entry.get("source_runs") == {} and "num_random_sources" not in entry.get("method_options", {})

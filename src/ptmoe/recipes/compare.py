@@ -141,6 +141,10 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     t0 = time.time()
     finished, used = {}, []  # used: every stored run behind the table, sweeps included
     for entry in methods:  # every entry checked before anything trains
+        if "source_runs" in entry and (entry.get("method") != "attempt"
+                                       or not isinstance(entry["source_runs"] or {}, dict)):
+            raise ConfigError(f"{where}: methods[{entry.get('name')}]: 'source_runs' is a mapping of "
+                              f"train-config overrides, for method attempt only")
         if entry.get("method") == "attempt" and "source_runs" not in entry:
             opts = entry.get("method_options") or {}
             if not opts.get("source_prompts") and not opts.get("num_random_sources"):
@@ -193,8 +197,6 @@ def source_prompt_runs(shared: dict, overrides: dict, entry: dict, root: Path, l
                        used: list) -> list[str] | None:
     """ATTEMPT's source prompts as its paper makes them: one prompt-tuning run per training source;
     the best adapter folder of each (None in report mode while one is missing)."""
-    if entry.get("method") != "attempt":
-        raise ConfigError(f"methods[{entry.get('name')}]: 'source_runs' is for method attempt only")
     T = (entry.get("method_options") or {}).get("num_tokens", 40)
     paths = []
     for spec in shared["data"]["train"]:
