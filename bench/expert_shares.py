@@ -103,7 +103,8 @@ def main():
                                                        eval_rows, pad_id)
         out["final_eval_stats_eval_questions"] = shares(model, restandardise(model, module, eval_rows, pad_id),
                                                         eval_rows, pad_id)
-    print(json.dumps(out, indent=2))
+    shares_fmt = lambda v: [round(x, 3) for x in v] if isinstance(v, list) else v
+    print("{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(shares_fmt(v))}" for k, v in out.items()) + "\n}")
 
 
 if __name__ == "__main__":
