@@ -10,8 +10,9 @@ paper:   each choice follows the text.
          - noise: multiplicative l(1 + eps), eps ~ N(0, 0.01^2). The seeds give only "Gaussian, std
            0.01, training only"; multiplicative is how a published review reads it and how SMoP
            applies it (PAPER.md, row "exploration noise"). At 0.01 it moves a logit of a few
-           hundredths by about 3e-4, i.e. hardly explores: additive N(0, 0.01^2) and SMoP's sigma = 1
-           are measured in configs/ablation-routing.yaml (docs/ablations.md), not guessed here.
+           hundredths by about 2e-4 and flips 1 in 10,000 top-1 choices at initialisation
+           (bench/noise_exploration.py): it hardly explores. Additive N(0, 0.01^2) and SMoP's
+           sigma = 1 are in configs/ablation-routing.yaml (docs/ablations.md).
          - top-1 selection with probationary scaling w = p on the chosen expert (seeds/002 item 3;
            "selective probationary" is the paper's best routing ablation).
          - A_i, B by SVD of the embeddings of task text (seeds/002 item 2): the instruction of the
