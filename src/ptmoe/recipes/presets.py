@@ -10,7 +10,7 @@ paper:   each choice follows the text.
          - noise: multiplicative l(1 + eps), eps ~ N(0, 0.01^2). The seeds give only "Gaussian, std
            0.01, training only"; multiplicative is how a published review reads it and how SMoP
            applies it (PAPER.md, row "exploration noise"). At 0.01 it moves a logit of a few
-           hundredths by about 2e-4 and flips 1 in 10,000 top-1 choices at initialisation
+           hundredths by about 1.6e-4 and flips 1 in 10,000 top-1 choices at initialisation
            (bench/noise_exploration.py): it hardly explores. Additive N(0, 0.01^2) and SMoP's
            sigma = 1 are in configs/ablation-routing.yaml (docs/ablations.md).
          - top-1 selection with probationary scaling w = p on the chosen expert (seeds/002 item 3;
