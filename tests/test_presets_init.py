@@ -68,3 +68,9 @@ def test_both_presets_init_from_the_task_instruction(tmp_path):
     # an explicit init text wins over the preset's
     cfg = apply_preset(load_config(None, ["method=ptmoe", "preset=paper", "method_options={init_text: hi}"]))
     assert task_init_text(cfg)["init_text"] == "hi"
+
+
+def test_the_task_placeholder_is_never_embedded_as_text():
+    base, tok = tiny()
+    with pytest.raises(ValueError, match="init_text: '@task'"):
+        PtmoeModel(base, "ptmoe", {"num_tokens": 4, "rank": 2, "init_text": TASK_TEXT}, tok)

@@ -95,6 +95,9 @@ def init_embeddings(embeddings: nn.Embedding, num_tokens: int, tokenizer=None, i
     min_distinct > 0 (an SVD init of rank R): the text is never repeated; its repeated tokens and the
     positions after it take distinct sampled tokens until min(min_distinct, T) rows differ, so E has that rank."""
     vocab = embeddings.weight.shape[0]
+    if init_text == "@task":  # the presets' placeholder (recipes.presets.task_init_text), never text to embed
+        raise ValueError("init_text: '@task' is replaced by the training task's instruction in `ptmoe train`; "
+                         "pass the text itself here")
     if init_text and tokenizer is not None:
         ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
         if not ids:
