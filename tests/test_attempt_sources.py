@@ -87,7 +87,8 @@ def test_attempt_without_source_prompt_is_a_one_line_error(tmp_path):
         compare(config(tmp_path, methods), "cmp.yaml", log=quiet)
     assert not (tmp_path / "cmp" / "runs").exists()
     for path in ("configs/compare-qa.yaml", "configs/compare-qa-gpu.yaml"):  # the shipped configs use pt runs
-        entry = next(m for m in yaml.safe_load(Path(path).read_text())["methods"] if m["method"] == "attempt")
+        text = (Path(__file__).resolve().parents[1] / path).read_text()
+        entry = next(m for m in yaml.safe_load(text)["methods"] if m["method"] == "attempt")
         assert entry.get("source_runs") == {} and "num_random_sources" not in entry.get("method_options", {})
 
 
