@@ -64,7 +64,7 @@ def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
         raise AdapterError(f"{where}: method {method!r} cannot be exported to PEFT: {NOT_IN_PEFT.get(method, 'unknown method')}")
     out = Path(out_dir)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists; choose another folder or pass --overwrite")
+        raise AdapterError(f"{out}: already exists; choose another folder or pass --overwrite")
     state = load_file(str(Path(adapter_dir) / WEIGHTS_NAME))
     base = meta["base_model"]
     name = HF_IDS.get(base.get("name"), base.get("name")) or None
