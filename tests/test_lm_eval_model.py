@@ -3,6 +3,8 @@ one-request-at-a-time loop that builds the prompt from the context's embeddings 
 the continuation, and `PtmoeModel.generate` on each unpadded prompt. And the routing rule: the
 prompt of a log-likelihood request is routed on its context alone, whatever the continuation."""
 import pytest
+
+pytest.importorskip("lm_eval", reason="the lm-eval extra: pip install -e '.[lm-eval]'")
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model

@@ -163,3 +163,17 @@ def test_model_card_written_with_adapter(tiny, tmp_path):
     export_peft(run / "best", tmp_path / "peft")
     exported = (tmp_path / "peft" / "README.md").read_text()
     assert "library_name: peft" in exported and "| squad/heldout | 4 | 12.50 | 0.00 |  |" in exported
+
+
+def test_peft_prompt_mixes_with_a_ptmoe_adapter_in_one_batch(tiny, tmp_path):
+    base, tok = tiny
+    peft_model = get_peft_model(copy.deepcopy(base), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    peft_model.save_pretrained(str(tmp_path / "peft_pt"))
+    ids = prompt_ids(tok)
+    expected = peft_greedy(peft_model.eval(), ids)
+    ours = trained_like(PtmoeModel(copy.deepcopy(base), "pt", {"num_tokens": 5}, tok))
+    ours.save_pretrained(tmp_path / "ours")
+    model = PtmoeModel.from_pretrained(tmp_path / "ours", copy.deepcopy(base), tok, adapter_name="ours")
+    model.load_adapter(tmp_path / "peft_pt", "peft")
+    both = model.generate(ids.repeat(2, 1), max_new_tokens=NEW, adapter_names=["ours", "peft"])
+    assert both[1].tolist() == expected and both[0].tolist() == ptmoe_greedy(ours, ids)

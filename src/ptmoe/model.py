@@ -348,7 +348,7 @@ class PtmoeModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, base: nn.Module, tokenizer=None, adapter_name: str = "default"):
-        from .interop.peft_format import is_peft_folder, load_peft  # (imports this module)
+        from .interop.peft_format import is_peft_folder, load_peft
 
         if is_peft_folder(directory):  # a Hugging Face PEFT prompt-tuning or LoRA folder
             return load_peft(directory, base, tokenizer, adapter_name)
@@ -363,6 +363,11 @@ class PtmoeModel(nn.Module):
 
     def load_adapter(self, directory, adapter_name: str):
         """Add another prompt adapter (same base model) for mixed-adapter batches."""
+        from .interop.peft_format import is_peft_folder, load_peft_prompt
+
+        if is_peft_folder(directory) and self.spec.kind == "prompt":  # PEFT prompt tuning
+            self.prompts[adapter_name] = load_peft_prompt(directory, self.lm)
+            return
         meta = self.read_adapter_config(directory)
         where = Path(directory) / CONFIG_NAME
         self.check_base(meta, where)

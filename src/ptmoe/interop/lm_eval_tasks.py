@@ -62,8 +62,8 @@ def _mathqa_with_options(prepared: Path, raw: Path, out: Path) -> Path:
         raise FileNotFoundError(f"{raw_file}: not found; run `ptmoe data prepare`")
     examples = json.loads(raw_file.read_text())["examples"]
     path = out / "mathqa_choices.jsonl"
-    with open(path, "w") as f:
-        for line in open(prepared / "mathqa" / "test.jsonl"):
+    with open(path, "w") as f, open(prepared / "mathqa" / "test.jsonl") as src:
+        for line in src:
             doc = json.loads(line)
             scores = examples[int(doc["id"].split("-")[1])]["target_scores"]
             options = [k.strip() for k in scores]

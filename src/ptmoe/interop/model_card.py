@@ -48,8 +48,8 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
     lib = "peft" if peft_type else "ptmoe"
     lines = ["---", f"library_name: {lib}", f"base_model: {name}", f"tags: [ptmoe, {meta['method']}]", "---", "",
              f"# {meta['method']} adapter for {name}", "",
-             f"- Base model: `{name}` (hidden size {base.get('hidden_size')}, vocabulary {base.get('vocab_size')}, "
-             f"embedding fingerprint `{base.get('embedding_fingerprint')}`)",
+             (f"- Base model: `{name}` (hidden size {base.get('hidden_size')}, vocabulary {base.get('vocab_size')}, "
+              f"embedding fingerprint `{base.get('embedding_fingerprint')}`)"),
              f"- Method: `{meta['method']}` with options `{json.dumps(meta.get('config', {}), sort_keys=True)}`",
              f"- Trainable parameters: {meta.get('num_trainable', 0):,}"]
     if peft_type:
@@ -63,9 +63,9 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
             lines.append(f"- Saved at {key.replace('_', ' ')}: {meta[key]}")
     if results:
         lines += ["", "## Results (`ptmoe eval`)", "", "| set | n | F1 | EM | accuracy |", "|---|---|---|---|---|"]
+        cell = lambda r, k: f"{r[k]:.2f}" if isinstance(r.get(k), (int, float)) else ""
         for s, r in (results.get("sets") or {}).items():
-            cell = lambda k: f"{r[k]:.2f}" if isinstance(r.get(k), (int, float)) else ""
-            lines.append(f"| {s} | {r.get('n', '')} | {cell('f1')} | {cell('em')} | {cell('accuracy')} |")
+            lines.append(f"| {s} | {r.get('n', '')} | {cell(r, 'f1')} | {cell(r, 'em')} | {cell(r, 'accuracy')} |")
     lines += ["", "## Use", "", "```python", "from ptmoe import PtmoeModel, load_base_model", "",
               f'base, tok = load_base_model("{name}")', 'model = PtmoeModel.from_pretrained("THIS_FOLDER", base, tok)',
               "```"]

@@ -114,6 +114,16 @@ def load_peft(directory, base, tokenizer=None, adapter_name: str = "default") ->
     return model
 
 
+def load_peft_prompt(directory, lm):
+    """The soft prompt of a PEFT PROMPT_TUNING folder, as a module to add to a loaded model
+    (`PtmoeModel.load_adapter`, for batches mixing several prompt adapters)."""
+    kind = json.loads((Path(directory) / CONFIG_NAME).read_text()).get("peft_type")
+    if kind != "PROMPT_TUNING":
+        raise AdapterError(f"{Path(directory) / CONFIG_NAME}: only prompt methods can be mixed in one batch "
+                           f"(this is PEFT {kind})")
+    return load_peft(directory, lm).prompt_module
+
+
 def _load_prompt_tuning(cfg, state, base, tokenizer, adapter_name, where) -> PtmoeModel:
     if (cfg.get("num_transformer_submodules") or 1) != 1:
         raise AdapterError(f"{where}: num_transformer_submodules {cfg['num_transformer_submodules']}: "
