@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 CARD_NAME = "README.md"
+# the packaged base models' Hugging Face ids (the card's `base_model`; PEFT configs record them too)
+HF_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
 
 
 def _run_training(run_dir: Path) -> dict | None:
@@ -46,7 +48,7 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
     results = meta.get("results") or (run_dir and _run_results(run_dir))
     name = base.get("name") or "unknown"
     lib = "peft" if peft_type else "ptmoe"
-    lines = ["---", f"library_name: {lib}", f"base_model: {name}", f"tags: [ptmoe, {meta['method']}]", "---", "",
+    lines = ["---", f"library_name: {lib}", f"base_model: {HF_IDS.get(name, name)}", f"tags: [ptmoe, {meta['method']}]", "---", "",
              f"# {meta['method']} adapter for {name}", "",
              (f"- Base model: `{name}` (hidden size {base.get('hidden_size')}, vocabulary {base.get('vocab_size')}, "
               f"embedding fingerprint `{base.get('embedding_fingerprint')}`)"),

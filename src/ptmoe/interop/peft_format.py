@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from ..fsutil import atomic_dir
 from ..model import CONFIG_NAME, WEIGHTS_NAME, AdapterError, PtmoeModel
+from .model_card import HF_IDS, write_model_card
 
 # what PEFT cannot express, per method
 NOT_IN_PEFT = {
@@ -28,8 +29,6 @@ NOT_IN_PEFT = {
     "hydralora": "its LoRA has routed B heads per input; PEFT LoRA has one B per module",
     "ft": "it is a full fine-tuned model, not an adapter: save it with transformers instead",
 }
-# the packaged base models' Hugging Face ids, recorded in exported configs and accepted on import
-HF_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
 # LoRA options ptmoe's `lora` method has; any other option set away from PEFT's default is refused
 LORA_FIELDS = {"r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "target_modules"}
 LORA_IGNORED = {"peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "peft_version",
@@ -55,8 +54,6 @@ def _base_name(name: str | None) -> str:
 def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
     """Write the PEFT form of a ptmoe adapter folder into out_dir (never over an existing one unless asked)."""
     from peft import LoraConfig, PromptTuningConfig
-
-    from .model_card import write_model_card
 
     meta = PtmoeModel.read_adapter_config(adapter_dir)
     method, where = meta["method"], Path(adapter_dir) / CONFIG_NAME
