@@ -407,7 +407,7 @@ def test_save_then_load_gives_identical_outputs(method, tmp_path):
     assert meta["method"] == method and meta["num_trainable"] == model.num_trainable()
     assert meta["base_model"]["hidden_size"] == 64 and meta["base_model"]["vocab_size"] == 320
     assert (path / "adapter_model.safetensors").is_file()
-    assert sorted(p.name for p in path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
 
     fresh, _ = tiny()  # the same base model, untouched
     loaded = PtmoeModel.from_pretrained(path, fresh, tok).eval()

@@ -15,6 +15,8 @@ COMMANDS = {
     "demo": ("ptmoe.recipes.demo", "The main job: PT-MoE on QA with the embedded model, before/after"),
     "bench": ("ptmoe.bench", "Speed and memory, side by side with PEFT"),
     "data": ("ptmoe.data.cli", "Prepare and list the packaged benchmark data"),
+    "export": ("ptmoe.recipes.export", "Write an adapter in another library's format (PEFT)"),
+    "lm-eval": ("ptmoe.interop.lm_eval_cli", "lm-evaluation-harness with --model ptmoe and the offline ptmoe_* tasks"),
 }
 
 # short flags for the most used method options
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else argv
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    if chosen == "lm-eval":  # every argument after it is lm-eval's own
+        return importlib.import_module(COMMANDS[chosen][0]).main(argv[1:])
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         if name == chosen:  # import only the module that runs: keeps `ptmoe --help` fast

@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
 from .fsutil import atomic_dir
+from .interop.model_card import write_model_card
 from .methods import MethodConfig, get_method, make_config
 
 CONFIG_NAME = "adapter_config.json"
@@ -317,6 +318,7 @@ class PtmoeModel(nn.Module):
                 save_model(self.lm, str(tmp / WEIGHTS_NAME))  # handles tied weights
             else:
                 save_file(self.adapter_state_dict(), str(tmp / WEIGHTS_NAME))
+            write_model_card(tmp, meta, final_dir=directory)
         return Path(directory)
 
     @staticmethod
@@ -346,6 +348,10 @@ class PtmoeModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, base: nn.Module, tokenizer=None, adapter_name: str = "default"):
+        from .interop.peft_format import is_peft_folder, load_peft
+
+        if is_peft_folder(directory):  # a Hugging Face PEFT prompt-tuning or LoRA folder
+            return load_peft(directory, base, tokenizer, adapter_name)
         meta = cls.read_adapter_config(directory)
         where = Path(directory) / CONFIG_NAME
         config = make_config(meta["method"], meta["config"], where=str(where))
@@ -357,6 +363,11 @@ class PtmoeModel(nn.Module):
 
     def load_adapter(self, directory, adapter_name: str):
         """Add another prompt adapter (same base model) for mixed-adapter batches."""
+        from .interop.peft_format import is_peft_folder, load_peft_prompt
+
+        if is_peft_folder(directory) and self.spec.kind == "prompt":  # PEFT prompt tuning
+            self.prompts[adapter_name] = load_peft_prompt(directory, self.lm)
+            return
         meta = self.read_adapter_config(directory)
         where = Path(directory) / CONFIG_NAME
         self.check_base(meta, where)

@@ -24,7 +24,11 @@ def user_text(example, context=None):
 
 def build_prompt_text(example, tokenizer, context=None):
     """The prompt as text, ending where the model's answer starts."""
-    user = user_text(example, context)
+    return render_user_turn(user_text(example, context), tokenizer)
+
+
+def render_user_turn(user, tokenizer):
+    """One user turn as the model is prompted with it: its chat template, else plain text."""
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
