@@ -15,6 +15,7 @@ COMMANDS = {
     "demo": ("ptmoe.recipes.demo", "The main job: PT-MoE on QA with the embedded model, before/after"),
     "bench": ("ptmoe.bench", "Speed and memory, side by side with PEFT"),
     "data": ("ptmoe.data.cli", "Prepare and list the packaged benchmark data"),
+    "serve": ("ptmoe.recipes.serve", "An OpenAI-compatible HTTP server for the base model and adapters"),
 }
 
 # short flags for the most used method options
