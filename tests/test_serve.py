@@ -15,14 +15,14 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from ptmoe.data.format import build_prompt_text, user_text  # noqa: E402
-from ptmoe.model import PtmoeModel  # noqa: E402
-from ptmoe.models import load_base_model, load_shape  # noqa: E402
-from ptmoe.recipes.generate import answer  # noqa: E402
-from ptmoe.serving.adapters import load_served  # noqa: E402
-from ptmoe.serving.app import create_app  # noqa: E402
-from ptmoe.serving.engine_hf import HFEngine  # noqa: E402
-from ptmoe.serving.server import Background  # noqa: E402
+from ptmoe.data.format import build_prompt_text, user_text
+from ptmoe.model import PtmoeModel
+from ptmoe.models import load_base_model, load_shape
+from ptmoe.recipes.generate import answer
+from ptmoe.serving.adapters import load_served
+from ptmoe.serving.app import create_app
+from ptmoe.serving.engine_hf import HFEngine
+from ptmoe.serving.server import Background
 
 METHODS = {"ptmoe": {"num_tokens": 4, "experts": 2, "rank": 2}, "pt": {"num_tokens": 3}, "lora": {"r": 2}}
 ROWS = [{"question": "What is 2+2?", "task": "math"}, {"question": "Name a color, any color.", "task": "math"}]

@@ -51,7 +51,7 @@ class Served:
     def model_for(self, name: str) -> PtmoeModel:
         if name == self.base_name:
             return self.base
-        return self.weights[name] if name in self.weights else self.prompt
+        return self.weights.get(name, self.prompt)
 
     def prompt_tokens(self, name: str) -> int:
         """Soft prompt tokens a request for `name` adds in front of its input."""
@@ -76,7 +76,7 @@ def _frozen(model: PtmoeModel, device) -> PtmoeModel:
 def load_served(base_name: str, adapters: dict[str, str], device="cpu", dtype=torch.float32) -> Served:
     """Read every adapter config first (a bad folder fails before any model loads), then the models."""
     metas = {n: PtmoeModel.read_adapter_config(p) for n, p in adapters.items()}
-    for n, meta in metas.items():
+    for meta in metas.values():
         get_method(meta["method"])  # an unknown method is named before loading
     base, tok = load_base_model(base_name, dtype=dtype)
     served = Served(base_name, tok, _frozen(PtmoeModel(base, "ft", {}, tok), device), paths=dict(adapters))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -14,7 +15,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from .batcher import Batcher, Job, QueueFull, ShuttingDown
 from .decode import Sampling
-from .openai_api import ApiError, ChatRequest, CompletionRequest, encode_chat, encode_completion, parse_request
+from .openai_api import (
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    encode_chat,
+    encode_completion,
+    parse_request,
+)
 from .text import TOKENIZER_LOCK
 
 
@@ -37,6 +45,11 @@ def create_app(engine, served, max_queue: int = 64, max_batch: int = 8, batch_wa
     @app.exception_handler(ApiError)
     async def api_error(request, e: ApiError):
         return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, e: Exception):  # a bug of ours: still an OpenAI-style body, and logged
+        logging.getLogger("ptmoe.serve").exception("unexpected error")
+        return JSONResponse(ApiError(500, f"{type(e).__name__}: {e}", kind="server_error").body(), status_code=500)
 
     @app.get("/health")
     async def health():
@@ -96,7 +109,7 @@ def create_app(engine, served, max_queue: int = 64, max_batch: int = 8, batch_wa
                 remaining = max(0.0, min(j.deadline for j in jobs) - time.monotonic()) + 1.0
                 try:
                     index, *event = await asyncio.wait_for(queue.get(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise ApiError(504, "the request timed out", None, "timeout", "server_error") from None
                 if event[0] == "error":
                     raise ApiError(event[1], event[2], None, None if event[1] < 500 else "server_error",

@@ -63,7 +63,7 @@ class Batcher:
                       "recent_batches": collections.deque(maxlen=32)}
         self.thread = threading.Thread(target=self._work, name="ptmoe-batcher", daemon=True)
 
-    def start(self) -> "Batcher":
+    def start(self) -> Batcher:
         self.thread.start()
         return self
 
@@ -111,9 +111,11 @@ class Batcher:
                 self.stats["recent_batches"].append([j.adapter for j in batch])
             return batch
 
-    def more(self, batch_names: list[str], room: int) -> list[Job]:
-        """For an engine that lets requests join a running batch (vllm): up to `room` queued jobs, at once,
-        counted into the running batch's stats (`batch_names` is its entry in recent_batches)."""
+    def more(self, batch_names: list[str], live: int) -> list[Job]:
+        """For an engine that lets requests join a running batch (vllm): queued jobs of its group, at once,
+        up to max_batch running together (`live` run now); counted into the running batch's stats
+        (`batch_names` is its entry in recent_batches: every request it has served)."""
+        room = self.max_batch - live
         out, keep = [], collections.deque()
         with self.cv:
             group = self.engine.group(batch_names[0])
@@ -129,7 +131,7 @@ class Batcher:
             if out:
                 self.stats["requests"] += len(out)
                 batch_names.extend(j.adapter for j in out)
-                self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch_names))
+                self.stats["largest_batch"] = max(self.stats["largest_batch"], live + len(out))
         return out
 
     def _work(self) -> None:
@@ -138,7 +140,7 @@ class Batcher:
                 continue
             log.info("batch of %d: %s", len(batch), ", ".join(j.adapter for j in batch))
             names = self.stats["recent_batches"][-1]
-            more = lambda live: self.more(names, self.max_batch - live)  # noqa: E731
+            more = lambda live, names=names: self.more(names, live)
             try:
                 self.engine.run(batch, more)
             except Exception as e:  # one bad batch must not stop the server

@@ -9,8 +9,8 @@ a cancelled request).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from transformers import DynamicCache

@@ -56,8 +56,8 @@ class VLLMEngine:
             folder = export_peft_lora(served.weights[name], Path(self._tmp.name) / name)
             self.loras[name] = LoRARequest(name, i + 1, str(folder))
         cpu = not torch.cuda.is_available()
-        kw = dict(model=model_folder(served.base_name), enable_prompt_embeds=True, dtype="float32" if cpu else "auto",
-                  max_model_len=min(served.max_model_len(), 4096), seed=0)
+        kw = {"model": model_folder(served.base_name), "enable_prompt_embeds": True,
+              "dtype": "float32" if cpu else "auto", "max_model_len": min(served.max_model_len(), 4096), "seed": 0}
         if self.loras:
             ranks = [served.weights[n].config.r for n in self.loras]
             kw.update(enable_lora=True, max_loras=len(self.loras), max_lora_rank=_lora_rank_slot(max(ranks)))
