@@ -217,3 +217,7 @@ def test_cli_names_a_bad_adapter_option(capsys):
 
     assert main(["serve", "--model", "shape:tiny", "--adapter", "no-equals-sign"]) == 2
     assert "--adapter" in capsys.readouterr().err
+    assert main(["serve", "--model", "shape:tiny", "--adapter", "x=/no/such/folder"]) == 2
+    assert "/no/such/folder" in capsys.readouterr().err
+    assert main(["serve", "--model", "shape:tiny", "--engine", "vllm"]) == 2  # checked before vLLM loads
+    assert "--model shape:tiny" in capsys.readouterr().err

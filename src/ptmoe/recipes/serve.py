@@ -47,6 +47,11 @@ def build(args):
     vllm_options = parse_assignments(args.vllm_arg, "--vllm-arg")
     if vllm_options and args.engine != "vllm":
         raise ValueError("--vllm-arg: only with --engine vllm")
+    if args.engine == "vllm":
+        from ..model import PtmoeModel
+        from ..serving.engine_vllm import check_supported
+
+        check_supported(args.model, {n: PtmoeModel.read_adapter_config(p)["method"] for n, p in adapters.items()})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     served = load_served(args.model, adapters, device=device)
     if args.engine == "vllm":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..methods import get_method
 from ..models import PACKAGED, cache_dir
 from .adapters import Served
 from .engine_hf import finish
@@ -33,22 +34,28 @@ def model_folder(name: str) -> str:
     return name
 
 
+def check_supported(base_name: str, methods: dict[str, str]) -> None:
+    """Before anything loads: the base must be a transformers folder, adapters prompt methods or LoRA."""
+    model_folder(base_name)
+    unsupported = {n: m for n, m in methods.items() if m != "lora" and get_method(m).kind != "prompt"}
+    if unsupported:
+        raise ValueError(f"--engine vllm: adapters {unsupported} change the weights in a way vLLM can't load; "
+                         "serve them with --engine hf (a full fine-tune: serve its exported folder as --model)")
+
+
 class VLLMEngine:
     name = "vllm"
 
     def __init__(self, served: Served, in_process: bool = False, **options):
         """`options` go to vllm.LLM. `in_process`: vLLM's engine core runs in this process (no spawned
         process re-importing vLLM: a faster start, used by the tests)."""
+        check_supported(served.base_name, served.methods)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the CPU default (4) is more than needed here
         if in_process:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        unsupported = {n: m for n, m in served.methods.items() if m not in ("lora",) and n in served.weights}
-        if unsupported:
-            raise ValueError(f"--engine vllm: adapters {unsupported} change the weights in a way vLLM can't load; "
-                             "serve them with --engine hf (a full fine-tune: serve its exported folder as --model)")
         self.served = served
         self._tmp = tempfile.TemporaryDirectory(prefix="ptmoe-vllm-lora-")
         self.loras = {}
