@@ -21,9 +21,7 @@ import random
 import time
 from pathlib import Path
 
-import yaml
-
-from .config import DEFAULTS, ConfigError, _merge, validate
+from .config import DEFAULTS, ConfigError, merge, parse_override, read_config_file, validate
 from .evaluate import evaluate
 from .presets import apply_preset
 
@@ -39,14 +37,10 @@ def add_arguments(p):
 
 
 def run(args):
-    from .config import parse_override
-
     path = Path(args.config)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_config_file(path)
     for item in args.overrides:
-        raw = _deep_update(raw, parse_override(item))
+        raw = merge(raw, parse_override(item))
     only = None
     if args.only:
         names = [m.get("name") for m in raw.get("methods") or []]
@@ -57,13 +51,6 @@ def run(args):
     table = compare(raw, str(path), only=only, report=args.report)
     print(table["markdown"])
     return 0
-
-
-def _deep_update(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _deep_update(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def run_key(cfg: dict) -> str:
@@ -89,7 +76,7 @@ def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print, report:
     cfg = copy.deepcopy(cfg)
     cfg["output_dir"] = str(folder / "train")
     resume = (folder / "train" / "checkpoint" / "trainer_state.json").exists()
-    summary = train(cfg, resume=resume, log=log)
+    summary = train(cfg, resume=resume, overwrite=not resume, log=log)  # an unfinished run of ours: no result yet
     result = {"key": key, "config": cfg, "train": summary}
     if evaluate_it:
         adapter = str(Path(summary["output_dir"]) / "best")
@@ -104,17 +91,15 @@ def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print, report:
 
 
 def method_config(shared: dict, entry: dict, where: str) -> dict:
-    if "name" not in entry or "method" not in entry:
+    if not isinstance(entry, dict) or "name" not in entry or "method" not in entry:
         raise ConfigError(f"{where}: each methods entry needs 'name' and 'method'")
     over = {k: v for k, v in entry.items() if k != "name"}
-    cfg = _merge(shared, over, f"{where}: methods[{entry['name']}]")
-    validate(cfg)
-    return cfg
+    return validate(merge(shared, over, f"{where}: methods[{entry['name']}]"))
 
 
 def shared_config(raw: dict, where: str) -> dict:
     """The train config every method of a compare config starts from."""
-    return _merge(DEFAULTS, {k: v for k, v in raw.items() if k not in COMPARE_KEYS}, where)
+    return merge(DEFAULTS, {k: v for k, v in raw.items() if k not in COMPARE_KEYS}, where)
 
 
 def compare(raw: dict, where: str = "compare config", only=None, log=print, report: bool = False) -> dict:
@@ -123,14 +108,15 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     if not methods:
         raise ConfigError(f"{where}: 'methods' is empty")
     seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(type(x) is int for x in seeds):
+        raise ConfigError(f"{where}: seeds: must be a non-empty list of integers, got {seeds!r}")
     sweep = raw.get("sweep")
     root = Path(str(shared["output_dir"]).format(method="compare", seed=0))
+    configs = [(entry.get("name"), method_config(shared, entry, where)) for entry in methods]  # all checked first
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     finished, used = {}, []  # used: every stored run behind the table, sweeps included
-    for entry in methods:
-        name = entry.get("name")
-        cfg = method_config(shared, entry, where)
+    for name, cfg in configs:
         if only and name not in only:
             continue
         if sweep:
