@@ -21,7 +21,7 @@ import random
 import time
 from pathlib import Path
 
-from .config import DEFAULTS, ConfigError, merge, parse_override, read_config_file, validate
+from .config import DEFAULTS, ConfigError, merge, parse_override, read_config_file, switch_method, validate
 from .evaluate import evaluate
 from .presets import apply_preset
 
@@ -94,7 +94,10 @@ def method_config(shared: dict, entry: dict, where: str) -> dict:
     if not isinstance(entry, dict) or "name" not in entry or "method" not in entry:
         raise ConfigError(f"{where}: each methods entry needs 'name' and 'method'")
     over = {k: v for k, v in entry.items() if k != "name"}
-    return validate(merge(shared, over, f"{where}: methods[{entry['name']}]"))
+    cfg = merge(shared, over, f"{where}: methods[{entry['name']}]")
+    if cfg["method"] != shared["method"]:  # the shared options and preset of another method don't apply
+        switch_method(cfg, shared["method"], shared["preset"], set(over.get("method_options") or {}), lambda m: None)
+    return validate(cfg)
 
 
 def shared_config(raw: dict, where: str) -> dict:

@@ -128,11 +128,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             explicit_options |= set(over["method_options"])
         cfg = merge(cfg, over, f"override {item!r}")
     if cfg["method"] != inherited_method:
-        _switch_method(cfg, inherited_method, inherited_preset, explicit_options, note)
+        switch_method(cfg, inherited_method, inherited_preset, explicit_options, note)
     return validate(cfg)
 
 
-def _switch_method(cfg: dict, old: str, old_preset, explicit: set, note) -> None:
+def switch_method(cfg: dict, old: str, old_preset, explicit: set, note) -> None:
+    """cfg's method changed from `old`: drop the inherited options and preset that belong to `old` only."""
     from .presets import PRESETS
 
     method = cfg["method"]

@@ -54,8 +54,8 @@ def run(args):
     adapters = parse_adapters(args.adapter)
     for row in rows:
         row.setdefault("task", args.task or ("qa" if row.get("context") else "math"))
-        if adapters and row.get("adapter", next(iter(adapters))) not in adapters:
-            raise ValueError(f"adapter {row['adapter']!r} not given with --adapter (have {sorted(adapters)})")
+        if row.get("adapter") is not None and row["adapter"] not in adapters:  # never answer it with another model
+            raise ValueError(f"adapter {row['adapter']!r} not given with --adapter (have {sorted(adapters) or 'none'})")
     answers = answer(rows, args.model, adapters, args.batch_size, args.max_new_tokens)
     for row, a in zip(rows, answers):
         print(json.dumps({"question": row["question"], "adapter": row.get("adapter"), "answer": a}) if args.file
