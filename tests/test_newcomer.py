@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from ptmoe.cli import main as cli_main
 from ptmoe.data import load_examples
 from ptmoe.recipes import config as config_mod
-from ptmoe.recipes.config import ConfigError, load_config
+from ptmoe.recipes.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -238,10 +238,10 @@ def test_config_doc_is_up_to_date():
 
 # ---- 7. the README's Python block -------------------------------------------------------------------------
 def test_readme_python_block_runs_as_written(tmp_path, monkeypatch):
-    block = re.search(r"## Python\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    block = re.search(r"## Python\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL).group(1)
     assert "encode(" in block  # prompts built the way training builds them
     monkeypatch.chdir(tmp_path)
-    exec(compile(block.replace('"smollm2-135m-instruct"', '"shape:tiny"'), "README.md", "exec"), {})
+    exec(compile(block.replace('"smollm2-135m-instruct"', '"shape:tiny"'), "README.md", "exec"), {})  # noqa: S102
     assert (tmp_path / "my-adapter" / "adapter_model.safetensors").is_file()
 
 
@@ -255,7 +255,43 @@ def test_ctrl_c_says_where_to_resume(cfg_file, tmp_path):
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted at step" in err and "last checkpoint" in err
     assert f"resume with: ptmoe train {cfg_file} train.steps=100000 --resume" in err
+
+
+# ---- 8. no deprecation warnings from our own calls; 9. the demo's account of its gain -------------------------
+def test_training_step_and_generation_emit_no_deprecation_warnings():
+    import warnings
+
+    from ptmoe import PtmoeModel, encode
+    from ptmoe.models import load_shape
+
+    base, tok = load_shape("tiny")
+    rows = [{"context": "The sun is yellow.", "question": "What colour is the sun?", "answers": ["yellow"]},
+            {"context": "The long river is blue and wide.", "question": "What colour is the river?", "answers": ["blue"]}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for method, opts in (("ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}), ("lora", {"r": 1})):
+            model = PtmoeModel(base, method, opts, tok)
+            b = encode(rows, tok, train=True)
+            model(b["input_ids"], b["attention_mask"], labels=b["labels"]).loss.backward()
+            q = encode(rows, tok)
+            model.generate(q["input_ids"], q["attention_mask"], max_new_tokens=3, eos_token_id=tok.eos_token_id)
+    bad = [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert not bad, [f"{w.filename}:{w.lineno}: {w.message}" for w in bad]
+
+
+def test_demo_splits_the_gain_into_format_and_content():
+    from ptmoe.recipes.demo import gain_parts
+
+    def results(preds):
+        return {"sets": {"s": {"task": "qa"}},
+                "predictions": {"s": [{"answers": [g], "prediction": p} for g, p in preds]}}
+
+    before = results([("Paris", "The tower is in Paris, France."), ("blue", "I do not know.")])
+    after = results([("Paris", "Paris"), ("blue", "blue")])
+    fmt, content = gain_parts(before, after)
+    # question 1: F1 1/3 (1 of 5 words) -> 1, the base model had it, verbosely: format; question 2: 0 -> 1: content
+    assert fmt == pytest.approx(100 * (1 - 1 / 3) / 2) and content == pytest.approx(100 * 1 / 2)

@@ -111,15 +111,15 @@ def mapping(value: Kind | None = None, text: str = "mapping", allow_str: bool = 
 # leaves: a YAML mapping or an override `key={a: 1}` merges into them, `key.a=1` sets one entry.
 SCHEMA: dict[str, tuple] = {
     "model": ("smollm2-135m-instruct", string(),
-              "base model: `smollm2-135m-instruct` or `gemma3-270m` (embedded), a local folder, a `.gguf` "
-              "file, a cached Hugging Face id, or `shape:NAME` (random weights)"),
+              ("base model: `smollm2-135m-instruct` or `gemma3-270m` (embedded), a local folder, a `.gguf` "
+               "file, a cached Hugging Face id, or `shape:NAME` (random weights)")),
     "dtype": ("auto", choice("auto", "bf16", "fp32"), "weights of the frozen model; `auto`: bf16 on GPU, fp32 on CPU"),
     "method": ("ptmoe", method_name(),
                "what is trained (options under `method_options`, listed below)"),
     "method_options": ({}, mapping(text="mapping"), "options of the method (see *Method options*)"),
     "preset": (None, string(null=True),
-               "named recipe of the method's options (`paper`, `default` for ptmoe); ignored when the method "
-               "has no presets and the preset was inherited, e.g. after `method=pt` on a ptmoe config"),
+               ("named recipe of the method's options (`paper`, `default` for ptmoe); dropped when the method "
+                "was switched to one without it, e.g. `method=pt` on a ptmoe config")),
     "seed": (0, integer(0), "seed of initialisation, data order, validation slice and noise"),
     "output_dir": ("runs/{method}", string(),
                    "run folder (`{method}` and `{seed}` are filled in); relative to the working directory"),

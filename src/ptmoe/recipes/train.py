@@ -25,9 +25,16 @@ from ..models import load_base_model
 from .config import ConfigError, dump, load_config
 from .presets import apply_preset
 from .routing import RouterMonitor
+from .runs import (
+    RunStopped,
+    check_run_folder,
+    checkpoint_note,
+    clear_run,
+    load_checkpoint,
+    non_finite,
+    save_checkpoint,
+)
 from .train_data import encode_sources, read_sources
-from .runs import RunStopped, check_run_folder, checkpoint_note, clear_run, load_checkpoint, non_finite, \
-    save_checkpoint
 
 
 def add_arguments(p):
@@ -172,7 +179,7 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
         # one run per folder (a new run needs --overwrite, which clears it); a resumed run drops the
         # events logged after its checkpoint
         writer = SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if resume else None)
-        log_file = open(out / "log.jsonl", "a" if resume else "w")
+        log_file = open(out / "log.jsonl", "a" if resume else "w")  # noqa: SIM115 (closed in the loop's finally)
 
     def record(entry: dict, prefix: str) -> None:
         if is_main:
