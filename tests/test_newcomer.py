@@ -215,6 +215,9 @@ def test_question_context_answer_rows_train_as_qa(cfg_file, tmp_path, capsys):
     err = capsys.readouterr().out
     assert "mapped.jsonl: read 10, held back 2 for validation, 8 for training" in err, err
     assert "warning" in err and "also in the training data" in err
+    run = Path(raw["output_dir"])  # evaluation reads the mapped columns too
+    assert cli_main(["eval", str(cfg_file), "--adapter", str(run / "best"), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "results.json").read_text())["sets"][str(mapped)]["n"] == 1
 
 
 # ---- 6. config show / doc ----------------------------------------------------------------------------------

@@ -63,8 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .models import DEFAULT_MODEL, count_trainable, load_base_config
+    from .models import DEFAULT_MODEL, check_model_name, count_trainable, load_base_config
 
+    check_model_name(args.model or DEFAULT_MODEL)
     config = load_base_config(args.model or DEFAULT_MODEL)
     print(count_trainable(args.method, method_options_from_args(args), config))
     return 0

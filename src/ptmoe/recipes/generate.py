@@ -10,7 +10,7 @@ import torch
 from ..collate import pad_batch
 from ..data.format import build_prompt_text, special_ids
 from ..model import PtmoeModel
-from ..models import DEFAULT_MODEL, load_base_model
+from ..models import DEFAULT_MODEL, check_model_name, load_base_model
 from .evaluate import stop_answer
 
 
@@ -52,6 +52,9 @@ def run(args):
     else:
         raise ValueError("give --question or --file")
     adapters = parse_adapters(args.adapter)
+    check_model_name(args.model)  # fail before any load: a wrong name or adapter folder
+    for path in adapters.values():
+        PtmoeModel.read_adapter_config(path)
     for row in rows:
         row.setdefault("task", args.task or ("qa" if row.get("context") else "math"))
         if row.get("adapter") is not None and row["adapter"] not in adapters:  # never answer it with another model
