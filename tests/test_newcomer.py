@@ -298,3 +298,12 @@ def test_demo_splits_the_gain_into_format_and_content():
     fmt, content = gain_parts(before, after)
     # question 1: F1 1/3 (1 of 5 words) -> 1, the base model had it, verbosely: format; question 2: 0 -> 1: content
     assert fmt == pytest.approx(100 * (1 - 1 / 3) / 2) and content == pytest.approx(100 * 1 / 2)
+
+
+def test_stored_compare_runs_keep_their_keys():
+    """The keys added here (data.columns, data.task) must not change the hash of runs stored before them."""
+    from ptmoe.recipes.compare import run_key
+
+    assert run_key(load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7"])) == "ab542753125c"
+    assert run_key(load_config(ROOT / "configs" / "demo.yaml")) == "e31141131da8"
+    assert run_key(load_config(None, ["model=shape:tiny", "data.task=qa"])) != run_key(load_config(None, ["model=shape:tiny"]))

@@ -58,6 +58,8 @@ def run_key(cfg: dict) -> str:
     A preset is hashed by what it expands to, so redefining a preset never reuses a stale run, and a
     method written out option by option shares its runs with the preset it equals."""
     ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}
+    # keys added after runs were stored hash as before while unset, so stored runs are still found
+    ident["data"] = {k: v for k, v in ident["data"].items() if not (k in ("columns", "task") and v is None)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
