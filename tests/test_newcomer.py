@@ -307,3 +307,15 @@ def test_stored_compare_runs_keep_their_keys():
     assert run_key(load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7"])) == "ab542753125c"
     assert run_key(load_config(ROOT / "configs" / "demo.yaml")) == "e31141131da8"
     assert run_key(load_config(None, ["model=shape:tiny", "data.task=qa"])) != run_key(load_config(None, ["model=shape:tiny"]))
+
+
+def test_a_diverging_sweep_rate_is_scored_worst_not_fatal(cfg_file, tmp_path, capsys):
+    raw = yaml.safe_load(cfg_file.read_text())
+    raw.update(output_dir=str(tmp_path / "cmp"), seeds=[0], baseline="M", methods=[{"name": "M", "method": "ptmoe"}],
+               sweep={"lrs": [1e30, 0.01], "steps": 3})
+    raw["train"].update(warmup_ratio=0, max_grad_norm=0)
+    path = cfg_file.parent / "compare.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli_main(["compare", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "non-finite" in out and "-> lr 0.01" in out, out[-3000:]

@@ -24,6 +24,7 @@ from pathlib import Path
 from .config import DEFAULTS, ConfigError, merge, parse_override, read_config_file, switch_method, validate
 from .evaluate import evaluate
 from .presets import apply_preset
+from .runs import NON_FINITE, RunStopped
 
 COMPARE_KEYS = {"methods", "seeds", "sweep", "baseline"}
 
@@ -78,7 +79,16 @@ def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print, report:
     cfg = copy.deepcopy(cfg)
     cfg["output_dir"] = str(folder / "train")
     resume = (folder / "train" / "checkpoint" / "trainer_state.json").exists()
-    summary = train(cfg, resume=resume, overwrite=not resume, log=log)  # an unfinished run of ours: no result yet
+    t0 = time.time()
+    try:
+        summary = train(cfg, resume=resume, overwrite=not resume, log=log)  # an unfinished run of ours: no result yet
+    except RunStopped as e:
+        if e.exit_code != NON_FINITE or evaluate_it:
+            raise
+        # a learning-rate sweep run that diverged: the worst score, stored so it is not retried
+        log(f"[compare] {e}")
+        summary = {"output_dir": cfg["output_dir"], "best_valid_loss": float("inf"), "wall_s": time.time() - t0,
+                   "stopped": str(e)}
     result = {"key": key, "config": cfg, "train": summary}
     if evaluate_it:
         adapter = str(Path(summary["output_dir"]) / "best")

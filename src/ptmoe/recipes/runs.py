@@ -14,6 +14,7 @@ from pathlib import Path
 from .schema import ConfigError
 
 # what a training run writes into its folder (anything else there is left alone)
+NON_FINITE = 3  # exit code of a run stopped by a NaN / inf loss
 RUN_ENTRIES = ("config.yaml", "log.jsonl", "train_summary.json", "checkpoint", "best", "final", "tensorboard")
 
 

@@ -26,6 +26,7 @@ from .config import ConfigError, dump, load_config
 from .presets import apply_preset
 from .routing import RouterMonitor
 from .runs import (
+    NON_FINITE,
     RunStopped,
     check_run_folder,
     checkpoint_note,
@@ -197,7 +198,7 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
             bad = bool(flag.item() > 0)
         if bad:
             raise RunStopped(f"non-finite {what} at step {at}: training stopped, nothing from this step was "
-                             f"saved; {checkpoint_note(out)}. Lower train.lr or check the data", exit_code=3)
+                             f"saved; {checkpoint_note(out)}. Lower train.lr or check the data", exit_code=NON_FINITE)
 
     from tqdm.auto import tqdm
     bar = tqdm(total=t["steps"], initial=step, disable=not is_main, desc=f"train {cfg['method']}", file=sys.stderr)
