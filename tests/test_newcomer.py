@@ -138,6 +138,11 @@ def test_wrong_values_are_one_line_before_any_model_loads(cfg_file, monkeypatch,
         assert needle in line, line
 
 
+def test_a_bare_train_names_what_to_give(capsys):
+    assert cli_main(["train"]) == 2  # not a silent 200-step SQuAD run
+    assert "give a config file" in one_error_line(capsys, "train")
+
+
 def test_numbers_as_people_write_them():
     cfg = load_config(None, ["model=shape:tiny", "train.lr=5e-5", "train.weight_decay=1e-2",
                              "method_options.noise_std=1e-3"])

@@ -37,8 +37,8 @@ def check_run_folder(folder: Path, resume: bool, overwrite: bool) -> None:
         raise ConfigError("--resume and --overwrite: choose one")
     if resume or overwrite or not holds_run(folder):
         return
-    raise ConfigError(f"{folder} already holds a run: add --resume to continue it, --overwrite to replace it, "
-                      f"or choose another output_dir=")
+    raise ConfigError(f"output_dir {folder} already holds a run: add --resume to continue it, --overwrite to "
+                      f"replace it, or choose another output_dir=")
 
 
 def clear_run(folder: Path) -> None:
