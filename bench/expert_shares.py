@@ -33,7 +33,7 @@ from ptmoe.methods.base import masked_mean
 from ptmoe.model import PtmoeModel, context_mask
 from ptmoe.models import load_base_model
 from ptmoe.recipes.config import load_config
-from ptmoe.recipes.train import load_sources
+from ptmoe.recipes.train_data import load_sources
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from ptmoe.models import load_base_model
 from ptmoe.recipes.compare import _deep_update, shared_config
 from ptmoe.recipes.config import parse_override
 from ptmoe.recipes.presets import apply_preset, task_init_text
-from ptmoe.recipes.train import load_sources
+from ptmoe.recipes.train_data import load_sources
 
 SETTINGS = [("multiplicative", 0.01), ("additive", 0.01), ("multiplicative", 1.0)]
 

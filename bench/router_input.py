@@ -20,7 +20,7 @@ import yaml
 from ptmoe.methods.router import Router
 from ptmoe.models import load_base_model
 from ptmoe.recipes.compare import shared_config
-from ptmoe.recipes.train import load_sources
+from ptmoe.recipes.train_data import load_sources
 
 
 def main():

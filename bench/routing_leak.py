@@ -26,7 +26,7 @@ from ptmoe.data.format import special_ids
 from ptmoe.model import PtmoeModel
 from ptmoe.models import load_base_model
 from ptmoe.recipes.config import load_config
-from ptmoe.recipes.train import load_sources
+from ptmoe.recipes.train_data import load_sources
 
 
 def routing(model) -> torch.Tensor:

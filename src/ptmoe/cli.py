@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
+import shlex
 import sys
+
+from .recipes.runs import RunStopped
 
 # subcommand -> module with add_arguments(parser) and run(args)
 COMMANDS = {
@@ -18,30 +22,24 @@ COMMANDS = {
     "export": ("ptmoe.recipes.export", "Write an adapter in another library's format (PEFT)"),
     "lm-eval": ("ptmoe.interop.lm_eval_cli", "lm-evaluation-harness with --model ptmoe and the offline ptmoe_* tasks"),
     "serve": ("ptmoe.recipes.serve", "An OpenAI-compatible HTTP server for the base model and adapters"),
+    "config": ("ptmoe.recipes.config", "Show a resolved config (every default) or write the config reference"),
 }
+OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # a dotted key=value override
 
 # short flags for the most used method options
 OPTION_FLAGS = {"prompt_length": "num_tokens", "experts": "experts", "rank": "rank", "top_k": "top_k",
                 "lora_r": "r"}
 
 
-def parse_value(text: str):
-    """YAML scalars for key=value options: 1 -> int, 0.3 -> float, true -> bool, [a, b] -> list."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def parse_assignments(items: list[str], where: str) -> dict:
+    from .recipes.config import parse_value
+
     out = {}
     for item in items or []:
         if "=" not in item:
             raise SystemExit(f"ptmoe: error: {where}: expected key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = parse_value(v)
+        out[k.strip()] = parse_value(v)  # the config's number rules: 5e-5 is a float
     return out
 
 
@@ -68,8 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .models import DEFAULT_MODEL, count_trainable, load_base_config
+    from .models import DEFAULT_MODEL, check_model_name, count_trainable, load_base_config
 
+    check_model_name(args.model or DEFAULT_MODEL)
     config = load_base_config(args.model or DEFAULT_MODEL)
     print(count_trainable(args.method, method_options_from_args(args), config))
     return 0
@@ -88,12 +87,40 @@ def main(argv: list[str] | None = None) -> int:
             mod = importlib.import_module(module)
             mod.add_arguments(p)
             p.set_defaults(_run=mod.run)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    place_overrides(args, extra, parser)
     try:
         return args._run(args) or 0
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         print(f"ptmoe {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunStopped as e:  # training ended early: where things are, and how to continue
+        print(f"ptmoe {args.command}: {e}", file=sys.stderr)
+        if e.resumable and args.command == "train":
+            again = [a for a in argv if a != "--resume"]
+            print(f"resume with: ptmoe {' '.join(shlex.quote(a) for a in again)} --resume", file=sys.stderr)
+        elif e.resumable and args.command == "compare":
+            print("run the same command again: finished runs are kept, the stopped one resumes", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # training catches its own (it says where to resume); elsewhere: no traceback
+        print(f"ptmoe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def place_overrides(args, extra: list[str], parser) -> None:
+    """key=value overrides may come anywhere, also after flags (`eval cfg.yaml --adapter X data.max_eval_examples=4`):
+    argparse leaves those it could not place in `extra`; they join the overrides (the first non-override
+    word is the config file when none was given)."""
+    if extra and hasattr(args, "overrides"):
+        for item in extra:
+            if OVERRIDE.match(item):
+                args.overrides.append(item)
+            elif hasattr(args, "config") and args.config is None and not item.startswith("-"):
+                args.config = item
+            else:
+                parser.error(f"unrecognized arguments: {item}")
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
 
 if __name__ == "__main__":

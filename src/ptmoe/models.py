@@ -182,3 +182,42 @@ def count_trainable(method: str, options: dict | None, config) -> int:
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(config)
     return PtmoeModel(base, method, cfg).num_trainable()
+
+
+def check_model_name(name: str) -> None:
+    """Fail at once, before any load or download, on a model name that cannot work: an unknown shape, a
+    missing file or folder, or a Hugging Face id that is neither cached nor reachable (no long hub wait)."""
+    where = "model"
+    if name.startswith("shape:"):
+        if name[len("shape:"):] not in SHAPES:
+            raise ModelError(f"{where}: unknown shape {name!r}; known: {', '.join('shape:' + s for s in SHAPES)}")
+        return
+    if name in PACKAGED:
+        return
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf" or p.exists() or name.startswith((".", "/", "~")):
+        if p.suffix == ".gguf" and not p.is_file():
+            raise ModelError(f"{where}: GGUF file {name} not found")
+        if p.suffix != ".gguf" and not (p / "config.json").is_file():
+            raise ModelError(f"{where}: {name} is not a model folder (no config.json)")
+        return
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    known = f"not an embedded model ({', '.join(PACKAGED)}), a local folder, a .gguf file or shape:NAME"
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str):
+            return
+    except HFValidationError:
+        raise ModelError(f"{where}: {name!r} is {known}") from None
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelError(f"{where}: {name!r} is {known}, and not in the Hugging Face cache (HF_HUB_OFFLINE is set)")
+    try:
+        huggingface_hub.model_info(name, timeout=5)
+    except GatedRepoError:
+        return  # exists; loading needs a token
+    except RepositoryNotFoundError:
+        raise ModelError(f"{where}: {name!r} is {known}, and no such model on the Hugging Face hub") from None
+    except Exception as e:  # unreachable hub: no cached copy can be loaded either
+        raise ModelError(f"{where}: {name!r} is {known}, not in the Hugging Face cache, and the hub is "
+                         f"unreachable ({type(e).__name__})") from None

@@ -6,7 +6,8 @@ Over-long QA passages are cut to a window of tokens around the answer (its recor
 `answer_start`, else the first occurrence of a gold answer; the passage start when the
 answer is only in the question) so the answer stays inside;
 the same window is used for evaluation prompts. Examples that still don't fit give None
-and `encode_dataset` counts them.
+and `encode_dataset` counts them. `encode` (exported as `ptmoe.encode`) is the public entry: the
+same prompts as training and evaluation, as padded tensors.
 """
 
 import re
@@ -164,3 +165,30 @@ def special_ids(tokenizer):
         if isinstance(i, int) and i >= 0 and i != tokenizer.unk_token_id:
             ends.add(i)
     return pad, sorted(t for t in ends if isinstance(t, int) and t >= 0)
+
+
+def encode(examples, tokenizer, train: bool = False, max_length: int = 512, max_new_tokens: int = 32):
+    """The public way to build model inputs exactly as `ptmoe train` and `ptmoe eval` do (chat-template
+    prompt, passage cut around the answer when too long): examples (a dict or a list of dicts with
+    "question", "context" for QA, "task": "math" for word problems, and "answers" (or "answer") for
+    training) -> padded tensors. train=True: input_ids, attention_mask and labels (the answer tokens only),
+    right-padded; else the prompts alone, left-padded for `generate`, leaving room for max_new_tokens."""
+    from ..collate import pad_batch
+
+    rows = []
+    for i, ex in enumerate([examples] if isinstance(examples, dict) else list(examples)):
+        ex = dict(ex)
+        if "answers" not in ex and "answer" in ex:
+            ex["answers"] = [ex["answer"]]
+        if train and not ex.get("answers"):
+            raise ValueError(f"example {i}: training needs 'answers' (or 'answer')")
+        ex.setdefault("answers", [])  # without them a too-long passage cannot be cut around the answer
+        if train:
+            enc = encode_train(ex, tokenizer, max_length)
+        else:
+            ids = encode_eval(ex, tokenizer, max_length, max_new_tokens)
+            enc = None if ids is None else {"input_ids": ids}
+        if enc is None:
+            raise ValueError(f"example {i}: does not fit max_length={max_length}")
+        rows.append(enc)
+    return pad_batch(rows, special_ids(tokenizer)[0], side="right" if train else "left")

@@ -11,7 +11,8 @@ spec is one of
                                 rows are mapped like generic rows, split via `split`
 
 `columns` maps record fields to row keys, as a dict or "question=q,context=ctx,answers=ans"
-(fields: question, answers, context, id, doc, solution). A bad row raises DataError
+(fields: question, answers (or answer), context, id, doc, solution); `task` forces qa or math.
+docs/data.md lists every format with an example row and how the task is decided. A bad row raises DataError
 "file:line: what"; with skip_bad=True bad rows are skipped and counted in `.n_skipped`.
 """
 
@@ -44,6 +45,9 @@ def parse_columns(columns):
         if any(len(p) != 2 for p in pairs):
             raise ValueError(f"bad column mapping {columns!r}: expected field=column,...")
         columns = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+        raise ValueError(f"bad column mapping {columns!r}: expected field: column pairs")
+    columns = {("answers" if k == "answer" else k): v for k, v in columns.items()}  # either spelling
     unknown = set(columns) - set(FIELDS)
     if unknown:
         raise ValueError(f"unknown fields in column mapping: {sorted(unknown)} (known: {FIELDS})")
@@ -92,31 +96,43 @@ def _answers(v, where, field):
 
 
 def row_to_example(row, where, columns=None, task=None):
-    """One generic row -> example. GSM8K-style rows ("answer" with "#### N") become math."""
+    """One generic row -> example (docs/data.md). The task comes from `task` (data.task), else the row's
+    own "task" field, else the answer: one ending in '#### N' is math (GSM8K style), one with a passage
+    ("context") is QA. A singular "answer" with neither a passage nor '#### N' is an error (a GSM8K row
+    missing its final answer, or a QA row missing its passage); plural "answers" without one is closed-book QA."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: row must be a JSON object, got {type(row).__name__}")
+    mapped = parse_columns(columns)
     col = {f: f for f in FIELDS}
-    col.update(parse_columns(columns))
-    if "answers" not in (columns or {}) and "answers" not in row and "answer" in row:
+    col.update(mapped)
+    if "answers" not in mapped and "answers" not in row and "answer" in row:
         col["answers"] = "answer"
     q = _str(row, col["question"], where, col["question"])
     if col["answers"] not in row:
         raise DataError(f"{where}: field '{col['answers']}' missing")
     raw = row[col["answers"]]
-    ex = {"id": _str(row, col["id"], where, required=False) or where, "task": task or "qa"}
-    gsm8k = col["answers"] == "answer" and "answers" not in (columns or {})  # unmapped singular "answer"
-    if isinstance(raw, str) and ("####" in raw or gsm8k) and task in (None, "math"):  # GSM8K style
-        ex.update(task="math", answers=[_final_number(raw, where)], solution=raw.strip())
+    if task is None and row.get("task") is not None:
+        task = row["task"]
+        if task not in ("qa", "math"):
+            raise DataError(f"{where}: field 'task' must be 'qa' or 'math', got {task!r}")
+    context = _str(row, col["context"], where, required=False) or ""
+    final = isinstance(raw, str) and "####" in raw
+    if task is None:
+        if not final and not context and col["answers"] == "answer" and "answers" not in mapped:
+            raise DataError(f"{where}: field 'answer' has no '#### N' final answer (math) and the row has no "
+                            f"'context' (QA); add one, or set the task (data.task or a 'task' field)")
+        task = "math" if final else "qa"
+    ex = {"id": _str(row, col["id"], where, required=False) or where, "task": task}
+    if task == "math" and final:
+        ex.update(answers=[_final_number(raw, where)], solution=raw.strip())
     else:
         ex["answers"] = _answers(raw, where, col["answers"])
         sol = _str(row, col["solution"], where, required=False)
         if sol:
             ex["solution"] = sol
-    ex["context"] = _str(row, col["context"], where, required=False) or ""
+    ex["context"] = context
     ex["question"] = q
     ex["doc"] = _str(row, col["doc"], where, required=False) or hashlib.sha1(ex["context"].encode()).hexdigest()[:12]
-    if task is None and ex["task"] == "qa" and not ex["context"]:
-        ex["task"] = "math"  # no passage: a word problem with a final-number answer
     return ex
 
 

@@ -7,6 +7,7 @@ A method is a config dataclass plus a builder. Prompt methods build a `PromptMod
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -48,6 +49,22 @@ class MethodConfig:
                 raise ValueError(f"{where}: option {f.name!r} must be an integer, got {v!r}")
             if f.name in ("num_tokens", "experts", "rank", "r", "heads", "top_k") and isinstance(v, int) and v < 1:
                 raise ValueError(f"{where}: option {f.name!r} must be >= 1, got {v}")
+            kind = f.type.__name__ if isinstance(f.type, type) else str(f.type)  # "float", "str | None", ...
+            if kind.startswith("float") and not (v is None and "None" in kind):
+                if isinstance(v, str):  # '5e-5': YAML 1.1 reads it as a string
+                    try:
+                        v = float(v)
+                    except ValueError:
+                        pass
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"{where}: option {f.name!r} must be a finite number, got {v!r}")
+                setattr(self, f.name, v)
+            elif kind.startswith("str") and not (v is None and "None" in kind) and not isinstance(v, str):
+                raise ValueError(f"{where}: option {f.name!r} must be a string, got {v!r}")
+            elif kind == "bool" and not isinstance(v, bool):
+                raise ValueError(f"{where}: option {f.name!r} must be true or false, got {v!r}")
+            elif kind.startswith("list") and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+                raise ValueError(f"{where}: option {f.name!r} must be a list of strings, got {v!r}")
 
 
 class PromptModule(nn.Module):

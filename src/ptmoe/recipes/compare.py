@@ -24,12 +24,11 @@ import random
 import time
 from pathlib import Path
 
-import yaml
-
-from .config import DEFAULTS, ConfigError, _merge, validate
+from .config import DEFAULTS, ConfigError, merge, parse_override, read_config_file, switch_method, validate
 from .evaluate import evaluate
 from ..methods.attempt import NO_SOURCE
 from .presets import apply_preset
+from .runs import NON_FINITE, RunStopped
 
 COMPARE_KEYS = {"methods", "seeds", "sweep", "baseline"}
 
@@ -43,14 +42,10 @@ def add_arguments(p):
 
 
 def run(args):
-    from .config import parse_override
-
     path = Path(args.config)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_config_file(path)
     for item in args.overrides:
-        raw = _deep_update(raw, parse_override(item))
+        raw = merge(raw, parse_override(item))
     only = None
     if args.only:
         names = [m.get("name") for m in raw.get("methods") or []]
@@ -61,13 +56,6 @@ def run(args):
     table = compare(raw, str(path), only=only, report=args.report)
     print(table["markdown"])
     return 0
-
-
-def _deep_update(a: dict, b: dict) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _deep_update(out.get(k, {}), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 # Methods whose prompt reads the input. Their runs from before the routing fix (main ec6a8ec) pooled
@@ -83,6 +71,8 @@ def run_key(cfg: dict) -> str:
     ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}
     if ident.get("method") in ROUTED:
         ident["routing_rule"] = ROUTING_RULE
+    # keys added after runs were stored hash as before while unset, so stored runs are still found
+    ident["data"] = {k: v for k, v in ident["data"].items() if not (k in ("columns", "task") and v is None)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -101,7 +91,16 @@ def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print, report:
     cfg = copy.deepcopy(cfg)
     cfg["output_dir"] = str(folder / "train")
     resume = (folder / "train" / "checkpoint" / "trainer_state.json").exists()
-    summary = train(cfg, resume=resume, log=log)
+    t0 = time.time()
+    try:
+        summary = train(cfg, resume=resume, overwrite=not resume, log=log)  # an unfinished run of ours: no result yet
+    except RunStopped as e:
+        if e.exit_code != NON_FINITE or evaluate_it:
+            raise
+        # a learning-rate sweep run that diverged: the worst score, stored so it is not retried
+        log(f"[compare] {e}")
+        summary = {"output_dir": cfg["output_dir"], "best_valid_loss": float("inf"), "wall_s": time.time() - t0,
+                   "stopped": str(e)}
     result = {"key": key, "config": cfg, "train": summary}
     if evaluate_it:
         adapter = str(Path(summary["output_dir"]) / "best")
@@ -115,18 +114,23 @@ def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print, report:
     return result
 
 
+def _without(entry, key):
+    return {k: v for k, v in entry.items() if k != key} if isinstance(entry, dict) else entry
+
+
 def method_config(shared: dict, entry: dict, where: str) -> dict:
-    if "name" not in entry or "method" not in entry:
+    if not isinstance(entry, dict) or "name" not in entry or "method" not in entry:
         raise ConfigError(f"{where}: each methods entry needs 'name' and 'method'")
     over = {k: v for k, v in entry.items() if k != "name"}
-    cfg = _merge(shared, over, f"{where}: methods[{entry['name']}]")
-    validate(cfg)
-    return cfg
+    cfg = merge(shared, over, f"{where}: methods[{entry['name']}]")
+    if cfg["method"] != shared["method"]:  # the shared options and preset of another method don't apply
+        switch_method(cfg, shared["method"], shared["preset"], set(over.get("method_options") or {}), lambda m: None)
+    return validate(cfg)
 
 
 def shared_config(raw: dict, where: str) -> dict:
     """The train config every method of a compare config starts from."""
-    return _merge(DEFAULTS, {k: v for k, v in raw.items() if k not in COMPARE_KEYS}, where)
+    return merge(DEFAULTS, {k: v for k, v in raw.items() if k not in COMPARE_KEYS}, where)
 
 
 def compare(raw: dict, where: str = "compare config", only=None, log=print, report: bool = False) -> dict:
@@ -135,12 +139,16 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     if not methods:
         raise ConfigError(f"{where}: 'methods' is empty")
     seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(type(x) is int for x in seeds):
+        raise ConfigError(f"{where}: seeds: must be a non-empty list of integers, got {seeds!r}")
     sweep = raw.get("sweep")
     root = Path(str(shared["output_dir"]).format(method="compare", seed=0))
+    # every entry checked before anything trains (an ATTEMPT entry's source runs are filled in later)
+    configs = [(entry, method_config(shared, _without(entry, "source_runs"), where)) for entry in methods]
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     finished, used = {}, []  # used: every stored run behind the table, sweeps included
-    for entry in methods:  # every entry checked before anything trains
+    for entry in methods:  # ATTEMPT's sources: checked before anything trains
         if "source_runs" in entry and (entry.get("method") != "attempt"
                                        or not isinstance(entry["source_runs"] or {}, dict)):
             raise ConfigError(f"{where}: methods[{entry.get('name')}]: 'source_runs' is a mapping of "
@@ -149,7 +157,7 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
             opts = entry.get("method_options") or {}
             if not opts.get("source_prompts") and not opts.get("num_random_sources"):
                 raise ConfigError(f"{where}: methods[{entry.get('name')}]: {NO_SOURCE}")
-    for entry in methods:
+    for entry, cfg in configs:
         name = entry.get("name")
         if only and name not in only:
             continue
@@ -160,7 +168,7 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
                 log(f"[compare] {name}: source prompt runs not finished")
                 continue
             entry["method_options"] = {**(entry.get("method_options") or {}), "source_prompts": paths}
-        cfg = method_config(shared, entry, where)
+            cfg = method_config(shared, entry, where)
         if sweep:
             cfg["train"]["lr"] = sweep_lr(cfg, sweep, root, log, report, used)
             if cfg["train"]["lr"] is None:
@@ -200,10 +208,9 @@ def source_prompt_runs(shared: dict, overrides: dict, entry: dict, root: Path, l
     T = (entry.get("method_options") or {}).get("num_tokens", 40)
     paths = []
     for spec in shared["data"]["train"]:
-        over = _deep_update({"method": "pt", "preset": None, "method_options": {"num_tokens": T}, "seed": 0,
-                             "data": {"train": [spec]}}, overrides)
-        cfg = _merge(shared, over, f"methods[{entry.get('name')}]: source_runs")
-        validate(cfg)
+        over = merge({"method": "pt", "preset": None, "method_options": {"num_tokens": T}, "seed": 0,
+                      "data": {"train": [spec]}}, overrides)
+        cfg = validate(merge(shared, over, f"methods[{entry.get('name')}]: source_runs"))
         if not report:
             log(f"[compare] {entry.get('name')}: source prompt run (pt on {spec})")
         res = run_once(cfg, root, evaluate_it=False, log=log, report=report)

@@ -1,140 +1,275 @@
 """Run configs: YAML files with dotted key=value overrides on the command line.
 
-Every key has a default here, so a config file names only what differs; an unknown key is an
-error that names it (a typo never silently does nothing).
+Every key, its default, type and meaning is in schema.py, so a config file names only what
+differs; an unknown key or a wrong value is a one-line error that names it, raised here, before
+any model or data is loaded. Relative data paths in a config file are read from the file's folder.
+`ptmoe config show [CONFIG] [key=value ...]` prints the resolved config; `ptmoe config doc` writes
+docs/config.md from the same table.
 """
 from __future__ import annotations
 
 import copy
+import re
+import sys
 from pathlib import Path
 
 import yaml
 
-DEFAULTS: dict = {
-    "model": "smollm2-135m-instruct",
-    "dtype": "auto",  # auto: bf16 on GPU, fp32 on CPU; or bf16 / fp32
-    "method": "ptmoe",
-    "method_options": {},
-    "preset": None,  # named recipe for routed methods (see presets.py): paper, default
-    "seed": 0,
-    "output_dir": "runs/{method}",
-    "data": {
-        "train": ["squad/train"],  # prepared "set/split" names or local files
-        "eval": ["squad/heldout"],
-        "mix_temperature": 1.0,  # multi-source sampling: p_i ∝ n_i^(1/T)
-        "max_train_examples": None,  # per source
-        "max_eval_examples": 200,  # per eval set
-        "valid_examples": 64,  # held back from training sources for validation / selection
-        "max_length": 512,
-        "skip_bad": False,
-    },
-    "train": {
-        "steps": 200,
-        "batch_size": 8,
-        "grad_accum": 1,
-        "lr": 0.3,
-        "lr_groups": {},  # e.g. {router: 0.01, A: 0.3, B: 0.3} by parameter-name pattern
-        "weight_decay": 0.0,
-        "warmup_ratio": 0.06,
-        "schedule": "linear",  # linear, cosine, constant
-        "max_grad_norm": 1.0,
-        "gradient_checkpointing": False,
-        "length_grouped": True,
-        "log_every": 10,
-        "eval_every": 0,  # steps; 0: only at the end
-        "save_every": 50,
-        "select_by": "valid_loss",  # best checkpoint by validation loss
-        "early_stopping_patience": 0,  # evaluations without improvement; 0: off
-        "collapse_threshold": 0.95,  # warn when one expert takes this share of examples
-    },
-    "eval": {
-        "batch_size": 16,
-        "max_new_tokens": {"qa": 24, "math": 200},
-    },
-}
+from .schema import LEAF_MAPPINGS, METHODS, SCHEMA, ConfigError
 
 
-class ConfigError(ValueError):
-    pass
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = copy.deepcopy(value)
+    return out
 
 
-def _merge(base: dict, over: dict, where: str, path: str = "") -> dict:
+DEFAULTS: dict = _nest({k: d for k, (d, _, _) in SCHEMA.items()})
+DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".gz")
+
+
+class Loader(yaml.SafeLoader):
+    """YAML as people write numbers: `5e-5` and `1e-2` are floats (YAML 1.1 reads them as strings)."""
+
+
+Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                             list("-+0123456789."))
+
+
+def parse_value(text: str):
+    """A command-line value as YAML: 1 -> int, 5e-5 -> float, true -> bool, [a, b] -> list, else the text."""
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_override(item: str) -> dict:
+    """'train.lr=0.1' -> {'train': {'lr': 0.1}}."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    key, value = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {item!r}: expected key=value")
+    return _nest({key.strip(): parse_value(value)})
+
+
+def merge(base: dict, over: dict, where: str | None = None, path: str = "") -> dict:
+    """`over` merged into a copy of `base`, recursively. With `where` (a config), every key must be a
+    known one (the error names it) and mapping-valued keys (method_options, ...) are merged one level;
+    without it (a compare file's own keys) anything goes."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         key = f"{path}{k}"
-        if k not in base:
+        if where is not None and k not in base:
             raise ConfigError(f"{where}: unknown key {key!r}")
-        if isinstance(base[k], dict) and k not in ("method_options", "lr_groups", "max_new_tokens") and v is not None:
-            if not isinstance(v, dict):
-                raise ConfigError(f"{where}: key {key!r} must be a mapping")
-            out[k] = _merge(base[k], v, where, key + ".")
-        elif isinstance(base[k], dict) and v is not None:
-            if not isinstance(v, dict):
-                raise ConfigError(f"{where}: key {key!r} must be a mapping")
-            out[k] = {**base[k], **v}
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            if where is not None and key in LEAF_MAPPINGS:
+                out[k] = {**out[k], **v}
+            else:
+                out[k] = merge(out[k], v, where, key + ".")
+        elif where is not None and isinstance(out.get(k), dict) and key not in LEAF_MAPPINGS and v is not None:
+            raise ConfigError(f"{where}: key {key!r} must be a mapping, got {v!r}")
         else:
             out[k] = v
     return out
 
 
-def parse_override(item: str) -> dict:
-    """'train.lr=0.1' -> {'train': {'lr': 0.1}} (values parsed as YAML)."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key=value")
-    key, value = item.split("=", 1)
+def read_config_file(path) -> dict:
+    """The mapping in a YAML file, its relative data file paths made relative to the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
     try:
-        value = yaml.safe_load(value)
-    except yaml.YAMLError:
-        pass
-    node: dict = {}
-    cur = node
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
-    return node
+        data = yaml.load(path.read_text(), Loader=Loader) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    data_section = data.get("data")
+    if isinstance(data_section, dict):
+        for key in ("train", "eval"):
+            v = data_section.get(key)
+            if isinstance(v, (str, list)):
+                data_section[key] = [_beside(path, s) for s in ([v] if isinstance(v, str) else v)]
+    return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> dict:
+def _beside(config: Path, spec):
+    """A relative data file named in a config file is found next to the config file."""
+    if not isinstance(spec, str) or spec.startswith("hf:") or Path(spec).expanduser().is_absolute():
+        return spec
+    candidate = config.parent / spec
+    return str(candidate) if candidate.exists() or spec.endswith(DATA_SUFFIXES) else spec
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,
+                note=None) -> dict:
+    """Defaults < config file < overrides, validated. `method=` given as an override switches the
+    method: options inherited from the file that the new method lacks are dropped, and so is an inherited
+    preset the new method does not define (each said in one line through `note`)."""
+    note = note or (lambda msg: print(msg, file=sys.stderr))
     if path and "=" in str(path) and not Path(path).exists():  # no config file, only overrides
         path, overrides = None, [str(path), *(overrides or [])]
     cfg = copy.deepcopy(base or DEFAULTS)
     if path:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        cfg = _merge(cfg, data, str(path))
+        cfg = merge(cfg, read_config_file(path), str(path))
+    inherited_method, inherited_preset = cfg["method"], cfg["preset"]
+    explicit_options: set = set()
     for item in overrides or []:
-        cfg = _merge(cfg, parse_override(item), f"override {item!r}")
-    validate(cfg)
+        over = parse_override(item)
+        if isinstance(over.get("method_options"), dict):
+            explicit_options |= set(over["method_options"])
+        cfg = merge(cfg, over, f"override {item!r}")
+    if cfg["method"] != inherited_method:
+        switch_method(cfg, inherited_method, inherited_preset, explicit_options, note)
+    return validate(cfg)
+
+
+def switch_method(cfg: dict, old: str, old_preset, explicit: set, note) -> None:
+    """cfg's method changed from `old`: drop the inherited options and preset that belong to `old` only."""
+    from .presets import PRESETS
+
+    method = cfg["method"]
+    if method not in METHODS:  # validate() names it
+        return
+    from ..methods import get_method
+
+    known = {f for f in get_method(method).config_cls.__dataclass_fields__}
+    dropped = sorted(k for k in cfg["method_options"] if k not in known and k not in explicit)
+    for k in dropped:
+        del cfg["method_options"][k]
+    if dropped:
+        note(f"[config] method={method}: dropped method_options {', '.join(dropped)} (options of {old})")
+    if cfg["preset"] and cfg["preset"] == old_preset and cfg["preset"] not in PRESETS.get(method, {}):
+        note(f"[config] method={method}: dropped preset {cfg['preset']!r} (a preset of {old})")
+        cfg["preset"] = None
+
+
+def validate(cfg: dict) -> dict:
+    """Check every key (types, ranges, the model name, data files, the output folder, the method's
+    options and preset); numbers written as strings are converted in place. Returns cfg."""
+    for key, (_, kind, _) in SCHEMA.items():
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = kind.check(node[leaf], key)
+    from ..data.readers import parse_columns
+    from ..methods import make_config
+    from ..models import check_model_name
+    from .presets import apply_preset
+
+    try:
+        parse_columns(cfg["data"]["columns"])
+    except ValueError as e:
+        raise ConfigError(f"data.columns: {e}") from None
+    check_model_name(cfg["model"])
+    for key in ("train", "eval"):
+        for spec in cfg["data"][key]:
+            _check_data(spec, f"data.{key}")
+    out = str(cfg["output_dir"])
+    try:
+        folder = Path(out.format(method=cfg["method"], seed=cfg["seed"]))
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"output_dir: only {{method}} and {{seed}} can be filled in, got {out!r}") from None
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output_dir: {folder} is a file, not a folder")
+    expanded = apply_preset(cfg)
+    make_config(cfg["method"], expanded["method_options"], where="method_options")
     return cfg
 
 
-def validate(cfg: dict) -> None:
-    t = cfg["train"]
-    for key in ("steps", "batch_size", "grad_accum"):
-        if not isinstance(t[key], int) or t[key] < 1:
-            raise ConfigError(f"train.{key}: must be a positive integer, got {t[key]!r}")
-    if not isinstance(t["lr"], (int, float)) or t["lr"] <= 0:
-        raise ConfigError(f"train.lr: must be a positive number, got {t['lr']!r}")
-    if t["schedule"] not in ("linear", "cosine", "constant"):
-        raise ConfigError(f"train.schedule: must be linear, cosine or constant, got {t['schedule']!r}")
-    if cfg["dtype"] not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"dtype: must be auto, bf16 or fp32, got {cfg['dtype']!r}")
-    for key in ("train", "eval"):
-        v = cfg["data"][key]
-        if isinstance(v, str):
-            cfg["data"][key] = [v]
-        elif not isinstance(v, list) or not v:
-            raise ConfigError(f"data.{key}: must be a list of data sets, got {v!r}")
+def _check_data(spec: str, key: str) -> None:
+    if spec.startswith("hf:") or Path(spec).expanduser().exists():
+        return
+    if spec.endswith(DATA_SUFFIXES) or not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        raise ConfigError(f"{key}: no such file {spec!r} (relative paths in a config file are read from its "
+                          f"folder, on the command line from the working directory)")
 
 
 def dump(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+    return yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+
+
+def resolved(cfg: dict) -> dict:
+    """cfg with its preset expanded and every method option spelled out with its default."""
+    from ..methods import make_config
+    from .presets import apply_preset
+
+    out = apply_preset(cfg)
+    out["method_options"] = make_config(out["method"], out["method_options"]).to_dict()
+    return out
+
+
+# ---- `ptmoe config show|doc` -----------------------------------------------------------------------
+def add_arguments(p):
+    p.add_argument("action", choices=["show", "doc"],
+                   help="show: the resolved config with every default; doc: docs/config.md (markdown)")
+    p.add_argument("config", nargs="?", help="YAML config (show)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides (show)")
+
+
+def run(args):
+    if args.action == "doc":
+        print(markdown(), end="")
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    preset = cfg["preset"]
+    items = ([] if args.config is None or Path(args.config).exists() else [args.config]) + args.overrides
+    source = args.config if args.config and Path(args.config).exists() else "the defaults"
+    print(f"# resolved from {source}{' with ' + ' '.join(items) if items else ''}"
+          + (f"; preset {preset!r} expanded into method_options and train.lr" if preset else ""))
+    print(dump(resolved(cfg)), end="")
+    return 0
+
+
+DOC_INTRO = """# Config reference
+
+<!-- generated by `ptmoe config doc > docs/config.md` from src/ptmoe/recipes/schema.py;
+tests/test_newcomer.py checks it is up to date -->
+
+A run is configured by a YAML file (`configs/*.yaml`) and `key=value` overrides on the command line,
+anywhere after the subcommand (`ptmoe train cfg.yaml --resume train.steps=20`). Values are YAML: `5e-5`,
+`[a, b]`, `{qa: 16}`. Every key has the default below, so a file names only what differs; an unknown key
+or a wrong value is a one-line error naming the key, before any model loads.
+`ptmoe config show [CONFIG] [key=value ...]` prints the resolved config, every default included.
+
+Relative data files in a config file are read from the file's folder; on the command line from the
+working directory. `method=NAME` as an override switches the method: method options from the file that
+the new method lacks, and a preset the new method does not define, are dropped with a note (options and
+a preset given on the same command line are checked, not dropped). A `ptmoe compare` entry's `method`
+works the same way against the shared keys.
+
+A run folder that holds a run is never overwritten: `ptmoe train` refuses, naming `--resume` (continue
+it) and `--overwrite` (replace it); nothing in the folder changes before the config, data and model have
+loaded. A non-finite loss stops training (exit code 3) with the last finite checkpoint and best adapter kept.
+"""
+
+
+def markdown() -> str:
+    from ..methods import get_method
+
+    lines = [DOC_INTRO,
+             "| key | default | type | what |", "|---|---|---|---|"]
+    for key, (default, kind, text) in SCHEMA.items():
+        shown = yaml.safe_dump(default, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        lines.append(f"| `{key}` | `{shown}` | {kind.text} | {text} |")
+    lines += ["", "## Method options", "",
+              "Under `method_options` (or `-o key=value` / `--experts N` on `ptmoe params`); defaults per method:", ""]
+    from .presets import PRESETS
+
+    for name in METHODS:
+        cls = get_method(name).config_cls
+        fields = cls().to_dict()
+        cells = ", ".join(f"`{k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}`"
+                          for k, v in fields.items()) or "none"
+        presets = f" (presets: {', '.join(f'`{p}`' for p in PRESETS[name])})" if name in PRESETS else ""
+        lines.append(f"- **{name}**{presets}: {cells}")
+    return "\n".join(lines) + "\n"

@@ -27,6 +27,8 @@ def add_arguments(p):
 
 def run(args):
     cfg = load_config(args.config, args.overrides)
+    if args.adapter:  # a wrong folder fails before the model loads
+        PtmoeModel.read_adapter_config(args.adapter)
     results = evaluate(cfg, args.adapter, args.out)
     print(format_table(results))
     return 0
@@ -100,7 +102,8 @@ def evaluate(cfg: dict, adapter: str | None = None, out_dir: str | None = None, 
                "num_trainable": model.num_trainable() if adapter else 0, "sets": {}, "predictions": {}}
     t0 = time.time()
     for spec in d["eval"]:
-        examples = list(load_examples(spec, skip_bad=d["skip_bad"], log=log))[: d["max_eval_examples"]]
+        examples = list(load_examples(spec, columns=d.get("columns"), task=d.get("task"), skip_bad=d["skip_bad"],
+                                      log=log))[: d["max_eval_examples"]]
         if not examples:
             raise ConfigError(f"data.eval: {spec} has no examples")
         task = examples[0].get("task", "qa")
@@ -108,6 +111,9 @@ def evaluate(cfg: dict, adapter: str | None = None, out_dir: str | None = None, 
         texts, dropped = generate_answers(model, tok, examples, e["batch_size"], d["max_length"], max_new,
                                           monitor, progress)
         res = score_set(examples, texts)
+        if dropped:
+            log(f"[data] {spec}: {dropped} of {len(examples)} questions do not fit data.max_length="
+                f"{d['max_length']} (the answer falls outside any window of the passage): scored 0")
         res["dropped_too_long"] = dropped
         results["sets"][spec] = res
         results["predictions"][spec] = [{"id": ex.get("id"), "answers": ex["answers"], "prediction": t}

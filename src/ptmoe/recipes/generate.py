@@ -3,14 +3,13 @@ With several adapters, one batch mixes examples for all of them (each row gets i
 from __future__ import annotations
 
 import json
-import sys
 
 import torch
 
 from ..collate import pad_batch
 from ..data.format import build_prompt_text, special_ids
 from ..model import PtmoeModel
-from ..models import DEFAULT_MODEL, load_base_model
+from ..models import DEFAULT_MODEL, check_model_name, load_base_model
 from .evaluate import stop_answer
 
 
@@ -52,10 +51,13 @@ def run(args):
     else:
         raise ValueError("give --question or --file")
     adapters = parse_adapters(args.adapter)
+    check_model_name(args.model)  # fail before any load: a wrong name or adapter folder
+    for path in adapters.values():
+        PtmoeModel.read_adapter_config(path)
     for row in rows:
         row.setdefault("task", args.task or ("qa" if row.get("context") else "math"))
-        if adapters and row.get("adapter", next(iter(adapters))) not in adapters:
-            raise ValueError(f"adapter {row['adapter']!r} not given with --adapter (have {sorted(adapters)})")
+        if row.get("adapter") is not None and row["adapter"] not in adapters:  # never answer it with another model
+            raise ValueError(f"adapter {row['adapter']!r} not given with --adapter (have {sorted(adapters) or 'none'})")
     answers = answer(rows, args.model, adapters, args.batch_size, args.max_new_tokens)
     for row, a in zip(rows, answers):
         print(json.dumps({"question": row["question"], "adapter": row.get("adapter"), "answer": a}) if args.file

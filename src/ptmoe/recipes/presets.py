@@ -83,9 +83,10 @@ def task_init_text(cfg: dict) -> dict:
         return opts
     from ..data import load_examples
 
-    tasks = []
-    for spec in cfg["data"]["train"]:
-        first = next(iter(load_examples(spec, skip_bad=cfg["data"]["skip_bad"], log=lambda *a: None)), {})
+    tasks, d = [], cfg["data"]
+    for spec in d["train"]:
+        first = next(iter(load_examples(spec, columns=d.get("columns"), task=d.get("task"), skip_bad=d["skip_bad"],
+                                        log=lambda *a: None)), {})
         task = first.get("task", "qa")
         if task not in tasks:
             tasks.append(task)

@@ -1,0 +1,161 @@
+"""Every config key: its default, its type and what it does. The one source for the defaults
+(config.DEFAULTS), for the checks (config.validate), for `ptmoe config show` and for
+docs/config.md (`ptmoe config doc`), so none of them can drift from the others."""
+from __future__ import annotations
+
+import math
+import re
+
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # 5e-5, 1e-2, .5, 3.0E+2
+
+
+METHODS = ("ptmoe", "pt", "dpt", "smop", "attempt", "lora", "hydralora", "ft")  # as registered in methods/
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def as_number(v, key: str):
+    """A finite int or float; strings written as numbers ('5e-5') count (YAML 1.1 reads them as strings)."""
+    if isinstance(v, str) and NUMBER.fullmatch(v.strip()):
+        v = float(v) if re.search(r"[.eE]", v) else int(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{key}: must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise ConfigError(f"{key}: must be a finite number, got {v!r}")
+    return v
+
+
+class Kind:
+    """A value check: `check(value, key)` returns the value (normalised) or raises ConfigError."""
+
+    def __init__(self, text: str, check):
+        self.text, self.check = text, check
+
+
+def integer(lo: int, null: bool = False) -> Kind:
+    def check(v, key):
+        if v is None and null:
+            return None
+        v = as_number(v, key)
+        if not isinstance(v, int) or v < lo:
+            what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+            raise ConfigError(f"{key}: must be {what}{' or null' if null else ''}, got {v!r}")
+        return v
+    return Kind(f"integer ≥ {lo}" + (" or null" if null else ""), check)
+
+
+def number(lo: float = 0.0, strict: bool = False, hi: float | None = None) -> Kind:
+    def check(v, key):
+        v = as_number(v, key)
+        if v < lo or (strict and v == lo) or (hi is not None and v > hi):
+            raise ConfigError(f"{key}: must be a number {text}, got {v!r}")
+        return v
+    text = (f"> {lo:g}" if strict else f"≥ {lo:g}") + (f" and ≤ {hi:g}" if hi is not None else "")
+    return Kind(f"number {text}", check)
+
+
+def choice(*options, null: bool = False) -> Kind:
+    def check(v, key):
+        if (v is None and null) or v in options:
+            return v
+        raise ConfigError(f"{key}: must be one of {', '.join(map(str, options))}, got {v!r}")
+    return Kind("one of " + ", ".join(f"`{o}`" for o in options) + (" or null" if null else ""), check)
+
+
+def method_name() -> Kind:
+    def check(v, key):
+        if v not in METHODS:
+            raise ConfigError(f"{key}: unknown method {v!r}; known: {', '.join(METHODS)}")
+        return v
+    return Kind("one of " + ", ".join(f"`{m}`" for m in METHODS), check)
+
+
+def string(null: bool = False) -> Kind:
+    def check(v, key):
+        if (v is None and null) or (isinstance(v, str) and v.strip()):
+            return v
+        raise ConfigError(f"{key}: must be a non-empty string{' or null' if null else ''}, got {v!r}")
+    return Kind("string" + (" or null" if null else ""), check)
+
+
+def boolean() -> Kind:
+    def check(v, key):
+        if isinstance(v, bool):
+            return v
+        raise ConfigError(f"{key}: must be true or false, got {v!r}")
+    return Kind("true / false", check)
+
+
+def datasets() -> Kind:
+    def check(v, key):
+        v = [v] if isinstance(v, str) else v
+        if not isinstance(v, list) or not v or not all(isinstance(s, str) and s.strip() for s in v):
+            raise ConfigError(f"{key}: must be a data set name or file, or a non-empty list of them, got {v!r}")
+        return v
+    return Kind("list of data sets (see docs/data.md)", check)
+
+
+def mapping(value: Kind | None = None, text: str = "mapping", allow_str: bool = False, null: bool = False) -> Kind:
+    def check(v, key):
+        if (v is None and null) or (allow_str and isinstance(v, str)):
+            return v
+        if not isinstance(v, dict):
+            raise ConfigError(f"{key}: must be a mapping, got {v!r}")
+        return {k: value.check(x, f"{key}.{k}") if value else x for k, x in v.items()}
+    return Kind(text, check)
+
+
+# key -> (default, kind, what it does). Mapping-valued keys (method_options, lr_groups, ...) are
+# leaves: a YAML mapping or an override `key={a: 1}` merges into them, `key.a=1` sets one entry.
+SCHEMA: dict[str, tuple] = {
+    "model": ("smollm2-135m-instruct", string(),
+              ("base model: `smollm2-135m-instruct` or `gemma3-270m` (embedded), a local folder, a `.gguf` "
+               "file, a cached Hugging Face id, or `shape:NAME` (random weights)")),
+    "dtype": ("auto", choice("auto", "bf16", "fp32"), "weights of the frozen model; `auto`: bf16 on GPU, fp32 on CPU"),
+    "method": ("ptmoe", method_name(),
+               "what is trained (options under `method_options`, listed below)"),
+    "method_options": ({}, mapping(text="mapping"), "options of the method (see *Method options*)"),
+    "preset": (None, string(null=True),
+               ("named recipe of the method's options (`paper`, `default` for ptmoe); dropped when the method "
+                "was switched to one without it, e.g. `method=pt` on a ptmoe config")),
+    "seed": (0, integer(0), "seed of initialisation, data order, validation slice and noise"),
+    "output_dir": ("runs/{method}", string(),
+                   "run folder (`{method}` and `{seed}` are filled in); relative to the working directory"),
+    "data.train": (["squad/train"], datasets(), "training sources: prepared `set/split` names or files"),
+    "data.eval": (["squad/heldout"], datasets(), "evaluation sets, scored separately"),
+    "data.columns": (None, mapping(string(), "mapping field → column, or `question=q,answers=a`", allow_str=True,
+                                   null=True),
+                     "which columns of a generic jsonl / csv file hold each field (docs/data.md)"),
+    "data.task": (None, choice("qa", "math", null=True), "force the task of generic rows; null: inferred"),
+    "data.mix_temperature": (1.0, number(0, strict=True), "multi-source sampling p_i ∝ n_i^(1/T); 1: concatenate"),
+    "data.max_train_examples": (None, integer(1, null=True), "per training source, after the validation slice"),
+    "data.max_eval_examples": (200, integer(1, null=True), "per evaluation set (the first N)"),
+    "data.valid_examples": (64, integer(0), "held back from the training sources for validation and selection"),
+    "data.max_length": (512, integer(16), "tokens per example; long QA passages are cut around the answer"),
+    "data.skip_bad": (False, boolean(), "skip malformed rows (counted) instead of stopping at the first"),
+    "train.steps": (200, integer(1), "optimizer steps"),
+    "train.batch_size": (8, integer(1), "examples per step (global, whatever the process count)"),
+    "train.grad_accum": (1, integer(1), "micro-batches of `batch_size` per optimizer step"),
+    "train.lr": (0.3, number(0, strict=True), "learning rate (a preset may scale it)"),
+    "train.lr_groups": ({}, mapping(number(0, strict=True), "mapping name → learning rate"),
+                        "per-parameter learning rates by name, e.g. `{router: 0.01}`"),
+    "train.weight_decay": (0.0, number(0), "AdamW weight decay"),
+    "train.warmup_ratio": (0.06, number(0, hi=1), "share of the steps with a linear warmup"),
+    "train.schedule": ("linear", choice("linear", "cosine", "constant"), "learning-rate decay after warmup"),
+    "train.max_grad_norm": (1.0, number(0), "gradient clipping; 0: off"),
+    "train.gradient_checkpointing": (False, boolean(), "trade compute for memory on long inputs"),
+    "train.length_grouped": (True, boolean(), "batch examples of similar length (less padding)"),
+    "train.log_every": (10, integer(1), "steps between log lines (log.jsonl, TensorBoard, progress bar)"),
+    "train.eval_every": (0, integer(0), "steps between validation losses; 0: only at the end"),
+    "train.save_every": (50, integer(1), "steps between checkpoints (`--resume` continues from the last)"),
+    "train.select_by": ("valid_loss", choice("valid_loss"), "how `best/` is chosen"),
+    "train.early_stopping_patience": (0, integer(0), "validations without improvement before stopping; 0: off"),
+    "train.collapse_threshold": (0.95, number(0, hi=1), "warn when one expert takes this share of examples"),
+    "eval.batch_size": (16, integer(1), "questions generated together"),
+    "eval.max_new_tokens": ({"qa": 24, "math": 200}, mapping(integer(1), "mapping task → tokens"),
+                            "generated tokens per answer, by task"),
+}
+
+LEAF_MAPPINGS = {k for k, (d, _, _) in SCHEMA.items() if isinstance(d, dict) or k == "data.columns"}
