@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .models import DEFAULT_MODEL, count_trainable, load_base_config
+    from .base_models import DEFAULT_MODEL, count_trainable, load_base_config
 
     config = load_base_config(args.model or DEFAULT_MODEL)
     print(count_trainable(args.method, method_options_from_args(args), config))

@@ -23,5 +23,5 @@ class PTPrompt(PromptModule):
         return self.prompt.unsqueeze(0).expand(input_embeds.shape[0], -1, -1)
 
 
-register(MethodSpec("pt", PTConfig, "prompt", PTPrompt,
+register(MethodSpec("pt", PTConfig, PTPrompt,
                     num_params=lambda c, m: c.num_tokens * m.hidden_size))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from ..metrics import PRIMARY, question_scores
 from .config import DEFAULTS, ConfigError, _merge, validate
 from .evaluate import evaluate
 from .presets import apply_preset
@@ -188,22 +189,12 @@ def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool, used: list) 
 
 
 def per_question(runs: list[dict]) -> dict[str, list[float]]:
-    """Per eval set, each question's score (F1 or accuracy) averaged over seeds."""
-    from ..metrics import math_correct, qa_scores
-    from .evaluate import stop_answer
-
+    """Per eval set, each question's primary score (F1 or accuracy) averaged over seeds."""
     out = {}
     for r in runs:
         for spec, preds in r["eval"]["predictions"].items():
-            scores = []
-            for p in preds:
-                t = p["prediction"]
-                if t is None:
-                    scores.append(0.0)
-                elif r["eval"]["sets"][spec]["task"] == "math":
-                    scores.append(100.0 * math_correct(t, p["answers"][0]))
-                else:
-                    scores.append(100.0 * qa_scores(stop_answer(t, "qa"), p["answers"])[1])
+            task = r["eval"]["sets"][spec]["task"]
+            scores = [question_scores(task, p["prediction"], p["answers"])[PRIMARY[task]] for p in preds]
             prev = out.setdefault(spec, [0.0] * len(scores))
             out[spec] = [a + b / len(runs) for a, b in zip(prev, scores)]
     return out

@@ -43,7 +43,6 @@ DEFAULTS: dict = {
         "log_every": 10,
         "eval_every": 0,  # steps; 0: only at the end
         "save_every": 50,
-        "select_by": "valid_loss",  # best checkpoint by validation loss
         "early_stopping_patience": 0,  # evaluations without improvement; 0: off
         "collapse_threshold": 0.95,  # warn when one expert takes this share of examples
     },

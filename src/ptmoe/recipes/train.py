@@ -8,7 +8,6 @@ Checkpoints (adapter, optimizer, RNG, step) are written atomically; `--resume` c
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sys
@@ -17,12 +16,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import get_scheduler
 
+from ..adapted import AdaptedModel
+from ..base_models import load_base_model
 from ..collate import epoch_batches, pad_batch
 from ..data.format import special_ids
+from ..device import resolve_dtype
 from ..fsutil import atomic_dir, recover_dir
-from ..model import PtmoeModel
-from ..models import load_base_model
 from .config import ConfigError, dump, load_config
 from .presets import apply_preset
 from .routing import RouterMonitor
@@ -43,10 +44,8 @@ def run(args):
 
 
 # ---- building blocks --------------------------------------------------------------------------
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+# train.schedule -> transformers' scheduler (constant keeps the warm-up)
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
 def output_dir(cfg: dict) -> Path:
@@ -55,7 +54,7 @@ def output_dir(cfg: dict) -> Path:
 
 def build_model(cfg: dict, device: torch.device):
     base, tok = load_base_model(cfg["model"], resolve_dtype(cfg["dtype"], device))
-    model = PtmoeModel(base.to(device), cfg["method"], cfg["method_options"], tok, seed=cfg["seed"])
+    model = AdaptedModel(base.to(device), cfg["method"], cfg["method_options"], tok, seed=cfg["seed"])
     return model, tok
 
 
@@ -104,7 +103,7 @@ def mix_sources(per_source: list[list], temperature: float, rng: random.Random) 
     return out
 
 
-def param_groups(model: PtmoeModel, lr: float, lr_groups: dict, weight_decay: float):
+def param_groups(model: AdaptedModel, lr: float, lr_groups: dict, weight_decay: float):
     """AdamW groups: a parameter whose name contains a lr_groups key gets that learning rate."""
     groups: dict[float, list] = {}
     matched = set()
@@ -125,21 +124,8 @@ def param_groups(model: PtmoeModel, lr: float, lr_groups: dict, weight_decay: fl
     return [{"params": ps, "lr": glr, "initial_lr": glr, "weight_decay": weight_decay} for glr, ps in groups.items()]
 
 
-def lr_lambda(schedule: str, warmup: int, total: int):
-    def f(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        if schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        if schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-    return f
-
-
 # ---- checkpoints: safetensors + JSON, never pickle -----------------------------------------------
-def save_checkpoint(path: Path, model: PtmoeModel, optimizer, state: dict) -> None:
+def save_checkpoint(path: Path, model: AdaptedModel, optimizer, state: dict) -> None:
     tensors, groups = {}, []
     for gi, group in enumerate(optimizer.param_groups):
         groups.append({k: v for k, v in group.items() if k != "params"})
@@ -155,10 +141,10 @@ def save_checkpoint(path: Path, model: PtmoeModel, optimizer, state: dict) -> No
         (tmp / "trainer_state.json").write_text(json.dumps({**state, "param_groups": groups}, indent=2))
 
 
-def load_checkpoint(path: Path, model: PtmoeModel, optimizer) -> dict:
+def load_checkpoint(path: Path, model: AdaptedModel, optimizer) -> dict:
     recover_dir(path)
     state = json.loads((path / "trainer_state.json").read_text())
-    model._load_weights(path / "adapter", model.active_adapter)
+    model.load_weights(path / "adapter")
     tensors = load_file(str(path / "optimizer.safetensors"))
     for gi, group in enumerate(optimizer.param_groups):
         group.update(state["param_groups"][gi])
@@ -209,7 +195,8 @@ def train(cfg: dict, resume: bool = False, log=print, stop_after: int | None = N
     train_rows, valid_rows = load_sources(cfg, tok, log=log if is_main else (lambda *a: None))
     optimizer = torch.optim.AdamW(param_groups(model, t["lr"], t["lr_groups"], t["weight_decay"]))
     warmup = int(t["warmup_ratio"] * t["steps"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["schedule"], warmup, t["steps"]))
+    scheduler = get_scheduler(SCHEDULES[t["schedule"]], optimizer, num_warmup_steps=warmup,
+                              num_training_steps=t["steps"])
     step, best, bad_evals, history, state = 0, None, 0, [], {}
     ckpt = out / "checkpoint"
     if resume:
