@@ -10,10 +10,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ptmoe.cli import main as cli_main
 from ptmoe.collate import pad_batch
 from ptmoe.methods import get_method, make_config
-from ptmoe.methods.base import masked_mean, svd_factors
+from ptmoe.methods.base import svd_factors
 from ptmoe.model import AdapterError, PtmoeModel
 from ptmoe.models import SHAPES, count_trainable, load_base_config, load_shape
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

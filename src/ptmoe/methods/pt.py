@@ -1,7 +1,6 @@
 """Prompt tuning (Lester et al. 2021): one trainable soft prompt of T tokens."""
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register

