@@ -49,7 +49,7 @@ def method_options_from_args(args) -> dict:
 
 
 def add_method_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="ptmoe", help="ptmoe, pt, dpt, smop, attempt, lora, hydralora, ft")
+    p.add_argument("--method", default="ptmoe", help="ptmoe, pt, dpt, smop, attempt, lora, hydralora, ft, none")
     p.add_argument("--prompt-length", dest="prompt_length", type=int, help="soft prompt tokens (T)")
     p.add_argument("--experts", type=int, help="number of experts (N)")
     p.add_argument("--rank", type=int, help="rank of the decomposition (R)")
