@@ -159,6 +159,11 @@ class AdaptedModel(nn.Module):
         """Former name of `adapters`."""
         return self.adapters
 
+    @property
+    def base(self) -> nn.Module:
+        """Former attribute: the model as the method left it (PEFT's wrapper for PEFT LoRA, else `lm`)."""
+        return getattr(self.adapter, "peft_model", None) or self.lm
+
 
 def _known(adapters, name: str) -> str:
     if name not in adapters:

@@ -114,11 +114,10 @@ class Adapter(nn.Module):
         """Take the adapter off the base model, leaving it as it was built on (frozen)."""
 
 
-def check_state(state: dict, expected: dict, allow_extra: bool = False) -> None:
+def check_state(state: dict, expected: dict) -> None:
     """Saved tensors against the expected {key: shape}: the first few problems in one line."""
     missing = sorted(set(expected) - set(state))
-    bad = sorted(k for k in state if (k not in expected and not allow_extra)
-                 or (k in expected and tuple(state[k].shape) != tuple(expected[k])))
+    bad = sorted(k for k in state if k not in expected or tuple(state[k].shape) != tuple(expected[k]))
     if missing or bad:
         raise AdapterStateError(f"tensors missing {missing[:3]} or unexpected / of wrong shape {bad[:3]}")
 
@@ -180,11 +179,8 @@ class WeightAdapter(Adapter):
         cls(cfg, lm)
         return sum(p.numel() for p in lm.parameters() if p.requires_grad)
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
+    def adapter_state(self):  # the trainable tensors, under the model's own names
         return {k: v.detach().contiguous() for k, v in self.lm.named_parameters() if v.requires_grad}
-
-    def adapter_state(self):
-        return self.trainable_state()
 
     def load_adapter_state(self, state):
         check_state(state, {k: v.shape for k, v in self.lm.named_parameters() if v.requires_grad})
@@ -202,7 +198,6 @@ class MethodSpec:
     config_cls: type
     adapter_cls: type  # an Adapter subclass
     num_params: Callable[[Any, Any], int] | None = None  # formula(cfg, base_config), for checks
-    summary: str = ""  # one line for help texts
 
     @property
     def changes(self) -> str:
@@ -211,6 +206,11 @@ class MethodSpec:
     @property
     def mixable(self) -> bool:
         return self.adapter_cls.mixable
+
+    @property
+    def kind(self) -> str:
+        """Former name of `changes`."""
+        return self.changes
 
     def build(self, cfg, lm, tokenizer=None, seed: int = 0) -> Adapter:
         """The adapter on `lm`, its random init fixed by `seed` (the global RNG is left as it was)."""

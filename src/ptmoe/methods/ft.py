@@ -29,4 +29,4 @@ class FullFineTuning(WeightAdapter):
         save_model(self.lm, str(path))  # handles tied weights
 
 
-register(MethodSpec("ft", FTConfig, FullFineTuning, summary="full fine-tuning"))
+register(MethodSpec("ft", FTConfig, FullFineTuning))

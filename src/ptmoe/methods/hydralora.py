@@ -83,5 +83,4 @@ def _count(c, m):
     return sum(c.r * i + c.heads * o * c.r + c.heads * i for i, o in linear_shapes(m, c.target_modules))
 
 
-register(MethodSpec("hydralora", HydraLoRAConfig, HydraLoRA, num_params=_count,
-                    summary="LoRA with a shared A and routed B heads"))
+register(MethodSpec("hydralora", HydraLoRAConfig, HydraLoRA, num_params=_count))

@@ -44,4 +44,4 @@ def _count(c, m):
     return sum(c.r * (i + o) for i, o in linear_shapes(m, c.target_modules))
 
 
-register(MethodSpec("lora", LoRAConfig, PeftLoRA, num_params=_count, summary="PEFT LoRA"))
+register(MethodSpec("lora", LoRAConfig, PeftLoRA, num_params=_count))

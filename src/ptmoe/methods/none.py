@@ -19,5 +19,4 @@ class NoAdapter(Adapter):
         return 0
 
 
-register(MethodSpec("none", NoAdapterConfig, NoAdapter, num_params=lambda c, m: 0,
-                    summary="the frozen base model alone"))
+register(MethodSpec("none", NoAdapterConfig, NoAdapter, num_params=lambda c, m: 0))
