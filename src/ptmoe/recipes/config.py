@@ -12,7 +12,7 @@ import yaml
 
 DEFAULTS: dict = {
     "model": "smollm2-135m-instruct",
-    "dtype": "auto",  # auto: bf16 on GPU, fp32 on CPU; or bf16 / fp32
+    "dtype": "auto",  # auto: bf16 on GPU and on CPUs with bf16 instructions, else fp32 (device.py); or bf16 / fp32
     "method": "ptmoe",
     "method_options": {},
     "preset": None,  # named recipe for routed methods (see presets.py): paper, default
