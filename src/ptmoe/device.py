@@ -38,9 +38,9 @@ def resolve_dtype(name: str, device: torch.device, log=None) -> torch.dtype:
     if device.type == "cuda":
         chosen, why = "bf16", "CUDA"
     elif cpu_has_fast_bf16():
-        chosen, why = "bf16", "the CPU has bf16 instructions (amx_bf16 / avx512_bf16)"
+        chosen, why = "bf16", "the CPU has amx_bf16 or avx512_bf16"
     else:
-        chosen, why = "fp32", "the CPU has no bf16 instructions"
+        chosen, why = "fp32", "the CPU has neither amx_bf16 nor avx512_bf16"
     if (device.type, chosen) not in _told:
         _told.add((device.type, chosen))
         (log or (lambda m: print(m, file=sys.stderr, flush=True)))(f"[ptmoe] dtype auto -> {chosen} ({why})")
