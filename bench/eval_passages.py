@@ -25,7 +25,7 @@ def main():
         raw = _deep_update(raw, parse_override(item))
     cfg = shared_config(raw, args.config)
     n = cfg["data"]["max_eval_examples"]
-    print(f"| set | questions | passages |\n|---|---|---|")
+    print("| set | questions | passages |\n|---|---|---|")
     for spec in cfg["data"]["eval"]:
         ex = list(load_examples(spec, log=lambda *a: None))[:n]
         print(f"| {spec} | {len(ex)} | {len({e.get('context', '') for e in ex})} |")

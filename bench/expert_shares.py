@@ -45,7 +45,7 @@ def shares(model, module, rows, pad_id, train_mode=False, batch_size=16) -> list
         b = pad_batch(rows[s:s + batch_size], pad_id)
         embeds = model.lm.get_input_embeddings()(b["input_ids"])
         module(embeds, context_mask(b["attention_mask"], b.get("labels")))
-        top = module.last_routing["mask"] * module.last_routing["probs"]
+        top = module.routing.selected * module.routing.probs
         c = torch.bincount(top.argmax(-1), minlength=top.shape[1]).float()
         counts = c if counts is None else counts + c
     module.eval()

@@ -17,8 +17,8 @@ import random
 import torch
 import yaml
 
+from ptmoe.base_models import load_base_model
 from ptmoe.methods.router import Router
-from ptmoe.models import load_base_model
 from ptmoe.recipes.compare import shared_config
 from ptmoe.recipes.train_data import load_sources
 
@@ -50,7 +50,7 @@ def main():
                     router.train()(x)  # gather the statistics
                 router.eval()
                 logits = router.linear(router.router_input(x))
-                share = router(x)[1]["mask"].mean(0)
+                share = router(x)[1].selected.mean(0)
             spread.append((logits[:, 0] - logits[:, 1]).std().item())
             minority.append(share.min().item())
         out[norm] = {"logit_diff_std": sum(spread) / len(spread),

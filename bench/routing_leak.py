@@ -31,7 +31,7 @@ from ptmoe.recipes.train_data import load_sources
 
 def routing(model) -> torch.Tensor:
     """The expert weights of the prompt module's last call (ATTEMPT: its attention over prompts)."""
-    return model.prompt_module.last_routing["weights"].float().clone()
+    return model.prompt_module.routing.weights.float().clone()
 
 
 def prompt_rows(rows: list[dict]) -> list[dict]:

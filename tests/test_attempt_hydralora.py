@@ -45,11 +45,11 @@ def test_attempt_weights_sum_to_one_and_gradients_reach_only_target_and_attentio
     model = PtmoeModel(base, "attempt", {"num_tokens": 8, "num_random_sources": 3, "attn_dim": 2}, tok)
     ids, mask, labels = batch(tok)
     model(ids, mask, labels).loss.backward()
-    probs = model.prompt_module.last_routing["probs"]
+    probs = model.prompt_module.routing.probs
     assert probs.shape == (3, 4)
     torch.testing.assert_close(probs.sum(-1), torch.ones(3))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {f"prompts.default.{n}" for n in
+    assert trainable == {f"adapters.default.{n}" for n in
                          ("target", "down.weight", "up.weight", "norm.weight", "norm.bias")}
     for n, p in model.named_parameters():
         if n in trainable:

@@ -83,7 +83,7 @@ def test_attempt_without_source_prompt_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "cmp" / "runs").exists()  # checked before anything trained
     methods[0]["source_runs"] = {}  # on a method other than attempt: an error too, before training
     methods[1]["source_runs"] = {}
-    with pytest.raises(ConfigError, match=r"methods\[PT\]: 'source_runs' .* for method attempt only"):
+    with pytest.raises(ConfigError, match=r"methods\[PT\]: 'source_runs' .* for methods with source prompts \(attempt\) only"):
         compare(config(tmp_path, methods), "cmp.yaml", log=quiet)
     assert not (tmp_path / "cmp" / "runs").exists()
     for path in ("configs/compare-qa.yaml", "configs/compare-qa-gpu.yaml"):  # the shipped configs use pt runs

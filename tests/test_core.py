@@ -10,10 +10,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ptmoe.cli import main as cli_main
 from ptmoe.collate import pad_batch
 from ptmoe.methods import get_method, make_config
-from ptmoe.methods.base import masked_mean, svd_factors
+from ptmoe.methods.base import svd_factors
 from ptmoe.model import AdapterError, PtmoeModel
 from ptmoe.models import SHAPES, count_trainable, load_base_config, load_shape
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -158,8 +157,8 @@ def test_top1_routing_one_expert_scaled_by_its_probability(method):
         x, _, _, _ = model.build_inputs(ids, mask)
         T = model.prompt_module.num_tokens
         prompt = x[:, :T]
-        info = model.prompt_module.last_routing
-        probs, sel = info["probs"], info["mask"]
+        info = model.prompt_module.routing
+        probs, sel = info.probs, info.selected
         torch.testing.assert_close(probs, reference_probs(model, ids, mask))
         assert torch.equal(sel.sum(-1), torch.ones(len(TEXTS)))  # exactly one expert per example
         chosen = probs.argmax(-1)
@@ -176,9 +175,9 @@ def test_non_selective_mixes_all_experts_with_probabilities():
     ids, mask, _ = batch(tok)
     with torch.no_grad():
         prompt = model.prompt_module(model.lm.get_input_embeddings()(ids), mask)
-        info = model.prompt_module.last_routing
-        assert torch.equal(info["mask"], torch.ones_like(info["mask"]))
-        expected = torch.einsum("bn,nth->bth", info["probs"], experts_of(model))
+        info = model.prompt_module.routing
+        assert torch.equal(info.selected, torch.ones_like(info.selected))
+        expected = torch.einsum("bn,nth->bth", info.probs, experts_of(model))
         torch.testing.assert_close(prompt, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -188,7 +187,7 @@ def test_non_probationary_uniform_weight_on_the_selection(top_k):
     ids, mask, _ = batch(tok)
     with torch.no_grad():
         prompt = model.prompt_module(model.lm.get_input_embeddings()(ids), mask)
-        probs = model.prompt_module.last_routing["probs"]
+        probs = model.prompt_module.routing.probs
         E = experts_of(model)
         for b in range(len(TEXTS)):
             if top_k == 1:  # the chosen expert with weight exactly 1, not its probability
@@ -203,9 +202,9 @@ def test_normalized_weighting_top2_sums_to_one():
     ids, mask, _ = batch(tok)
     with torch.no_grad():
         model.prompt_module(model.lm.get_input_embeddings()(ids), mask)
-        info = model.prompt_module.last_routing
-        assert torch.equal(info["mask"].sum(-1), torch.full((len(TEXTS),), 2.0))
-        torch.testing.assert_close(info["weights"].sum(-1), torch.ones(len(TEXTS)))
+        info = model.prompt_module.routing
+        assert torch.equal(info.selected.sum(-1), torch.full((len(TEXTS),), 2.0))
+        torch.testing.assert_close(info.weights.sum(-1), torch.ones(len(TEXTS)))
 
 
 @pytest.mark.parametrize("method", ["ptmoe", "smop"])
@@ -216,13 +215,13 @@ def test_noise_only_in_training(method):
     pm = model.prompt_module
     with torch.no_grad():
         model.eval()
-        a, pa = pm(emb, mask), pm.last_routing["probs"]
+        a, pa = pm(emb, mask), pm.routing.probs
         b = pm(emb, mask)
         assert torch.equal(a, b)  # eval: deterministic
         torch.testing.assert_close(pa, reference_probs(model, ids, mask))  # and noise-free
         model.train()
-        c, pc = pm(emb, mask), pm.last_routing["probs"]
-        d, pd = pm(emb, mask), pm.last_routing["probs"]
+        c, pc = pm(emb, mask), pm.routing.probs
+        d, pd = pm(emb, mask), pm.routing.probs
         assert not torch.allclose(pc, pd) and not torch.allclose(pc, pa)  # training: noisy
         assert not torch.allclose(c, d)
         pm.router.noise = "none"  # noise off: training is deterministic again
@@ -246,8 +245,8 @@ def test_standardized_router_input_separates_inputs_with_a_shared_component():
     torch.testing.assert_close(std.input_var, x.var(0, unbiased=False))
     assert int(std.input_count) == 256
     raw.eval(), std.eval()
-    share_raw = raw(x)[1]["mask"].mean(0)
-    share_std = std(x)[1]["mask"].mean(0)
+    share_raw = raw(x)[1].selected.mean(0)
+    share_std = std(x)[1].selected.mean(0)
     assert share_raw.max() == 1.0  # all on one expert
     assert 0.25 < share_std.min() <= share_std.max() < 0.75
     before = std.input_mean.clone()
@@ -282,7 +281,7 @@ def test_gradients_reach_router_experts_and_shared_B_only():
     ids, mask, labels = batch(tok)
     model(ids, mask, labels).loss.backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {f"prompts.default.{n}" for n in ("A", "B", "router.linear.weight", "router.linear.bias")}
+    assert trainable == {f"adapters.default.{n}" for n in ("A", "B", "router.linear.weight", "router.linear.bias")}
     for n, p in model.named_parameters():
         if n in trainable:
             assert p.grad is not None and p.grad.abs().sum() > 0, n
@@ -292,7 +291,7 @@ def test_gradients_reach_router_experts_and_shared_B_only():
         assert not p.requires_grad
     # top-1: expert i's A_i gets a gradient iff some example with label tokens was routed to it
     has_labels = (labels != -100).any(1)
-    used = set(model.prompt_module.last_routing["mask"].argmax(-1)[has_labels].tolist())
+    used = set(model.prompt_module.routing.selected.argmax(-1)[has_labels].tolist())
     assert not has_labels.all() or len(used) >= 2
     for i in range(3):
         assert (model.prompt_module.A.grad[i].abs().sum() > 0) == (i in used), i
@@ -416,7 +415,7 @@ def test_save_then_load_gives_identical_outputs(method, tmp_path):
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     assert torch.equal(loaded.generate(ids, mask, max_new_tokens=4, eos_token_id=None), ref_gen)
     assert loaded.num_trainable() == model.num_trainable()
-    if model.spec.kind == "prompt":
+    if model.spec.changes == "prompt":
         for k, v in model.adapter_state_dict().items():
             assert torch.equal(loaded.adapter_state_dict()[k], v), k
 

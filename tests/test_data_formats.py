@@ -129,7 +129,7 @@ def test_bad_rows_name_file_line_field(tmp_path, bad_row, field):
     with pytest.raises(DataError) as e:
         load_examples(p)
     msg = str(e.value)
-    assert "\n" not in msg and f"data.jsonl:3: " in msg and field in msg
+    assert "\n" not in msg and "data.jsonl:3: " in msg and field in msg
 
 
 def test_bad_row_with_column_mapping_names_the_column(tmp_path):

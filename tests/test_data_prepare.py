@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from ptmoe.data import list_sets, load_split, prepare
 from ptmoe.cli import main as data_main
+from ptmoe.data import list_sets, load_split, prepare
 from ptmoe.data.fetch import ARCHIVES, data_dir, download, sha256
 
 pytestmark = pytest.mark.integration

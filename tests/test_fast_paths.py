@@ -142,13 +142,15 @@ def test_bench_smoke(tmp_path):
 
     out = tmp_path / "bench"
     rc = main(["bench", "--model", "shape:tiny", "--batch-size", "2", "--seq-len", "16", "--steps", "1",
-               "--warmup", "1", "--parts", "synthetic", "--methods", "forward,peft-pt,peft-lora,pt,dpt,smop,ptmoe",
+               "--warmup", "1", "--parts", "synthetic", "--methods",
+               "forward,peft-pt,peft-lora,pt,dpt,smop,ptmoe,lora,hydralora",
                "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "bench.json").read_text())
     assert {"command", "device", "versions", "config", "synthetic"} <= set(result)
     rows = {r["method"]: r for r in result["synthetic"]}
-    assert set(rows) == {"forward", "peft-pt", "peft-lora", "pt", "dpt", "smop", "ptmoe"}
+    assert set(rows) == {"forward", "peft-pt", "peft-lora", "pt", "dpt", "smop", "ptmoe", "lora", "hydralora"}
+    assert rows["lora"]["trainable"] == rows["peft-lora"]["trainable"]  # rank 8 on q, v: the same adapter
     for r in rows.values():
         assert {"ms", "tokens_per_s", "peak_bytes", "x_forward", "x_peft_pt", "mem_x_peft_pt"} <= set(r)
         assert r["ms"] > 0 and r["peak_bytes"] > 0

@@ -64,7 +64,7 @@ def test_loglikelihood_routing_reads_only_the_context(routed):
     requests = [(ctx, cont) for ctx in CONTEXTS for cont in CONTINUATIONS]
     seen = []
     hook = model.prompt_module.register_forward_hook(lambda m, args, out: seen.append(
-        (out.detach().clone(), m.last_routing["probs"].detach().clone())))
+        (out.detach().clone(), m.routing.probs.detach().clone())))
     try:
         lm.loglikelihood([Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)])
     finally:
@@ -74,7 +74,7 @@ def test_loglikelihood_routing_reads_only_the_context(routed):
     alone = []
     for ctx in CONTEXTS:
         c = torch.tensor([ids(tok, ctx)])
-        alone.append((model.prompt_module(emb(c), torch.ones_like(c)).detach(), model.prompt_module.last_routing["probs"]))
+        alone.append((model.prompt_module(emb(c), torch.ones_like(c)).detach(), model.prompt_module.routing.probs))
     assert not torch.allclose(alone[0][1], alone[1][1], atol=1e-3)  # the two contexts route differently
     matches = [[i for i, (p, _) in enumerate(alone) if torch.allclose(row, p[0], atol=1e-5)] for row in prompts]
     assert sorted(m for row in matches for m in row) == [0, 0, 0, 1, 1, 1]  # each row: its context's prompt

@@ -72,7 +72,7 @@ def data(tmp_path_factory):
 
 
 def overrides(data, out, method, *extra):
-    return ["model=shape:tiny", f"method={method}", f"output_dir={out}",
+    return ["model=shape:tiny", "dtype=fp32", f"method={method}", f"output_dir={out}",
             f"data.train=['{data / 'train.jsonl'}']", f"data.eval=['{data / 'eval.jsonl'}']",
             "data.valid_examples=4", "data.max_eval_examples=2",
             "train.steps=2", "train.batch_size=2", "train.log_every=1", "train.save_every=2",

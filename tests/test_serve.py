@@ -80,7 +80,8 @@ def test_greedy_equals_ptmoe_generate(server, served, files, name):
     """Completions (the prompt text as given) and chat (one user turn) answer what `ptmoe generate` answers."""
     _, client = server
     base, adapters = files
-    reference = answer([dict(r) for r in ROWS], base, {name: adapters[name]} if name else {}, max_new_tokens=12)
+    reference = answer([dict(r) for r in ROWS], base, {name: adapters[name]} if name else {}, max_new_tokens=12,
+                       dtype="fp32")  # as the server loads it
     model = name or served.base_name
     tok = served.tokenizer
     got = [complete(client, model, build_prompt_text(r, tok)).strip() for r in ROWS]

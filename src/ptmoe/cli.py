@@ -50,7 +50,7 @@ def method_options_from_args(args) -> dict:
 
 
 def add_method_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="ptmoe", help="ptmoe, pt, dpt, smop, attempt, lora, hydralora, ft")
+    p.add_argument("--method", default="ptmoe", help="ptmoe, pt, dpt, smop, attempt, lora, hydralora, ft, none")
     p.add_argument("--prompt-length", dest="prompt_length", type=int, help="soft prompt tokens (T)")
     p.add_argument("--experts", type=int, help="number of experts (N)")
     p.add_argument("--rank", type=int, help="rank of the decomposition (R)")
@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .models import DEFAULT_MODEL, check_model_name, count_trainable, load_base_config
+    from .base_models import DEFAULT_MODEL, check_model_name, count_trainable, load_base_config
 
     check_model_name(args.model or DEFAULT_MODEL)
     config = load_base_config(args.model or DEFAULT_MODEL)
@@ -74,8 +74,15 @@ def run(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ptmoe", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else argv
     chosen = argv[0] if argv and argv[0] in COMMANDS else None

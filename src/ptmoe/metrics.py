@@ -95,6 +95,46 @@ def math_correct(pred_text, gold, rel_tol=1e-4, abs_tol=1e-6):
 
 
 # -------------------------------------------------------------------------- score
+# The one place predictions become numbers: evaluation, compare and its paired bootstrap all call
+# question_scores (per question) and set_scores / average (per set, over sets).
+
+PRIMARY = {"qa": "f1", "math": "accuracy"}  # the per-question number compare's bootstrap resamples
+
+
+def stop_answer(text: str, task: str) -> str:
+    """QA answers end at the first line break; math keeps the reasoning (the number is extracted)."""
+    text = text.strip()
+    return text.split("\n")[0].strip() if task == "qa" else text
+
+
+def question_scores(task: str, prediction: str | None, answers) -> dict[str, float]:
+    """One question's scores in percent: QA {"em", "f1"} (max over the gold answers), math {"accuracy"}.
+    A question with no prediction (dropped: too long for the model) scores zero: it still counts."""
+    if task == "math":
+        ok = prediction is not None and math_correct(prediction, answers[0])
+        return {"accuracy": 100.0 * ok}
+    if prediction is None:
+        return {"em": 0.0, "f1": 0.0}
+    em, f1 = qa_scores(stop_answer(prediction, "qa"), answers)
+    return {"em": 100.0 * em, "f1": 100.0 * f1}
+
+
+def set_scores(task: str, predictions, answers) -> dict:
+    """Mean question scores of one set: {"task", "n", "f1", "em"} or {"task", "n", "accuracy"}."""
+    per = [question_scores(task, p, a) for p, a in zip(predictions, answers, strict=True)]
+    keys = ("f1", "em") if task != "math" else ("accuracy",)
+    return {"task": "math" if task == "math" else "qa", "n": len(per),
+            **{k: sum(q[k] for q in per) / max(len(per), 1) for k in keys}}
+
+
+def average(sets: dict) -> dict:
+    """Unweighted mean over sets (as the paper reports) of each metric the sets have."""
+    keys = sorted({k for r in sets.values() for k in r if k not in ("n", "task") and isinstance(r[k], float)})
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in sets.values() if k in r]
+        out[k] = sum(vals) / len(vals)
+    return out
 
 
 def score(task, preds, examples):
@@ -105,23 +145,13 @@ def score(task, preds, examples):
     """
     if len(preds) != len(examples):
         raise ValueError(f"{len(preds)} predictions for {len(examples)} examples")
-    per = defaultdict(lambda: defaultdict(list))
+    per = defaultdict(list)
     for pred, ex in zip(preds, examples):
-        t = task or ex.get("task", "qa")
-        s = per[ex.get("set", "data")]
-        if t == "math":
-            s["accuracy"].append(float(math_correct(pred, ex["answers"][0])))
-        else:
-            em, f1 = qa_scores(pred, ex["answers"])
-            s["em"].append(em)
-            s["f1"].append(f1)
+        per[ex.get("set", "data")].append((pred, ex))
     sets = {}
-    for name, vals in per.items():
-        sets[name] = {k: 100.0 * sum(v) / len(v) for k, v in vals.items()}
-        sets[name]["n"] = len(next(iter(vals.values())))
-    keys = sorted({k for r in sets.values() for k in r if k != "n"})
-    average = {}
-    for k in keys:
-        vals = [r[k] for r in sets.values() if k in r]
-        average[k] = sum(vals) / len(vals)
-    return {"sets": sets, "average": average}
+    for name, rows in per.items():
+        t = task or rows[0][1].get("task", "qa")
+        r = set_scores(t, [p for p, _ in rows], [ex["answers"] for _, ex in rows])
+        r.pop("task")
+        sets[name] = r
+    return {"sets": sets, "average": average(sets)}

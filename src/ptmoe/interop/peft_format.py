@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..fsutil import atomic_dir
+from ..methods import REGISTRY
 from ..model import CONFIG_NAME, WEIGHTS_NAME, AdapterError, PtmoeModel
 from .model_card import HF_IDS, write_model_card
 
@@ -57,7 +58,8 @@ def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
 
     meta = PtmoeModel.read_adapter_config(adapter_dir)
     method, where = meta["method"], Path(adapter_dir) / CONFIG_NAME
-    if method not in ("pt", "lora"):
+    peft_type = REGISTRY[method].peft_type if method in REGISTRY else None
+    if peft_type is None:
         raise AdapterError(f"{where}: method {method!r} cannot be exported to PEFT: {NOT_IN_PEFT.get(method, 'unknown method')}")
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -66,7 +68,7 @@ def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
     base = meta["base_model"]
     name = HF_IDS.get(base.get("name"), base.get("name")) or None
     opts = meta["config"]
-    if method == "pt":
+    if peft_type == "PROMPT_TUNING":
         prompt = state["prompt"]
         config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=prompt.shape[0], token_dim=prompt.shape[1],
                                     num_transformer_submodules=1, base_model_name_or_path=name)
@@ -100,13 +102,13 @@ def load_peft(directory, base, tokenizer=None, adapter_name: str = "default") ->
     want, have = cfg.get("base_model_name_or_path"), getattr(base.config, "_name_or_path", "")
     if want and have and _base_name(want) != _base_name(have):
         raise AdapterError(f"{where}: adapter was made for base model {want!r}, but this base model is {have!r}")
-    kind = cfg["peft_type"]
-    if kind == "PROMPT_TUNING":
+    peft_type = cfg["peft_type"]
+    if peft_type == "PROMPT_TUNING":
         model = _load_prompt_tuning(cfg, state, base, tokenizer, adapter_name, where)
-    elif kind == "LORA":
+    elif peft_type == "LORA":
         model = _load_lora(cfg, state, base, tokenizer, adapter_name, where)
     else:
-        raise AdapterError(f"{where}: peft_type {kind!r} is not supported; ptmoe loads PROMPT_TUNING and LORA")
+        raise AdapterError(f"{where}: peft_type {peft_type!r} is not supported; ptmoe loads PROMPT_TUNING and LORA")
     model.peft_source = str(directory)
     return model
 

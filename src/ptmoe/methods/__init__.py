@@ -1,6 +1,18 @@
 """Methods, registered by name. Importing this package registers them all."""
-from . import attempt, dpt, ft, hydralora, lora, pt, ptmoe, smop  # noqa: F401
-from .base import REGISTRY, MethodConfig, MethodSpec, PromptModule
+from . import attempt, dpt, ft, hydralora, lora, none, pt, ptmoe, smop  # noqa: F401
+from .base import (  # noqa: F401
+    NOTHING,
+    PROMPT,
+    REGISTRY,
+    WEIGHTS,
+    Adapter,
+    AdapterStateError,
+    MethodConfig,
+    MethodSpec,
+    PromptModule,
+    Routing,
+    WeightAdapter,
+)
 
 
 def get_method(name: str) -> MethodSpec:

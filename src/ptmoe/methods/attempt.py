@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register
-
+from .base import MethodConfig, MethodSpec, PromptModule, Routing, init_embeddings, register
 
 NO_SOURCE = ("attempt: no source prompt: set method_options.source_prompts to trained `pt` adapter folders "
              "(in a compare config, an entry's 'source_runs: {}' trains one pt run per training source)")
@@ -113,7 +112,7 @@ class ATTEMPTPrompt(PromptModule):
         query = self.norm(self.up(nn.functional.silu(self.down(max_pool(input_embeds, attention_mask)))))
         scores = query @ max_pool(prompts).T / self.temperature  # [B, S+1]
         probs = torch.softmax(scores, -1)
-        self.last_routing = {"probs": probs.detach(), "mask": torch.ones_like(probs), "weights": probs.detach()}
+        self.routing = Routing(probs.detach(), torch.ones_like(probs), probs.detach())  # a dense mixture
         return self.target + torch.einsum("bs,sth->bth", probs, prompts)
 
 
@@ -122,4 +121,4 @@ def _count(c, m):
     return c.num_tokens * H + 2 * H * d + 2 * H + ((d + H) if c.attn_bias else 0)
 
 
-register(MethodSpec("attempt", ATTEMPTConfig, "prompt", ATTEMPTPrompt, num_params=_count))
+register(MethodSpec("attempt", ATTEMPTConfig, ATTEMPTPrompt, num_params=_count))

@@ -1,18 +1,29 @@
-"""The small interface every method sits behind.
+"""The interface every method sits behind: a method owns its whole life.
 
-A method is a config dataclass plus a builder. Prompt methods build a `PromptModule`
-(returns each example's own soft prompt from its input embeddings); weight methods
-(LoRA, HydraLoRA, full fine-tuning) change the base model instead.
+A method is a config dataclass plus an `Adapter` class, registered under a name. The adapter says
+what it changes (`changes`: a soft prompt computed from the input, the base model's weights, or
+nothing), builds itself onto a base model (`attach`), counts its trainable parameters without a
+real model (`count_trainable`), gives and takes its saved state (safetensors tensors, checked
+against the expected keys and shapes), reports its routing (`routing`, a `Routing` record) and
+says whether rows of one batch may use different adapters of its kind (`mixable`).
+
+The wrapper (`ptmoe.adapted.AdaptedModel`), the recipes and the benchmark only call these hooks:
+a new method is one new file here that calls `register`.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
+
+PROMPT = "prompt"  # a soft prompt computed from each input, prepended to it
+WEIGHTS = "weights"  # the base model's weights (added low-rank terms, or all of them)
+NOTHING = "nothing"  # the frozen base model alone
 
 
 @dataclass
@@ -67,28 +78,174 @@ class MethodConfig:
                 raise ValueError(f"{where}: option {f.name!r} must be a list of strings, got {v!r}")
 
 
-class PromptModule(nn.Module):
-    """Maps (input embeddings, attention mask) to one soft prompt per example: [B, T, H]."""
+class AdapterStateError(ValueError):
+    """Saved tensors that do not fit the adapter (the wrapper names the file)."""
 
-    num_tokens: int  # length of the prompt it returns
+
+@dataclass
+class Routing:
+    """What a routed adapter chose on its last call, one row per example."""
+
+    probs: torch.Tensor  # [B, N] router probabilities (detached)
+    selected: torch.Tensor  # [B, N] 1 where an expert is selected; all ones for a dense mixture
+    weights: torch.Tensor  # [B, N] the weight each expert got (detached)
+    balance_loss: torch.Tensor | None = None  # load-balancing term N * sum_i f_i P_i (carries gradient)
+
+
+class Adapter(nn.Module):
+    """What one method attaches to one base model, under one adapter name."""
+
+    changes: ClassVar[str] = NOTHING
+    mixable: ClassVar[bool] = False  # may rows of one batch use different adapters of this kind
+    peft_type: ClassVar[str | None] = None  # the PEFT adapter type it is saved as by `ptmoe export`, if any
 
     def __init__(self):
         super().__init__()
-        self.last_routing: dict[str, torch.Tensor] | None = None  # probs/weights of the last call
+        self.routing: Routing | None = None  # set by routed adapters on every call
         self.aux_loss: torch.Tensor | None = None  # e.g. load balancing, added by the trainer
+
+    # ---- building ---------------------------------------------------------------------------------
+    @classmethod
+    def attach(cls, cfg, lm: nn.Module, tokenizer=None, generator: torch.Generator | None = None) -> "Adapter":
+        """Build onto a frozen transformers *ForCausalLM `lm` (weight methods change it in place)."""
+        raise NotImplementedError
+
+    @classmethod
+    def count_trainable(cls, cfg, base_config) -> int:
+        """Trainable parameters on a base model with this transformers config, without its weights."""
+        raise NotImplementedError
+
+    # ---- use ----------------------------------------------------------------------------------------
+    def soft_prompt(self, input_embeds: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor | None:
+        """Each example's soft prompt [B, T, H] from what the model is given, or None (no prompt)."""
+        return None
+
+    # ---- saved state --------------------------------------------------------------------------------
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The tensors to save (contiguous, on any device)."""
+        return {}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Take saved tensors; raise AdapterStateError naming missing / unexpected / misshapen keys."""
+        check_state(state, {})
+
+    def save_weights(self, path) -> None:
+        save_file(self.adapter_state(), str(path))
+
+    def remove(self) -> None:
+        """Take the adapter off the base model, leaving it as it was built on (frozen)."""
+
+
+def check_state(state: dict, expected: dict) -> None:
+    """Saved tensors against the expected {key: shape}: the first few problems in one line."""
+    missing = sorted(set(expected) - set(state))
+    bad = sorted(k for k in state if k not in expected or tuple(state[k].shape) != tuple(expected[k]))
+    if missing or bad:
+        raise AdapterStateError(f"tensors missing {missing[:3]} or unexpected / of wrong shape {bad[:3]}")
+
+
+class PromptModule(Adapter):
+    """A prompt method: maps (input embeddings, context mask) to one soft prompt per example [B, T, H].
+    Subclasses define __init__(cfg, embeddings, tokenizer, generator) and forward; parameters stay fp32."""
+
+    changes = PROMPT
+    mixable = True
+    num_tokens: int  # length of the prompt it returns
+
+    @classmethod
+    def attach(cls, cfg, lm, tokenizer=None, generator=None):
+        emb = lm.get_input_embeddings()
+        return cls(cfg, emb, tokenizer, generator).to(emb.weight.device)  # fp32 even on a bf16 base
+
+    @classmethod
+    def count_trainable(cls, cfg, base_config) -> int:
+        stand_in = nn.Embedding(64, base_config.hidden_size)  # shapes depend only on the width
+        module = cls(cfg.for_counting(), stand_in, None, torch.Generator().manual_seed(0))
+        return sum(p.numel() for p in module.parameters())
 
     def forward(self, input_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def soft_prompt(self, input_embeds, context_mask):
+        return self(input_embeds, context_mask)
+
+    def adapter_state(self):
+        return {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
+
+    def load_adapter_state(self, state):
+        check_state(state, {k: v.shape for k, v in self.state_dict().items()})
+        self.load_state_dict(state)
+
+
+class WeightAdapter(Adapter):
+    """A weight method: changes the base model in place. `lm` is held, not owned (no submodule), so
+    the wrapper's parameters and devices stay those of the base model."""
+
+    changes = WEIGHTS
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.__dict__["lm"] = lm  # bypasses nn.Module registration on purpose
+
+    @classmethod
+    def attach(cls, cfg, lm, tokenizer=None, generator=None):
+        return cls(cfg, lm)
+
+    @classmethod
+    def count_trainable(cls, cfg, base_config) -> int:
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):  # shapes only, no memory
+            lm = AutoModelForCausalLM.from_config(base_config)
+        lm.requires_grad_(False)
+        cls(cfg, lm)
+        return sum(p.numel() for p in lm.parameters() if p.requires_grad)
+
+    def adapter_state(self):  # the trainable tensors, under the model's own names
+        return {k: v.detach().contiguous() for k, v in self.lm.named_parameters() if v.requires_grad}
+
+    def load_adapter_state(self, state):
+        check_state(state, {k: v.shape for k, v in self.lm.named_parameters() if v.requires_grad})
+        self.lm.load_state_dict(state, strict=False)
+
+    def remove(self) -> None:
+        self.lm.requires_grad_(False)
+
 
 @dataclass
 class MethodSpec:
+    """A registered method: its name, config and adapter class."""
+
     name: str
     config_cls: type
-    kind: str  # "prompt" or "weights"
-    build: Callable[..., Any]  # prompt: build(cfg, embeddings, tokenizer) -> PromptModule
-    #                            weights: build(cfg, base_model) -> base_model (modified)
+    adapter_cls: type  # an Adapter subclass
     num_params: Callable[[Any, Any], int] | None = None  # formula(cfg, base_config), for checks
+
+    @property
+    def changes(self) -> str:
+        return self.adapter_cls.changes
+
+    @property
+    def mixable(self) -> bool:
+        return self.adapter_cls.mixable
+
+    @property
+    def peft_type(self) -> str | None:
+        return self.adapter_cls.peft_type
+
+    @property
+    def kind(self) -> str:
+        """Former name of `changes`."""
+        return self.changes
+
+    def build(self, cfg, lm, tokenizer=None, seed: int = 0) -> Adapter:
+        """The adapter on `lm`, its random init fixed by `seed` (the global RNG is left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # e.g. router and LoRA init
+            return self.adapter_cls.attach(cfg, lm, tokenizer, torch.Generator().manual_seed(seed))
+
+    def count_trainable(self, cfg, base_config) -> int:
+        return self.adapter_cls.count_trainable(cfg, base_config)
 
 
 REGISTRY: dict[str, MethodSpec] = {}

@@ -34,5 +34,5 @@ class DPTPrompt(PromptModule):
         return (self.A @ self.B).unsqueeze(0).expand(input_embeds.shape[0], -1, -1)
 
 
-register(MethodSpec("dpt", DPTConfig, "prompt", DPTPrompt,
+register(MethodSpec("dpt", DPTConfig, DPTPrompt,
                     num_params=lambda c, m: c.num_tokens * c.rank + c.rank * m.hidden_size))

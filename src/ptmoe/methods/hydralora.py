@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, linear_shapes, register
+from .base import MethodConfig, MethodSpec, WeightAdapter, linear_shapes, register
 
 
 @dataclass
@@ -40,7 +40,6 @@ class HydraLoRALinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # PEFT's LoRA init of A
         nn.init.normal_(self.router.weight, std=1.0 / in_f)
-        self.last_gate: torch.Tensor | None = None  # mean head weights of the last call, for analysis
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Per-token head weights [..., K]."""
@@ -50,7 +49,6 @@ class HydraLoRALinear(nn.Module):
         y = self.base_layer(x)
         h = self.dropout(x).to(self.lora_A.dtype)
         g = self.gate(x)
-        self.last_gate = g.detach().flatten(0, -2).mean(0)
         mix = (g.unsqueeze(-1) * (h @ self.lora_A.T).unsqueeze(-2)).flatten(-2)  # [..., K*r]: g_k * A x
         B = self.lora_B.permute(1, 0, 2).reshape(self.lora_B.shape[1], -1)  # [out, K*r]
         return y + (self.scale * (mix @ B.T)).to(y.dtype)
@@ -60,19 +58,29 @@ def matches(name: str, targets) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def build_hydralora(cfg: HydraLoRAConfig, base_model):
-    names = [n for n, m in base_model.named_modules() if isinstance(m, nn.Linear) and matches(n, cfg.target_modules)]
-    if not names:
-        raise ValueError(f"hydralora: target_modules {list(cfg.target_modules)} match no nn.Linear of the model")
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = base_model.get_submodule(parent_name)
-        setattr(parent, child, HydraLoRALinear(getattr(parent, child), cfg.r, cfg.heads, cfg.alpha, cfg.dropout))
-    return base_model
+class HydraLoRA(WeightAdapter):
+    """Wraps the targeted nn.Linear modules of the model in place; saved keys are the model's own
+    names of the trainable tensors (e.g. model.layers.0.self_attn.q_proj.lora_A)."""
+
+    def __init__(self, cfg: HydraLoRAConfig, lm):
+        super().__init__(lm)
+        names = [n for n, m in lm.named_modules() if isinstance(m, nn.Linear) and matches(n, cfg.target_modules)]
+        if not names:
+            raise ValueError(f"hydralora: target_modules {list(cfg.target_modules)} match no nn.Linear of the model")
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            parent = lm.get_submodule(parent_name)
+            setattr(parent, child, HydraLoRALinear(getattr(parent, child), cfg.r, cfg.heads, cfg.alpha, cfg.dropout))
+
+    def remove(self):
+        for name, module in list(self.lm.named_modules()):
+            if isinstance(module, HydraLoRALinear):
+                parent_name, _, child = name.rpartition(".")
+                setattr(self.lm.get_submodule(parent_name), child, module.base_layer)
 
 
 def _count(c, m):
     return sum(c.r * i + c.heads * o * c.r + c.heads * i for i, o in linear_shapes(m, c.target_modules))
 
 
-register(MethodSpec("hydralora", HydraLoRAConfig, "weights", build_hydralora, num_params=_count))
+register(MethodSpec("hydralora", HydraLoRAConfig, HydraLoRA, num_params=_count))

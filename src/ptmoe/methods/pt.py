@@ -1,7 +1,6 @@
 """Prompt tuning (Lester et al. 2021): one trainable soft prompt of T tokens."""
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register
@@ -14,6 +13,7 @@ class PTConfig(MethodConfig):
 
 
 class PTPrompt(PromptModule):
+    peft_type = "PROMPT_TUNING"  # exported to (and loaded from) PEFT folders
     def __init__(self, cfg: PTConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
         self.num_tokens = cfg.num_tokens
@@ -23,5 +23,5 @@ class PTPrompt(PromptModule):
         return self.prompt.unsqueeze(0).expand(input_embeds.shape[0], -1, -1)
 
 
-register(MethodSpec("pt", PTConfig, "prompt", PTPrompt,
+register(MethodSpec("pt", PTConfig, PTPrompt,
                     num_params=lambda c, m: c.num_tokens * m.hidden_size))

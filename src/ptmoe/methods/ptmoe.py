@@ -43,9 +43,9 @@ class PTMoEPrompt(PromptModule):
                              input_norm=cfg.router_input_norm)
 
     def forward(self, input_embeds, attention_mask):
-        weights, self.last_routing = self.router(masked_mean(input_embeds, attention_mask))
+        weights, self.routing = self.router(masked_mean(input_embeds, attention_mask))
         if self.load_balance > 0:
-            self.aux_loss = self.load_balance * self.last_routing["balance_loss"]
+            self.aux_loss = self.load_balance * self.routing.balance_loss
         # mix the small A_i first (B x T x R), then one matmul with the shared B
         return torch.einsum("bn,ntr->btr", weights, self.A) @ self.B
 
@@ -55,4 +55,4 @@ def _count(c, m):
     return N * T * R + R * H + N * H + N
 
 
-register(MethodSpec("ptmoe", PTMoEConfig, "prompt", PTMoEPrompt, num_params=_count))
+register(MethodSpec("ptmoe", PTMoEConfig, PTMoEPrompt, num_params=_count))

@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+from .base import Routing
+
 NOISE_KINDS = ("multiplicative", "additive", "none")
 WEIGHTINGS = ("probationary", "normalized", "uniform")
 INPUT_NORMS = ("none", "standardize")
@@ -67,8 +69,8 @@ class Router(nn.Module):
             x = (x - self.input_mean) / (self.input_var + 1e-6).sqrt()
         return x
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """x: [B, H] fp32 -> weights [B, N] and routing info (probs, selection mask)."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Routing]:
+        """x: [B, H] fp32 -> weights [B, N] and the routing record (probs, selection, weights)."""
         if self.input_norm == "standardize" and self.training:
             self._update_stats(x.float())
         logits = self.linear(self.router_input(x).to(self.linear.weight.dtype))
@@ -78,20 +80,19 @@ class Router(nn.Module):
         probs = torch.softmax(logits / self.temperature, dim=-1)
         selective = self.top_k is not None and self.top_k < self.experts
         if not selective:  # every expert
-            mask = torch.ones_like(probs)
+            selected = torch.ones_like(probs)
         else:
             idx = probs.topk(self.top_k, dim=-1).indices
-            mask = torch.zeros_like(probs).scatter_(-1, idx, 1.0)
+            selected = torch.zeros_like(probs).scatter_(-1, idx, 1.0)
         if self.weighting == "probationary":  # selected experts scaled by their probability
-            weights = probs * mask
+            weights = probs * selected
         elif self.weighting == "normalized":  # selected weights sum to one; gradient still via probs
-            sel = probs * mask
+            sel = probs * selected
             weights = sel / sel.sum(-1, keepdim=True).detach()
         else:  # uniform over the selection; straight-through so the router still learns when selective
-            hard = mask / mask.sum(-1, keepdim=True)
-            weights = hard + (probs - probs.detach()) * mask if selective else hard
+            hard = selected / selected.sum(-1, keepdim=True)
+            weights = hard + (probs - probs.detach()) * selected if selective else hard
         # Switch-style load-balancing term N * sum_i f_i * P_i (f: share routed, P: mean prob);
         # the trainer adds it only when a config asks for it.
-        balance = self.experts * (mask.mean(0).detach() * probs.mean(0)).sum()
-        return weights, {"probs": probs.detach(), "mask": mask.detach(), "weights": weights.detach(),
-                         "balance_loss": balance}
+        balance = self.experts * (selected.mean(0).detach() * probs.mean(0)).sum()
+        return weights, Routing(probs.detach(), selected.detach(), weights.detach(), balance)

@@ -32,9 +32,9 @@ class SMoPPrompt(PromptModule):
                              top_k=cfg.top_k, weighting="probationary")
 
     def forward(self, input_embeds, attention_mask):
-        weights, self.last_routing = self.router(masked_mean(input_embeds, attention_mask))
+        weights, self.routing = self.router(masked_mean(input_embeds, attention_mask))
         return torch.einsum("bn,nth->bth", weights, self.prompts)
 
 
-register(MethodSpec("smop", SMoPConfig, "prompt", SMoPPrompt,
+register(MethodSpec("smop", SMoPConfig, SMoPPrompt,
                     num_params=lambda c, m: c.num_tokens * m.hidden_size + c.experts * m.hidden_size))

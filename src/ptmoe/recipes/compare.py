@@ -18,15 +18,18 @@ with --only).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import random
 import time
 from pathlib import Path
 
+from ..methods import get_method
+from ..methods.attempt import NO_SOURCE
+from ..metrics import PRIMARY, question_scores
 from .config import DEFAULTS, ConfigError, merge, parse_override, read_config_file, switch_method, validate
 from .evaluate import evaluate
-from ..methods.attempt import NO_SOURCE
 from .presets import apply_preset
 from .runs import NON_FINITE, RunStopped
 
@@ -148,13 +151,13 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     finished, used = {}, []  # used: every stored run behind the table, sweeps included
-    for entry in methods:  # ATTEMPT's sources: checked before anything trains
-        if "source_runs" in entry and (entry.get("method") != "attempt"
-                                       or not isinstance(entry["source_runs"] or {}, dict)):
+    for entry, cfg in configs:  # source prompts (ATTEMPT's): checked before anything trains
+        takes_sources = "source_prompts" in {f.name for f in dataclasses.fields(get_method(cfg["method"]).config_cls)}
+        if "source_runs" in entry and (not takes_sources or not isinstance(entry["source_runs"] or {}, dict)):
             raise ConfigError(f"{where}: methods[{entry.get('name')}]: 'source_runs' is a mapping of "
-                              f"train-config overrides, for method attempt only")
-        if entry.get("method") == "attempt" and "source_runs" not in entry:
-            opts = entry.get("method_options") or {}
+                              f"train-config overrides, for methods with source prompts (attempt) only")
+        if takes_sources and "source_runs" not in entry:
+            opts = cfg["method_options"]
             if not opts.get("source_prompts") and not opts.get("num_random_sources"):
                 raise ConfigError(f"{where}: methods[{entry.get('name')}]: {NO_SOURCE}")
     for entry, cfg in configs:
@@ -245,22 +248,12 @@ def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool, used: list) 
 
 
 def per_question(runs: list[dict]) -> dict[str, list[float]]:
-    """Per eval set, each question's score (F1 or accuracy) averaged over seeds."""
-    from ..metrics import math_correct, qa_scores
-    from .evaluate import stop_answer
-
+    """Per eval set, each question's primary score (F1 or accuracy) averaged over seeds."""
     out = {}
     for r in runs:
         for spec, preds in r["eval"]["predictions"].items():
-            scores = []
-            for p in preds:
-                t = p["prediction"]
-                if t is None:
-                    scores.append(0.0)
-                elif r["eval"]["sets"][spec]["task"] == "math":
-                    scores.append(100.0 * math_correct(t, p["answers"][0]))
-                else:
-                    scores.append(100.0 * qa_scores(stop_answer(t, "qa"), p["answers"])[1])
+            task = r["eval"]["sets"][spec]["task"]
+            scores = [question_scores(task, p["prediction"], p["answers"])[PRIMARY[task]] for p in preds]
             prev = out.setdefault(spec, [0.0] * len(scores))
             out[spec] = [a + b / len(runs) for a, b in zip(prev, scores)]
     return out

@@ -1,23 +1,25 @@
 """`ptmoe demo`, the main job: on the embedded default model, prepare the data if needed, evaluate
 the base model, train PT-MoE on SQuAD for a short CPU budget, evaluate again, print the F1 gain
-and the router summary. Every setting is in configs/demo.yaml; key=value overrides apply."""
+and the router summary. Every setting is in the packaged ptmoe/configs/demo.yaml (configs/demo.yaml in
+a checkout); key=value overrides apply."""
 from __future__ import annotations
 
 import json
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from .config import load_config
 from .runs import fresh_folder
 
-DEMO_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(str(files("ptmoe") / "configs" / "demo.yaml"))  # package data: found in any install
 # Stored measurement at the demo's budget (60 steps of batch 8, SmolLM2-135M-Instruct, CPU), from
 # docs/parity.md "QA at the CPU budget": the SQuAD held-out column of the QA-mix comparison, 3 seeds each.
 PARITY_60_STEPS = {"pt": (43.34, 39.33), "ptmoe (default)": (38.67, 32.00)}
 
 
 def add_arguments(p):
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides of configs/demo.yaml")
+    p.add_argument("overrides", nargs="*", help=f"dotted key=value overrides of {DEMO_CONFIG}")
     p.add_argument("--config", default=None, help="another demo config")
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
+from ..adapted import AdaptedModel
+from ..base_models import load_base_model
 from ..collate import pad_batch
-from ..metrics import math_correct, qa_scores
-from ..model import PtmoeModel
-from ..models import load_base_model
+from ..device import default_device, resolve_dtype
+from ..metrics import average, set_scores, stop_answer  # noqa: F401  (stop_answer: former home)
 from .config import ConfigError, load_config
 from .routing import RouterMonitor, plot_usage
-from .train import resolve_dtype
 
 
 def add_arguments(p):
@@ -28,34 +28,26 @@ def add_arguments(p):
 def run(args):
     cfg = load_config(args.config, args.overrides)
     if args.adapter:  # a wrong folder fails before the model loads
-        PtmoeModel.read_adapter_config(args.adapter)
+        AdaptedModel.read_adapter_config(args.adapter)
     results = evaluate(cfg, args.adapter, args.out)
     print(format_table(results))
     return 0
-
-
-def stop_answer(text: str, task: str) -> str:
-    """QA answers end at the first line break; math keeps the reasoning (the number is extracted)."""
-    text = text.strip()
-    return text.split("\n")[0].strip() if task == "qa" else text
 
 
 def load_for_eval(cfg: dict, adapter: str | None, device):
     base, tok = load_base_model(cfg["model"], resolve_dtype(cfg["dtype"], device))
     base = base.to(device)
     if adapter:
-        return PtmoeModel.from_pretrained(adapter, base, tok), tok
-    model = PtmoeModel(base, "ft", {}, tok)  # the untouched base model behind the same interface
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, tok
+        return AdaptedModel.from_pretrained(adapter, base, tok), tok
+    return AdaptedModel(base, "none", {}, tok), tok  # the frozen base model behind the same interface
 
 
 @torch.no_grad()
 def generate_answers(model, tok, examples, batch_size, max_length, max_new_tokens, monitor=None, progress=True):
     """Greedy answers for examples, batched by length (left padding). Returns (texts, n_dropped)."""
-    from ..data.format import encode_dataset, special_ids
     from tqdm.auto import tqdm
+
+    from ..data.format import encode_dataset, special_ids
 
     enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
@@ -75,28 +67,18 @@ def generate_answers(model, tok, examples, batch_size, max_length, max_new_token
 
 
 def score_set(examples, texts) -> dict:
-    task = examples[0].get("task", "qa")
-    n = len(examples)
-    if task == "math":
-        correct = [t is not None and math_correct(t, ex["answers"][0]) for ex, t in zip(examples, texts)]
-        return {"task": "math", "n": n, "accuracy": 100.0 * sum(correct) / n}
-    em = f1 = 0.0
-    for ex, t in zip(examples, texts):
-        if t is not None:  # a dropped (too long) question scores zero: it still counts
-            e, f = qa_scores(stop_answer(t, "qa"), ex["answers"])
-            em, f1 = em + e, f1 + f
-    return {"task": "qa", "n": n, "f1": 100.0 * f1 / n, "em": 100.0 * em / n}
+    return set_scores(examples[0].get("task", "qa"), texts, [ex["answers"] for ex in examples])
 
 
 def evaluate(cfg: dict, adapter: str | None = None, out_dir: str | None = None, model=None, tok=None,
              log=print, progress=True) -> dict:
     from ..data import load_examples
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     if model is None:
         model, tok = load_for_eval(cfg, adapter, device)
     model.eval()
-    monitor = RouterMonitor(model, log=log) if model.spec.kind == "prompt" else None
+    monitor = RouterMonitor(model, log=log)
     e, d = cfg["eval"], cfg["data"]
     results = {"model": cfg["model"], "adapter": adapter, "method": model.method if adapter else "base",
                "num_trainable": model.num_trainable() if adapter else 0, "sets": {}, "predictions": {}}
@@ -120,7 +102,7 @@ def evaluate(cfg: dict, adapter: str | None = None, out_dir: str | None = None, 
                                         for ex, t in zip(examples, texts)]
     results["average"] = average(results["sets"])
     results["wall_s"] = time.time() - t0
-    if monitor is not None:
+    if monitor.totals():  # a routed adapter was used
         results["router"] = monitor.totals()
     if out_dir or adapter:
         out = Path(out_dir) if out_dir else Path(adapter).parent / "eval"
@@ -131,18 +113,6 @@ def evaluate(cfg: dict, adapter: str | None = None, out_dir: str | None = None, 
             plot_usage(results["router"], out / "router.png")
         results["results_path"] = str(out / "results.json")
     return results
-
-
-def average(sets: dict) -> dict:
-    qa = [r for r in sets.values() if r["task"] == "qa"]
-    math = [r for r in sets.values() if r["task"] == "math"]
-    avg = {}
-    if qa:
-        avg["f1"] = sum(r["f1"] for r in qa) / len(qa)
-        avg["em"] = sum(r["em"] for r in qa) / len(qa)
-    if math:
-        avg["accuracy"] = sum(r["accuracy"] for r in math) / len(math)
-    return avg
 
 
 def format_table(results: dict) -> str:

@@ -6,11 +6,12 @@ import json
 
 import torch
 
+from ..adapted import AdaptedModel
+from ..base_models import DEFAULT_MODEL, check_model_name, load_base_model
 from ..collate import pad_batch
 from ..data.format import build_prompt_text, special_ids
-from ..model import PtmoeModel
-from ..models import DEFAULT_MODEL, check_model_name, load_base_model
-from .evaluate import stop_answer
+from ..device import default_device, resolve_dtype
+from ..metrics import stop_answer
 
 
 def add_arguments(p):
@@ -23,6 +24,7 @@ def add_arguments(p):
     p.add_argument("--file", help="jsonl of {question, context?, task?, adapter?}; one answer per line out")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU and on CPUs with bf16 instructions), bf16, fp32")
 
 
 def parse_adapters(items):
@@ -53,12 +55,12 @@ def run(args):
     adapters = parse_adapters(args.adapter)
     check_model_name(args.model)  # fail before any load: a wrong name or adapter folder
     for path in adapters.values():
-        PtmoeModel.read_adapter_config(path)
+        AdaptedModel.read_adapter_config(path)
     for row in rows:
         row.setdefault("task", args.task or ("qa" if row.get("context") else "math"))
         if row.get("adapter") is not None and row["adapter"] not in adapters:  # never answer it with another model
             raise ValueError(f"adapter {row['adapter']!r} not given with --adapter (have {sorted(adapters) or 'none'})")
-    answers = answer(rows, args.model, adapters, args.batch_size, args.max_new_tokens)
+    answers = answer(rows, args.model, adapters, args.batch_size, args.max_new_tokens, args.dtype)
     for row, a in zip(rows, answers):
         print(json.dumps({"question": row["question"], "adapter": row.get("adapter"), "answer": a}) if args.file
               else a)
@@ -66,17 +68,17 @@ def run(args):
 
 
 @torch.no_grad()
-def answer(rows, model_name, adapters: dict, batch_size=16, max_new_tokens=None):
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    base, tok = load_base_model(model_name, torch.bfloat16 if device.type == "cuda" else torch.float32)
+def answer(rows, model_name, adapters: dict, batch_size=16, max_new_tokens=None, dtype: str = "auto"):
+    device = default_device()
+    base, tok = load_base_model(model_name, resolve_dtype(dtype, device))
     base = base.to(device)
     names = list(adapters)
     if names:
-        model = PtmoeModel.from_pretrained(adapters[names[0]], base, tok, adapter_name=names[0])
+        model = AdaptedModel.from_pretrained(adapters[names[0]], base, tok, adapter_name=names[0])
         for n in names[1:]:
             model.load_adapter(adapters[n], n)
     else:
-        model = PtmoeModel(base, "ft", {}, tok)
+        model = AdaptedModel(base, "none", {}, tok)  # the frozen base model alone
     model.eval()
     pad_id, eos = special_ids(tok)
     out = []

@@ -69,8 +69,6 @@ def apply_preset(cfg: dict) -> dict:
     cfg["method_options"] = {**preset["method_options"], **cfg["method_options"]}
     lr = cfg["train"]["lr"] * preset.get("lr_scale", 1.0)
     cfg["train"]["lr"] = lr
-    for group, scale in preset.get("lr_groups_scale", {}).items():
-        cfg["train"]["lr_groups"].setdefault(group, lr * scale)
     cfg["preset"] = None  # applied once: a saved config replays the same numbers
     return cfg
 

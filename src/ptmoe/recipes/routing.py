@@ -15,7 +15,7 @@ def usage_entropy_bits(counts: list[float]) -> float:
 
 
 class RouterMonitor:
-    """Accumulates the routing of each forward (the PromptModule's `last_routing`) by data set."""
+    """Accumulates the routing of each forward (the model's `routing` record) by data set."""
 
     def __init__(self, model, collapse_threshold: float = 0.95, log=print):
         self.model, self.threshold, self.log = model, collapse_threshold, log
@@ -29,20 +29,19 @@ class RouterMonitor:
                 "n": defaultdict(int)}
 
     def observe(self, sets: list[str]) -> None:
-        module = self.model.prompt_module
-        info = getattr(module, "last_routing", None) if module is not None else None
-        if not info:
+        routing = self.model.routing  # None: the adapter is not routed
+        if routing is None:
             return
-        probs, mask = info["probs"].float().cpu(), info.get("mask", info["probs"]).float().cpu()
+        probs, selected = routing.probs.float().cpu(), routing.selected.float().cpu()
         # an input that uses every expert (a dense mixture: ATTEMPT, top_k = N) counts by its weights,
         # so the share is the mean weight; a selecting router counts the experts it chose
-        mask = torch.where(mask.bool().all(-1, keepdim=True), probs, mask)
+        used = torch.where(selected.bool().all(-1, keepdim=True), probs, selected)
         ent = -(probs.clamp_min(1e-12).log2() * probs).sum(-1)
         conf = probs.max(-1).values
         for acc in (self.window, self.all):
             for i, s in enumerate(sets[: probs.shape[0]]):
                 u = acc["usage"][s]
-                acc["usage"][s] = mask[i].clone() if u is None else u + mask[i]
+                acc["usage"][s] = used[i].clone() if u is None else u + used[i]
                 acc["conf"][s] += float(conf[i])
                 acc["ent"][s] += float(ent[i])
                 acc["n"][s] += 1

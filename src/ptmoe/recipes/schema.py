@@ -9,7 +9,7 @@ import re
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # 5e-5, 1e-2, .5, 3.0E+2
 
 
-METHODS = ("ptmoe", "pt", "dpt", "smop", "attempt", "lora", "hydralora", "ft")  # as registered in methods/
+METHODS = ("ptmoe", "pt", "dpt", "smop", "attempt", "lora", "hydralora", "ft")  # the trainable built-ins in methods/
 
 
 class ConfigError(ValueError):
@@ -66,10 +66,14 @@ def choice(*options, null: bool = False) -> Kind:
 
 def method_name() -> Kind:
     def check(v, key):
-        if v not in METHODS:
+        if v in METHODS:  # the built-in ones, known without importing torch
+            return v
+        from ..methods import REGISTRY  # and any method registered by the user's own code
+
+        if v not in REGISTRY or v == "none":
             raise ConfigError(f"{key}: unknown method {v!r}; known: {', '.join(METHODS)}")
         return v
-    return Kind("one of " + ", ".join(f"`{m}`" for m in METHODS), check)
+    return Kind("one of " + ", ".join(f"`{m}`" for m in METHODS) + " (or a method your code registers)", check)
 
 
 def string(null: bool = False) -> Kind:
@@ -113,7 +117,7 @@ SCHEMA: dict[str, tuple] = {
     "model": ("smollm2-135m-instruct", string(),
               ("base model: `smollm2-135m-instruct` or `gemma3-270m` (embedded), a local folder, a `.gguf` "
                "file, a cached Hugging Face id, or `shape:NAME` (random weights)")),
-    "dtype": ("auto", choice("auto", "bf16", "fp32"), "weights of the frozen model; `auto`: bf16 on GPU, fp32 on CPU"),
+    "dtype": ("auto", choice("auto", "bf16", "fp32"), "weights of the frozen model; `auto`: bf16 on GPU and on CPUs with bf16 instructions (AMX / AVX512-BF16), else fp32"),
     "method": ("ptmoe", method_name(),
                "what is trained (options under `method_options`, listed below)"),
     "method_options": ({}, mapping(text="mapping"), "options of the method (see *Method options*)"),

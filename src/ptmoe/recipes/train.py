@@ -17,11 +17,13 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import get_scheduler
 
+from ..adapted import AdaptedModel
+from ..base_models import load_base_model
 from ..collate import epoch_batches, pad_batch
 from ..data.format import special_ids
-from ..model import PtmoeModel
-from ..models import load_base_model
+from ..device import resolve_dtype
 from .config import ConfigError, dump, load_config
 from .presets import apply_preset, task_init_text
 from .routing import RouterMonitor
@@ -57,10 +59,8 @@ def run(args):
 
 
 # ---- building blocks --------------------------------------------------------------------------
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
+# train.schedule -> transformers' scheduler (constant keeps the warm-up)
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
 def output_dir(cfg: dict) -> Path:
@@ -69,11 +69,11 @@ def output_dir(cfg: dict) -> Path:
 
 def build_model(cfg: dict, device: torch.device):
     base, tok = load_base_model(cfg["model"], resolve_dtype(cfg["dtype"], device))
-    model = PtmoeModel(base.to(device), cfg["method"], task_init_text(cfg), tok, seed=cfg["seed"])
+    model = AdaptedModel(base.to(device), cfg["method"], task_init_text(cfg), tok, seed=cfg["seed"])
     return model, tok
 
 
-def param_groups(model: PtmoeModel, lr: float, lr_groups: dict, weight_decay: float):
+def param_groups(model: AdaptedModel, lr: float, lr_groups: dict, weight_decay: float):
     """AdamW groups: a parameter whose name contains a lr_groups key gets that learning rate."""
     groups: dict[float, list] = {}
     matched = set()
@@ -94,17 +94,6 @@ def param_groups(model: PtmoeModel, lr: float, lr_groups: dict, weight_decay: fl
     return [{"params": ps, "lr": glr, "initial_lr": glr, "weight_decay": weight_decay} for glr, ps in groups.items()]
 
 
-def lr_lambda(schedule: str, warmup: int, total: int):
-    def f(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        if schedule == "linear":
-            return max(0.0, 1.0 - progress)
-        if schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-    return f
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -148,7 +137,8 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
     train_rows, valid_rows = encode_sources(cfg, sources, valid, rng, tok, log=main_log)
     optimizer = torch.optim.AdamW(param_groups(model, t["lr"], t["lr_groups"], t["weight_decay"]))
     warmup = int(t["warmup_ratio"] * t["steps"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t["schedule"], warmup, t["steps"]))
+    scheduler = get_scheduler(SCHEDULES[t["schedule"]], optimizer, num_warmup_steps=warmup,
+                              num_training_steps=t["steps"])
     step, best, bad_evals, history, state = 0, None, 0, [], {}
     if resume:
         state = load_checkpoint(ckpt, model, optimizer)

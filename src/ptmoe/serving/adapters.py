@@ -55,8 +55,8 @@ class Served:
 
     def prompt_tokens(self, name: str) -> int:
         """Soft prompt tokens a request for `name` adds in front of its input."""
-        if name in self.methods and get_method(self.methods[name]).kind == "prompt":
-            return self.prompt.prompts[name].num_tokens
+        if name in self.methods and get_method(self.methods[name]).mixable:
+            return self.prompt.adapters[name].num_tokens
         return 0
 
     def eos_ids(self) -> list[int]:
@@ -83,7 +83,7 @@ def load_served(base_name: str, adapters: dict[str, str], device="cpu", dtype=to
     for name, path in adapters.items():
         method = metas[name]["method"]
         served.methods[name] = method
-        if get_method(method).kind == "prompt":
+        if get_method(method).mixable:
             if served.prompt is None:
                 served.prompt = _frozen(PtmoeModel.from_pretrained(path, served.base.lm, tok, adapter_name=name), device)
             else:

@@ -121,13 +121,13 @@ def create_app(engine, served, max_queue: int = 64, max_batch: int = 8, batch_wa
             for j in jobs:  # the client went away, timed out or failed: stop work on the rest
                 j.cancelled = j.cancelled or not j.finished
 
-    async def respond(request: Request, kind: str):
-        schema = ChatRequest if kind == "chat" else CompletionRequest
+    async def respond(request: Request, endpoint: str):
+        schema = ChatRequest if endpoint == "chat" else CompletionRequest
         req = parse_request(await request.body(), schema)
         check_model(req.model)
         loop = asyncio.get_running_loop()
         with TOKENIZER_LOCK:
-            if kind == "chat":
+            if endpoint == "chat":
                 prompts = [encode_chat(served.tokenizer, req.messages)]
                 param, max_tokens = "messages", req.max_completion_tokens or req.max_tokens
             else:
@@ -138,8 +138,8 @@ def create_app(engine, served, max_queue: int = 64, max_batch: int = 8, batch_wa
                 param, max_tokens = "prompt", req.max_tokens
         jobs = [make_job(req, ids, param, max_tokens, loop) for ids in prompts]
         submit(jobs)
-        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        fmt = _Format(kind, rid, req.model, int(time.time()), sum(len(j.ids) for j in jobs))
+        rid = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        fmt = _Format(endpoint, rid, req.model, int(time.time()), sum(len(j.ids) for j in jobs))
         if req.stream:
             usage = bool((req.stream_options or {}).get("include_usage"))
             return StreamingResponse(_sse(fmt, events(jobs), len(jobs), usage), media_type="text/event-stream")
@@ -165,16 +165,16 @@ def create_app(engine, served, max_queue: int = 64, max_batch: int = 8, batch_wa
 class _Format:
     """Response bodies in OpenAI's shapes for completions and chat completions."""
 
-    def __init__(self, kind, rid, model, created, prompt_tokens):
-        self.kind, self.rid, self.model, self.created, self.prompt_tokens = kind, rid, model, created, prompt_tokens
-        self.object = "chat.completion" if kind == "chat" else "text_completion"
+    def __init__(self, endpoint, rid, model, created, prompt_tokens):
+        self.endpoint, self.rid, self.model, self.created, self.prompt_tokens = endpoint, rid, model, created, prompt_tokens
+        self.object = "chat.completion" if endpoint == "chat" else "text_completion"
 
     def usage(self, completion_tokens):
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
                 "total_tokens": self.prompt_tokens + completion_tokens}
 
     def choice(self, i, text, reason, delta=False):
-        if self.kind != "chat":
+        if self.endpoint != "chat":
             return {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
         if delta:
             return {"index": i, "delta": {} if text is None else {"content": text}, "finish_reason": reason,
@@ -188,7 +188,7 @@ class _Format:
                 "usage": self.usage(completion_tokens)}
 
     def chunk(self, choices, usage=None):
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        obj = "chat.completion.chunk" if self.endpoint == "chat" else "text_completion"
         body = {"id": self.rid, "object": obj, "created": self.created, "model": self.model, "choices": choices}
         if usage is not None:
             body["usage"] = usage
@@ -196,7 +196,7 @@ class _Format:
 
 
 async def _sse(fmt: _Format, events, n: int, include_usage: bool):
-    if fmt.kind == "chat":  # the first chunk names the role, as OpenAI's does
+    if fmt.endpoint == "chat":  # the first chunk names the role, as OpenAI's does
         yield fmt.chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                           "logprobs": None} for i in range(n)])
     tokens = 0
@@ -206,7 +206,7 @@ async def _sse(fmt: _Format, events, n: int, include_usage: bool):
                 yield fmt.chunk([fmt.choice(i, event[1], None, delta=True)])
             else:
                 tokens += event[2]
-                yield fmt.chunk([fmt.choice(i, None if fmt.kind == "chat" else "", event[1], delta=True)])
+                yield fmt.chunk([fmt.choice(i, None if fmt.endpoint == "chat" else "", event[1], delta=True)])
         if include_usage:
             yield fmt.chunk([], fmt.usage(tokens))
     except ApiError as e:  # headers are sent: the error travels as an event, as OpenAI's API does it

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from ..interop.peft_format import export_peft, is_peft_folder
 from ..methods import get_method
 from ..models import PACKAGED, cache_dir
-from ..interop.peft_format import export_peft, is_peft_folder
 from .adapters import Served
 from .engine_hf import finish
 from .text import TextStream
@@ -59,7 +59,7 @@ class VLLMEngine:
         self.served = served
         self._tmp = tempfile.TemporaryDirectory(prefix="ptmoe-vllm-lora-")
         self.loras = {}
-        for i, name in enumerate(n for n, m in served.methods.items() if m == "lora"):
+        for i, name in enumerate(n for n, m in served.methods.items() if get_method(m).peft_type == "LORA"):
             path = served.paths[name]  # vLLM's LoRA requests read PEFT's folder format
             folder = path if is_peft_folder(path) else export_peft(path, Path(self._tmp.name) / name)
             self.loras[name] = LoRARequest(name, i + 1, str(folder))

@@ -1,0 +1,180 @@
+"""AdaptedModel: a frozen Hugging Face causal LM plus one method's adapter (or several mixable ones).
+
+It asks the adapter, never the method's name: what prompt to prepend (`inputs.py`), what to save and
+load (`persistence.py`), its routing and auxiliary loss. The loss is in `loss.py`, decoding in
+`generation.py`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import persistence
+from .generation import greedy_decode, left_align
+from .inputs import context_mask, mixed_prompts, prepend_prompt
+from .loss import label_loss, logits_and_loss
+from .methods import PROMPT, Adapter, MethodConfig, Routing, get_method, make_config
+from .persistence import CONFIG_NAME, AdapterError
+
+
+@dataclass
+class Output:
+    loss: torch.Tensor | None
+    logits: torch.Tensor | None = None
+    num_label_tokens: int = 0
+
+
+class AdaptedModel(nn.Module):
+    """`lm`: the transformers *ForCausalLM (weight methods change it in place); `adapters`: name -> Adapter."""
+
+    def __init__(self, base: nn.Module, method: str, config: MethodConfig | dict | None = None,
+                 tokenizer=None, seed: int = 0, adapter_name: str = "default"):
+        super().__init__()
+        spec = get_method(method)
+        if not isinstance(config, MethodConfig):
+            config = make_config(method, config)
+        self.method, self.config, self.spec = method, config, spec
+        self.identity = persistence.base_identity(base)  # before any method (full FT) changes the base
+        base.requires_grad_(False)
+        self.lm = base
+        self.adapters = nn.ModuleDict({adapter_name: spec.build(config, base, tokenizer, seed)})
+        self.active_adapter = adapter_name
+
+    # ---- the pieces ---------------------------------------------------------------------------------
+    @property
+    def adapter(self) -> Adapter:
+        return self.adapters[self.active_adapter]
+
+    @property
+    def prompt_module(self):
+        """The active adapter where it makes a soft prompt, else None."""
+        return self.adapter if self.adapter.changes == PROMPT else None
+
+    @property
+    def routing(self) -> Routing | None:
+        """What the active adapter's router chose on its last call (None: not routed, or not called)."""
+        return self.adapter.routing
+
+    def aux_loss(self) -> torch.Tensor | None:
+        return self.adapter.aux_loss
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def gradient_checkpointing_enable(self):
+        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # ---- inputs, loss, generation ---------------------------------------------------------------------
+    def build_inputs(self, input_ids, attention_mask, labels=None, adapter_names=None):
+        """-> inputs_embeds, attention_mask, position_ids, labels with each example's prompt prepended.
+        `adapter_names` (one per row) mixes prompts of several loaded adapters in one batch."""
+        embeds = self.lm.get_input_embeddings()(input_ids)
+        given = context_mask(attention_mask, labels)  # never the answer: see context_mask
+        if adapter_names is not None and len(set(adapter_names)) == 1:  # one adapter after all
+            adapter_names, adapter = None, self.adapters[_known(self.adapters, adapter_names[0])]
+        else:
+            adapter = self.adapter
+        if adapter_names is None:
+            return prepend_prompt(embeds, attention_mask, labels, adapter.soft_prompt(embeds, given))
+        return prepend_prompt(embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given,
+                                                                                adapter_names))
+
+    def forward(self, input_ids, attention_mask, labels=None, return_logits=False, adapter_names=None) -> Output:
+        """Fast path (default): the backbone's hidden states, then the LM head only where labels exist,
+        in chunks. `return_logits=True` (or no labels): the plain path, full logits and the usual loss."""
+        x, mask, pos, labels = self.build_inputs(input_ids, attention_mask, labels, adapter_names)
+        if return_logits or labels is None:
+            logits, loss = logits_and_loss(self.lm, x, mask, pos, labels)
+            return Output(loss, logits)
+        loss, n = label_loss(self.lm, x, mask, pos, labels)
+        return Output(loss, None, n)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 32, eos_token_id=None,
+                 pad_token_id: int = 0, adapter_names=None) -> torch.Tensor:
+        """Greedy decoding with the KV cache; the prompt is computed and injected once, at prefill.
+        Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS."""
+        input_ids, attention_mask = left_align(input_ids, attention_mask)
+        was_training = self.training
+        self.eval()
+        try:
+            x, mask, pos, _ = self.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
+            return greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id)
+        finally:
+            self.train(was_training)
+
+    # ---- saving and loading -------------------------------------------------------------------------------
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.adapter.adapter_state()
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Writes adapter_config.json and adapter_model.safetensors atomically (temp dir, then rename)."""
+        meta = {"method": self.method, "config": self.config.to_dict(), "base_model": self.identity,
+                "num_trainable": self.num_trainable(), **(extra or {})}
+        return persistence.write_adapter(directory, meta, self.adapter)
+
+    read_adapter_config = staticmethod(persistence.read_adapter_config)
+
+    def check_base(self, meta: dict, where) -> None:
+        persistence.check_base(meta, self.identity, where)
+
+    @classmethod
+    def from_pretrained(cls, directory, base: nn.Module, tokenizer=None, adapter_name: str = "default"):
+        from .interop.peft_format import is_peft_folder, load_peft
+
+        if is_peft_folder(directory):  # a Hugging Face PEFT prompt-tuning or LoRA folder
+            return load_peft(directory, base, tokenizer, adapter_name)
+        meta = persistence.read_adapter_config(directory)
+        where = Path(directory) / CONFIG_NAME
+        config = make_config(meta["method"], meta["config"], where=str(where))
+        model = cls(base, meta["method"], config.for_loading(), tokenizer, adapter_name=adapter_name)
+        model.config = config
+        model.check_base(meta, where)
+        model.load_weights(directory, adapter_name)
+        return model
+
+    def load_adapter(self, directory, adapter_name: str):
+        """Add another adapter (same base model) for mixed-adapter batches: both must be mixable."""
+        from .interop.peft_format import is_peft_folder, load_peft_prompt
+
+        if is_peft_folder(directory) and self.spec.mixable:  # PEFT prompt tuning
+            self.adapters[adapter_name] = load_peft_prompt(directory, self.lm)
+            return
+        meta = persistence.read_adapter_config(directory)
+        where = Path(directory) / CONFIG_NAME
+        self.check_base(meta, where)
+        spec = get_method(meta["method"])
+        if not (spec.mixable and self.spec.mixable):
+            raise AdapterError(f"{where}: only prompt methods (mixable ones) can be mixed in one batch "
+                               f"(this is {meta['method']!r} on a {self.method!r} model)")
+        config = make_config(meta["method"], meta["config"], where=str(where))
+        self.adapters[adapter_name] = spec.build(config.for_loading(), self.lm)
+        self.load_weights(directory, adapter_name)
+
+    def load_weights(self, directory, adapter_name: str | None = None) -> None:
+        persistence.load_weights(directory, self.adapters[adapter_name or self.active_adapter])
+
+    _load_weights = load_weights  # the name train.py's checkpoints used before
+
+    @property
+    def prompts(self) -> nn.ModuleDict:
+        """Former name of `adapters`."""
+        return self.adapters
+
+    @property
+    def base(self) -> nn.Module:
+        """Former attribute: the model as the method left it (PEFT's wrapper for PEFT LoRA, else `lm`)."""
+        return getattr(self.adapter, "peft_model", None) or self.lm
+
+
+def _known(adapters, name: str) -> str:
+    if name not in adapters:
+        raise ValueError(f"adapter_names: not loaded: {[name]}; loaded: {sorted(adapters)}")
+    return name

@@ -1,0 +1,85 @@
+"""Adapter folders: adapter_config.json (format version, method, its options, the base model's identity)
+and adapter_model.safetensors (whatever the method saves). Never a pickle; writes are atomic."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .fsutil import atomic_dir
+from .interop.model_card import write_model_card
+from .methods import AdapterStateError
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT_VERSION = 1  # what the keys of each method's tensors mean; bump (and convert) if one changes
+
+
+class AdapterError(ValueError):
+    pass
+
+
+def base_identity(lm: nn.Module) -> dict:
+    """Name, sizes and a fingerprint of the embedding matrix (dtype-independent: rounded to bf16)."""
+    emb = lm.get_input_embeddings().weight.detach()
+    rows = emb[:: max(1, emb.shape[0] // 4096)].to(torch.bfloat16).cpu().contiguous()
+    digest = hashlib.sha256(rows.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
+    return {"name": str(getattr(lm.config, "_name_or_path", "")), "hidden_size": int(emb.shape[1]),
+            "vocab_size": int(emb.shape[0]), "embedding_fingerprint": digest}
+
+
+def read_adapter_config(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise AdapterError(f"{path}: adapter config not found")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AdapterError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    for key in ("method", "config", "base_model"):
+        if key not in meta:
+            raise AdapterError(f"{path}: field {key!r} missing")
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise AdapterError(f"{path}: format_version {version!r} is newer than this ptmoe reads "
+                           f"({FORMAT_VERSION}): upgrade ptmoe")
+    if not (Path(directory) / WEIGHTS_NAME).is_file():
+        raise AdapterError(f"{Path(directory) / WEIGHTS_NAME}: adapter weights not found")
+    return meta
+
+
+def check_base(meta: dict, have: dict, where) -> None:
+    want = meta["base_model"]
+    keys = ("hidden_size", "vocab_size", "embedding_fingerprint")
+    if any(want.get(k) != have[k] for k in keys):
+        desc = lambda d: (f"{d.get('name') or '?'} (hidden {d.get('hidden_size')}, vocab {d.get('vocab_size')}, "
+                          f"fingerprint {d.get('embedding_fingerprint')})")
+        raise AdapterError(f"{where}: adapter was trained on base model {desc(want)}, "
+                           f"but this base model is {desc(have)}")
+
+
+def write_adapter(directory, meta: dict, adapter) -> Path:
+    """adapter_config.json and the adapter's tensors, atomically (temp dir, then rename)."""
+    with atomic_dir(directory) as tmp:
+        (tmp / CONFIG_NAME).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2))
+        adapter.save_weights(tmp / WEIGHTS_NAME)
+        write_model_card(tmp, meta, final_dir=directory)
+    return Path(directory)
+
+
+def load_weights(directory, adapter) -> None:
+    """The saved tensors into `adapter`; a file that is not safetensors or does not fit names the file."""
+    path = Path(directory) / WEIGHTS_NAME
+    try:
+        state = load_file(str(path))  # safetensors only: never a pickle
+    except Exception as e:
+        raise AdapterError(f"{path}: cannot read safetensors ({e})") from None
+    try:
+        adapter.load_adapter_state(state)
+    except AdapterStateError as e:
+        raise AdapterError(f"{path}: {e}") from None
