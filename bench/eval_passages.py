@@ -6,11 +6,12 @@ is worth as many draws as it has passages (see docs/parity.md, "Why the demo's e
 
     python bench/eval_passages.py configs/compare-qa.yaml [key=value ...]
 """
+
 import argparse
 
 from ptmoe.data import load_examples
-from ptmoe.recipes.compare import _deep_update, shared_config
-from ptmoe.recipes.config import parse_override
+from ptmoe.recipes.compare import shared_config
+from ptmoe.recipes.config import merge, parse_override
 
 
 def main():
@@ -22,7 +23,7 @@ def main():
 
     raw = yaml.safe_load(open(args.config))
     for item in args.overrides:
-        raw = _deep_update(raw, parse_override(item))
+        raw = merge(raw, parse_override(item))
     cfg = shared_config(raw, args.config)
     n = cfg["data"]["max_eval_examples"]
     print("| set | questions | passages |\n|---|---|---|")

@@ -17,6 +17,7 @@ lookups and the router, no LM forward, seconds on one core):
 
     python bench/expert_shares.py configs/demo.yaml runs/demo [key=value ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def shares(model, module, rows, pad_id, train_mode=False, batch_size=16) -> list
     module.train(train_mode)
     counts = None
     for s in range(0, len(rows), batch_size):
-        b = pad_batch(rows[s:s + batch_size], pad_id)
+        b = pad_batch(rows[s : s + batch_size], pad_id)
         embeds = model.lm.get_input_embeddings()(b["input_ids"])
         module(embeds, context_mask(b["attention_mask"], b.get("labels")))
         top = module.routing.selected * module.routing.probs
@@ -59,7 +60,7 @@ def restandardise(model, module, rows, pad_id, batch_size=16):
     r = m.router
     r.input_mean.zero_(), r.input_var.fill_(1.0), r.input_count.zero_()
     for s in range(0, len(rows), batch_size):
-        b = pad_batch(rows[s:s + batch_size], pad_id)
+        b = pad_batch(rows[s : s + batch_size], pad_id)
         embeds = model.lm.get_input_embeddings()(b["input_ids"])
         r._update_stats(masked_mean(embeds, context_mask(b["attention_mask"], b.get("labels"))))
     return m
@@ -84,25 +85,33 @@ def main():
         ex = list(load_examples(spec, log=lambda *a: None))[: cfg["data"]["max_eval_examples"]]
         passages |= {(spec, e.get("context", "")) for e in ex}
         task = ex[0].get("task", "qa")
-        enc, _ = encode_dataset(ex, tok, cfg["data"]["max_length"], train=False,
-                                max_new_tokens=cfg["eval"]["max_new_tokens"].get(task, 32))
+        enc, _ = encode_dataset(
+            ex, tok, cfg["data"]["max_length"], train=False, max_new_tokens=cfg["eval"]["max_new_tokens"].get(task, 32)
+        )
         eval_rows += enc
     summary = json.loads((run / "train_summary.json").read_text())
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    out = {"run": str(run), "adapter": args.adapter, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
-           "eval_passages": len(passages),  # questions on one passage pool nearly the same tokens
-           "run_total": summary["router"].get("expert_share"),
-           "run_windows": {r["step"]: [round(x, 3) for x in r["expert_share"]] for r in log if "expert_share" in r},
-           "final_train_rows": shares(model, module, train_rows, pad_id)}
+    out = {
+        "run": str(run),
+        "adapter": args.adapter,
+        "train_rows": len(train_rows),
+        "eval_rows": len(eval_rows),
+        "eval_passages": len(passages),  # questions on one passage pool nearly the same tokens
+        "run_total": summary["router"].get("expert_share"),
+        "run_windows": {r["step"]: [round(x, 3) for x in r["expert_share"]] for r in log if "expert_share" in r},
+        "final_train_rows": shares(model, module, train_rows, pad_id),
+    }
     # train mode (noise on) would also update running statistics: each draw on a copy
     noisy = [shares(model, copy.deepcopy(module), train_rows, pad_id, train_mode=True) for _ in range(args.draws)]
     out["final_train_noise"] = [sum(x) / len(noisy) for x in zip(*noisy)]
     out["final_eval"] = shares(model, module, eval_rows, pad_id)
     if module.router.input_norm == "standardize":
-        out["final_eval_stats_train_prompts"] = shares(model, restandardise(model, module, train_rows, pad_id),
-                                                       eval_rows, pad_id)
-        out["final_eval_stats_eval_questions"] = shares(model, restandardise(model, module, eval_rows, pad_id),
-                                                        eval_rows, pad_id)
+        out["final_eval_stats_train_prompts"] = shares(
+            model, restandardise(model, module, train_rows, pad_id), eval_rows, pad_id
+        )
+        out["final_eval_stats_eval_questions"] = shares(
+            model, restandardise(model, module, eval_rows, pad_id), eval_rows, pad_id
+        )
     shares_fmt = lambda v: [round(x, 3) for x in v] if isinstance(v, list) else v
     print("{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(shares_fmt(v))}" for k, v in out.items()) + "\n}")
 

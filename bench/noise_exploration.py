@@ -9,6 +9,7 @@ times. Routing only (embedding lookups and one linear layer): about a minute on 
     python bench/noise_exploration.py configs/compare-qa.yaml --preset paper
     python bench/noise_exploration.py configs/demo.yaml --adapter runs/demo/best
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ from ptmoe.data.format import special_ids
 from ptmoe.methods.base import masked_mean
 from ptmoe.model import PtmoeModel, context_mask
 from ptmoe.models import load_base_model
-from ptmoe.recipes.compare import _deep_update, shared_config
-from ptmoe.recipes.config import parse_override
+from ptmoe.recipes.compare import shared_config
+from ptmoe.recipes.config import merge, parse_override
 from ptmoe.recipes.presets import apply_preset, task_init_text
 from ptmoe.recipes.train_data import load_sources
 
@@ -42,7 +43,7 @@ def main():
     args = ap.parse_intermixed_args()
     raw = yaml.safe_load(open(args.config))  # a train or a compare config: the shared part
     for item in args.overrides:
-        raw = _deep_update(raw, parse_override(item))
+        raw = merge(raw, parse_override(item))
     cfg = shared_config(raw, args.config)
     base, tok = load_base_model(cfg["model"])
     if args.adapter:
@@ -56,7 +57,7 @@ def main():
     with torch.no_grad():
         xs = []
         for s in range(0, len(rows), 32):
-            b = pad_batch(rows[s:s + 32], pad)
+            b = pad_batch(rows[s : s + 32], pad)
             emb = model.lm.get_input_embeddings()(b["input_ids"])
             xs.append(masked_mean(emb, context_mask(b["attention_mask"], b["labels"])))
         x = torch.cat(xs)
@@ -65,11 +66,15 @@ def main():
             router._update_stats(x)
         logits = router.linear(router.router_input(x))
         clean = logits.argmax(-1)
-        print(f"rows {len(rows)}, router {'adapter ' + args.adapter if args.adapter else 'init, preset ' + args.preset}"
-              f" (input_norm {router.input_norm}); logits: mean |l| {logits.abs().mean():.4f}, "
-              f"std of l0 - l1 over rows {(logits[:, 0] - logits[:, 1]).std():.4f}; "
-              f"share of expert 0 without noise {(clean == 0).float().mean():.3f}")
-        print("| noise | std | rows whose top expert flips (mean over draws) | mean abs logit change |\n|---|---|---|---|")
+        print(
+            f"rows {len(rows)}, router {'adapter ' + args.adapter if args.adapter else 'init, preset ' + args.preset}"
+            f" (input_norm {router.input_norm}); logits: mean |l| {logits.abs().mean():.4f}, "
+            f"std of l0 - l1 over rows {(logits[:, 0] - logits[:, 1]).std():.4f}; "
+            f"share of expert 0 without noise {(clean == 0).float().mean():.3f}"
+        )
+        print(
+            "| noise | std | rows whose top expert flips (mean over draws) | mean abs logit change |\n|---|---|---|---|"
+        )
         for kind, std in SETTINGS:
             flips, change = 0.0, 0.0
             for d in range(args.draws):

@@ -8,6 +8,7 @@ expert would get. Embedding lookups only: about a minute on one core.
 
     python bench/router_input.py configs/compare-qa.yaml --rows 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,13 @@ def main():
     emb = base.get_input_embeddings().weight.detach().float()
     x = torch.stack([emb[torch.tensor(r["input_ids"])].mean(0) for r in rows])
     mean = x.mean(0)
-    out = {"config": args.config, "rows": len(rows), "sets": sorted({r["set"] for r in rows}),
-           "mean_vector_norm": mean.norm().item(), "row_deviation_norm": (x - mean).norm(dim=1).mean().item()}
+    out = {
+        "config": args.config,
+        "rows": len(rows),
+        "sets": sorted({r["set"] for r in rows}),
+        "mean_vector_norm": mean.norm().item(),
+        "row_deviation_norm": (x - mean).norm(dim=1).mean().item(),
+    }
     for norm in ("none", "standardize"):
         spread, minority = [], []
         for seed in range(args.seeds):
@@ -53,8 +59,10 @@ def main():
                 share = router(x)[1].selected.mean(0)
             spread.append((logits[:, 0] - logits[:, 1]).std().item())
             minority.append(share.min().item())
-        out[norm] = {"logit_diff_std": sum(spread) / len(spread),
-                     "minority_expert_share": sum(minority) / len(minority)}
+        out[norm] = {
+            "logit_diff_std": sum(spread) / len(spread),
+            "minority_expert_share": sum(minority) / len(minority),
+        }
     print(json.dumps(out, indent=2))
 
 

@@ -13,6 +13,7 @@ the prompt alone, and the largest difference of any expert weight. After the fix
 
     python bench/routing_leak.py configs/demo.yaml runs/demo/best --rows 320
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,7 @@ def measure(model, rows: list[dict], pad_id: int, batch_size: int, full_forward:
     model.eval()  # no exploration noise, running statistics frozen: the same function in every column
     cols = {"training": [], "prompt": [], "leaky": []}
     for s in range(0, len(rows), batch_size):
-        batch = rows[s:s + batch_size]
+        batch = rows[s : s + batch_size]
         b = pad_batch(batch, pad_id)
         if full_forward:
             model(b["input_ids"], b["attention_mask"], b["labels"])
@@ -69,10 +70,11 @@ def measure(model, rows: list[dict], pad_id: int, batch_size: int, full_forward:
     n = len(rows)
     report = {"rows": n}
     for k in ("training", "leaky"):
-        report[k] = {"rows_with_another_top_expert": int((top[k] != top["prompt"]).sum()),
-                     "max_weight_difference": float((w[k] - w["prompt"]).abs().max())}
-    report["expert_share_prompt_alone"] = (torch.bincount(top["prompt"], minlength=w["prompt"].shape[1])
-                                           / n).tolist()
+        report[k] = {
+            "rows_with_another_top_expert": int((top[k] != top["prompt"]).sum()),
+            "max_weight_difference": float((w[k] - w["prompt"]).abs().max()),
+        }
+    report["expert_share_prompt_alone"] = (torch.bincount(top["prompt"], minlength=w["prompt"].shape[1]) / n).tolist()
     return report
 
 
@@ -88,8 +90,11 @@ def main():
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides of the config")
     ap.add_argument("--rows", type=int, default=320, help="training rows to sample")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--full-forward", action="store_true",
-                    help="route through forward() and generate() end to end (slower: runs the LM)")
+    ap.add_argument(
+        "--full-forward",
+        action="store_true",
+        help="route through forward() and generate() end to end (slower: runs the LM)",
+    )
     args = ap.parse_intermixed_args()
     cfg = load_config(args.config, args.overrides)
     base, tok = load_base_model(cfg["model"])
@@ -98,16 +103,22 @@ def main():
         raise SystemExit(f"{args.adapter}: method {model.method!r} has no input-dependent prompt")
     rows, _ = load_sources(cfg, tok, log=lambda *a: None)
     rows = random.Random(0).sample(rows, min(args.rows, len(rows)))
-    out = {"config": args.config, "adapter": args.adapter, "method": model.method,
-           "answer_share_of_pooled_tokens": answer_share(rows),
-           **measure(model, rows, special_ids(tok)[0], args.batch_size, args.full_forward)}
+    out = {
+        "config": args.config,
+        "adapter": args.adapter,
+        "method": model.method,
+        "answer_share_of_pooled_tokens": answer_share(rows),
+        **measure(model, rows, special_ids(tok)[0], args.batch_size, args.full_forward),
+    }
     print(json.dumps(out, indent=2))
-    print(f"\n| routing of a training row | rows whose top expert differs from the prompt alone | max weight diff |\n"
-          f"|---|---|---|\n"
-          f"| training forward (this code) | {out['training']['rows_with_another_top_expert']} / {out['rows']} | "
-          f"{out['training']['max_weight_difference']:.2e} |\n"
-          f"| leaky (pre-fix) routing | {out['leaky']['rows_with_another_top_expert']} / {out['rows']} | "
-          f"{out['leaky']['max_weight_difference']:.2e} |")
+    print(
+        f"\n| routing of a training row | rows whose top expert differs from the prompt alone | max weight diff |\n"
+        f"|---|---|---|\n"
+        f"| training forward (this code) | {out['training']['rows_with_another_top_expert']} / {out['rows']} | "
+        f"{out['training']['max_weight_difference']:.2e} |\n"
+        f"| leaky (pre-fix) routing | {out['leaky']['rows_with_another_top_expert']} / {out['rows']} | "
+        f"{out['leaky']['max_weight_difference']:.2e} |"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ one-at-a-time as a markdown table.
 Bounded: every phase stops after --phase-timeout seconds (unfinished requests are counted as such).
 Adapters are untrained (text-initialised prompts): speed does not depend on what they learned.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
-QUESTIONS = ["What is the capital of France?", "Name three colors.", "Why is the sky blue?",
-             "Give me a word that rhymes with cat.", "What is 12 times 7?", "Describe a cat in one sentence.",
-             "What is the boiling point of water?", "Who wrote Romeo and Juliet?"]
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three colors.",
+    "Why is the sky blue?",
+    "Give me a word that rhymes with cat.",
+    "What is 12 times 7?",
+    "Describe a cat in one sentence.",
+    "What is the boiling point of water?",
+    "Who wrote Romeo and Juliet?",
+]
 
 
 def make_adapters(model_name: str, root: Path) -> dict[str, str]:
@@ -30,8 +38,9 @@ def make_adapters(model_name: str, root: Path) -> dict[str, str]:
 
     base, tok = load_base_model(model_name)
     out = {}
-    for i, (method, options) in enumerate({"pt": {"num_tokens": 20}, "ptmoe": {"num_tokens": 20, "experts": 2,
-                                                                                "rank": 8}}.items()):
+    for i, (method, options) in enumerate(
+        {"pt": {"num_tokens": 20}, "ptmoe": {"num_tokens": 20, "experts": 2, "rank": 8}}.items()
+    ):
         out[method] = str(PtmoeModel(base, method, options, tok, seed=i).save_pretrained(root / method))
     return out
 
@@ -43,8 +52,12 @@ def load(url: str, names: list[str], requests: int, clients: int, max_tokens: in
 
     def one(i: int):
         t = time.perf_counter()
-        r = client.chat.completions.create(model=names[i % len(names)], max_tokens=max_tokens, temperature=0,
-                                           messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}])
+        r = client.chat.completions.create(
+            model=names[i % len(names)],
+            max_tokens=max_tokens,
+            temperature=0,
+            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+        )
         return time.perf_counter() - t, r.usage.completion_tokens
 
     start = time.perf_counter()
@@ -57,9 +70,16 @@ def load(url: str, names: list[str], requests: int, clients: int, max_tokens: in
     ok = [f.result() for f in done if f.exception() is None]
     lat = sorted(x[0] for x in ok)
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
-    return {"done": len(ok), "failed": len(done) - len(ok), "unfinished": requests - len(done), "wall_s": wall,
-            "req_per_s": len(ok) / wall, "tok_per_s": sum(x[1] for x in ok) / wall,
-            "p50_s": statistics.median(lat) if lat else float("nan"), "p95_s": pct(0.95)}
+    return {
+        "done": len(ok),
+        "failed": len(done) - len(ok),
+        "unfinished": requests - len(done),
+        "wall_s": wall,
+        "req_per_s": len(ok) / wall,
+        "tok_per_s": sum(x[1] for x in ok) / wall,
+        "p50_s": statistics.median(lat) if lat else float("nan"),
+        "p95_s": pct(0.95),
+    }
 
 
 def main(argv=None) -> int:
@@ -88,8 +108,14 @@ def main(argv=None) -> int:
                 engine = VLLMEngine(served, max_model_len=2048)
             else:
                 engine = HFEngine(served)
-            app = create_app(engine, served, max_queue=args.requests, max_batch=1 if phase == "one-at-a-time"
-                             else args.clients, batch_wait=0.01, request_timeout=args.phase_timeout)
+            app = create_app(
+                engine,
+                served,
+                max_queue=args.requests,
+                max_batch=1 if phase == "one-at-a-time" else args.clients,
+                batch_wait=0.01,
+                request_timeout=args.phase_timeout,
+            )
             with Background(app) as url:
                 load(url, names, 2, 1, 4, args.phase_timeout)  # warm-up
                 rows[phase] = load(url, names, args.requests, args.clients, args.max_tokens, args.phase_timeout)
@@ -97,14 +123,18 @@ def main(argv=None) -> int:
             engine.close()
             print(f"[bench] {phase}: {rows[phase]}", file=sys.stderr, flush=True)
     ref = rows.get("one-at-a-time") or next(iter(rows.values()))
-    print(f"{args.requests} chat requests from {args.clients} concurrent clients, max_tokens {args.max_tokens}, "
-          f"greedy, models {', '.join(names)} in turn; model {args.model}\n")
+    print(
+        f"{args.requests} chat requests from {args.clients} concurrent clients, max_tokens {args.max_tokens}, "
+        f"greedy, models {', '.join(names)} in turn; model {args.model}\n"
+    )
     print("| server | done | req/s | tokens/s | p50 s | p95 s | largest batch | req/s ratio | p95 ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     for phase, r in rows.items():
-        print(f"| {phase} | {r['done']}/{args.requests} | {r['req_per_s']:.2f} | {r['tok_per_s']:.1f} | "
-              f"{r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['largest_batch']} | {r['req_per_s'] / ref['req_per_s']:.2f}x "
-              f"| {r['p95_s'] / ref['p95_s']:.2f}x |")
+        print(
+            f"| {phase} | {r['done']}/{args.requests} | {r['req_per_s']:.2f} | {r['tok_per_s']:.1f} | "
+            f"{r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['largest_batch']} | {r['req_per_s'] / ref['req_per_s']:.2f}x "
+            f"| {r['p95_s'] / ref['p95_s']:.2f}x |"
+        )
     return 0
 
 

@@ -1,5 +1,6 @@
 """The paper's ablations as compare configs (issue 14): each parses, names its baseline, and varies
 exactly the grid the issue asks for on the QA mix and budget of compare-qa.yaml."""
+
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ def expanded(name):
     return [apply_preset(method_config(shared, m, str(path)))["method_options"] for m in raw["methods"]]
 
 
-@pytest.mark.parametrize("name, key, values", [("experts", "experts", [1, 2, 4, 8]),
-                                               ("length", "num_tokens", [10, 20, 40, 80]),
-                                               ("rank", "rank", [12, 36, 72])])
+@pytest.mark.parametrize(
+    "name, key, values",
+    [("experts", "experts", [1, 2, 4, 8]), ("length", "num_tokens", [10, 20, 40, 80]), ("rank", "rank", [12, 36, 72])],
+)
 def test_size_ablations(name, key, values):
     assert [o[key] for o in expanded(name)] == values
 

@@ -1,4 +1,5 @@
 """ATTEMPT and HydraLoRA on tiny random Llama models."""
+
 import json
 
 import pytest
@@ -29,10 +30,15 @@ def save_pt(tmp_path, name, method="pt", seed=0):
     return PtmoeModel(base, method, {"num_tokens": 8}, tok, seed=seed).save_pretrained(tmp_path / name)
 
 
-@pytest.mark.parametrize("method, options", [
-    ("attempt", {"num_random_sources": 1}), ("attempt", {"attn_dim": 3, "attn_bias": True, "num_random_sources": 2}),
-    ("hydralora", {}), ("hydralora", {"r": 2, "heads": 3, "target_modules": ["q_proj", "k_proj", "down_proj"]}),
-])
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("attempt", {"num_random_sources": 1}),
+        ("attempt", {"attn_dim": 3, "attn_bias": True, "num_random_sources": 2}),
+        ("hydralora", {}),
+        ("hydralora", {"r": 2, "heads": 3, "target_modules": ["q_proj", "k_proj", "down_proj"]}),
+    ],
+)
 def test_param_counts_match_formulas(tiny, method, options):
     base, tok = tiny
     formula = get_method(method).num_params(make_config(method, options), base.config)
@@ -49,8 +55,9 @@ def test_attempt_weights_sum_to_one_and_gradients_reach_only_target_and_attentio
     assert probs.shape == (3, 4)
     torch.testing.assert_close(probs.sum(-1), torch.ones(3))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {f"adapters.default.{n}" for n in
-                         ("target", "down.weight", "up.weight", "norm.weight", "norm.bias")}
+    assert trainable == {
+        f"adapters.default.{n}" for n in ("target", "down.weight", "up.weight", "norm.weight", "norm.bias")
+    }
     for n, p in model.named_parameters():
         if n in trainable:
             assert p.grad is not None and p.grad.abs().sum() > 0, n
@@ -66,8 +73,11 @@ def test_attempt_loads_pt_sources_and_is_self_contained(tiny, tmp_path):
     paths = [str(save_pt(tmp_path, f"src{i}", seed=i)) for i in range(2)]
     model = PtmoeModel(base, "attempt", {"num_tokens": 8, "source_prompts": paths}, tok)
     from safetensors.torch import load_file
+
     for i, p in enumerate(paths):
-        torch.testing.assert_close(model.prompt_module.sources[i], load_file(f"{p}/adapter_model.safetensors")["prompt"])
+        torch.testing.assert_close(
+            model.prompt_module.sources[i], load_file(f"{p}/adapter_model.safetensors")["prompt"]
+        )
     out = model.save_pretrained(tmp_path / "attempt")
     for p in paths:  # the adapter carries its source prompts: the source folders are not needed any more
         for f in ("adapter_config.json", "adapter_model.safetensors"):
@@ -129,8 +139,9 @@ def test_single_head_hydralora_equals_peft_lora(tiny):
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("method, options", [("attempt", {"num_tokens": 8, "num_random_sources": 2}),
-                                             ("hydralora", {})])
+@pytest.mark.parametrize(
+    "method, options", [("attempt", {"num_tokens": 8, "num_random_sources": 2}), ("hydralora", {})]
+)
 def test_save_and_load_give_identical_outputs(tiny, tmp_path, method, options):
     base, tok = tiny
     model = PtmoeModel(base, method, options, tok, seed=3)

@@ -1,6 +1,7 @@
 """bench/routing_leak.py on a tiny model (issue 14): the training forward routes every row as the
 prompt alone (0 rows differ), through build_inputs and through forward()/generate() end to end, while
 the pre-fix rule (the whole attention mask) does not."""
+
 import importlib.util
 from pathlib import Path
 
@@ -11,14 +12,21 @@ from ptmoe.model import PtmoeModel
 from ptmoe.models import load_shape
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-spec = importlib.util.spec_from_file_location("routing_leak", Path(__file__).resolve().parents[1] / "bench" / "routing_leak.py")
+spec = importlib.util.spec_from_file_location(
+    "routing_leak", Path(__file__).resolve().parents[1] / "bench" / "routing_leak.py"
+)
 routing_leak = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(routing_leak)
 
 
-@pytest.mark.parametrize("method, opts", [("ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}),
-                                          ("smop", {"num_tokens": 4, "experts": 2}),
-                                          ("attempt", {"num_tokens": 4, "num_random_sources": 2, "attn_dim": 4})])
+@pytest.mark.parametrize(
+    "method, opts",
+    [
+        ("ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}),
+        ("smop", {"num_tokens": 4, "experts": 2}),
+        ("attempt", {"num_tokens": 4, "num_random_sources": 2, "attn_dim": 4}),
+    ],
+)
 @pytest.mark.parametrize("full_forward", [False, True])
 def test_training_routing_equals_prompt_alone_and_the_leaky_rule_differs(method, opts, full_forward):
     base, tok = load_shape("tiny", seed=0)

@@ -1,6 +1,7 @@
 """Core library (issue 2) on tiny random Llama models: parameter counts, routing, noise, gradients,
 SVD initialisation, padding and batched generation, adapters (save / load / mismatch / corrupt files),
 gradient checkpointing, bf16 bases, mixed adapters in one batch."""
+
 import json
 
 import pytest
@@ -110,9 +111,11 @@ def test_param_counts_tiny_real_modules(method):
 
 
 def test_cli_params_prints_the_issue_numbers(capsys):
-    cases = [(["--method", "ptmoe", "--prompt-length", "40", "--experts", "2", "--rank", "36"], 80706),
-             (["--method", "pt", "--prompt-length", "40"], 81920),
-             (["--method", "smop", "--prompt-length", "40", "--experts", "2"], 86016)]
+    cases = [
+        (["--method", "ptmoe", "--prompt-length", "40", "--experts", "2", "--rank", "36"], 80706),
+        (["--method", "pt", "--prompt-length", "40"], 81920),
+        (["--method", "smop", "--prompt-length", "40", "--experts", "2"], 86016),
+    ]
     for args, want in cases:
         assert cli_main(["params", "--model", "shape:llama-3.2-1b", *args]) == 0
         assert capsys.readouterr().out.strip() == str(want)
@@ -121,8 +124,11 @@ def test_cli_params_prints_the_issue_numbers(capsys):
 # ---- routing ---------------------------------------------------------------------------------------
 def routed_model(method="ptmoe", **opts):
     base, tok = tiny()
-    o = {"num_tokens": 4, "experts": 3, "rank": 4, "noise": "none"} if method == "ptmoe" else \
-        {"num_tokens": 6, "experts": 3, "noise": "none"}
+    o = (
+        {"num_tokens": 4, "experts": 3, "rank": 4, "noise": "none"}
+        if method == "ptmoe"
+        else {"num_tokens": 6, "experts": 3, "noise": "none"}
+    )
     o.update(opts)
     model = PtmoeModel(base, method, o, tok).eval()
     pm = model.prompt_module
@@ -240,7 +246,7 @@ def test_standardized_router_input_separates_inputs_with_a_shared_component():
     std.linear.bias.data.fill_(0.0)
     raw.linear.bias.data.fill_(0.0)
     for i in range(0, 256, 8):  # training forwards gather the statistics
-        std.train()(x[i:i + 8])
+        std.train()(x[i : i + 8])
     torch.testing.assert_close(std.input_mean, x.mean(0))
     torch.testing.assert_close(std.input_var, x.var(0, unbiased=False))
     assert int(std.input_count) == 256
@@ -338,8 +344,9 @@ def test_batched_left_padded_generation_equals_one_by_one(method):
         alone = model.generate(ids, max_new_tokens=n, eos_token_id=None)
         assert torch.equal(out_left[i], alone[0]), (i, out_left[i], alone[0])
         with torch.no_grad():
-            torch.testing.assert_close(batched_logits[i], last_logits(model, ids, torch.ones_like(ids))[0],
-                                       rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                batched_logits[i], last_logits(model, ids, torch.ones_like(ids))[0], rtol=1e-4, atol=1e-5
+            )
 
 
 def test_generate_pads_after_eos():
@@ -523,8 +530,9 @@ def test_bf16_base_with_fp32_prompt_parameters(method):
     loss.backward()
     opt = torch.optim.AdamW(params, lr=0.1)
     opt.step()
-    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
-               for p in params)
+    assert all(
+        p.dtype == torch.float32 and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in params
+    )
     assert torch.isfinite(model(ids, mask, labels, return_logits=True).loss)
     out = model.generate(ids, mask, max_new_tokens=3, eos_token_id=None)
     assert out.shape == (len(TEXTS), 3)
@@ -533,8 +541,9 @@ def test_bf16_base_with_fp32_prompt_parameters(method):
 def test_mixed_adapters_in_one_batch_equal_each_adapter_alone(tmp_path):
     tok = tiny()[1]
     pa = perturb(PtmoeModel(tiny()[0], "pt", {"num_tokens": 4}, tok, seed=1), seed=1).save_pretrained(tmp_path / "a")
-    pb = perturb(PtmoeModel(tiny()[0], "ptmoe", {**OPTS["ptmoe"], "num_tokens": 7}, tok, seed=2),
-                 seed=2).save_pretrained(tmp_path / "b")
+    pb = perturb(
+        PtmoeModel(tiny()[0], "ptmoe", {**OPTS["ptmoe"], "num_tokens": 7}, tok, seed=2), seed=2
+    ).save_pretrained(tmp_path / "b")
     mixed = PtmoeModel.from_pretrained(pa, tiny()[0], tok, adapter_name="a")
     mixed.load_adapter(pb, "b")
     mixed.eval()
@@ -543,18 +552,23 @@ def test_mixed_adapters_in_one_batch_equal_each_adapter_alone(tmp_path):
     out = mixed.generate(ids, mask, max_new_tokens=5, eos_token_id=None, adapter_names=names)
     with torch.no_grad():
         mixed_logits = last_logits(mixed, ids, mask, adapter_names=names)
-    alone = {"a": PtmoeModel.from_pretrained(pa, tiny()[0], tok).eval(),
-             "b": PtmoeModel.from_pretrained(pb, tiny()[0], tok).eval()}
+    alone = {
+        "a": PtmoeModel.from_pretrained(pa, tiny()[0], tok).eval(),
+        "b": PtmoeModel.from_pretrained(pb, tiny()[0], tok).eval(),
+    }
     rows = encode(tok)
     for i, name in enumerate(names):
         x = torch.tensor([rows[i]["input_ids"]])
         assert torch.equal(out[i], alone[name].generate(x, max_new_tokens=5, eos_token_id=None)[0]), (i, name)
         with torch.no_grad():
-            torch.testing.assert_close(mixed_logits[i], last_logits(alone[name], x, torch.ones_like(x))[0],
-                                       rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(
+                mixed_logits[i], last_logits(alone[name], x, torch.ones_like(x))[0], rtol=1e-4, atol=1e-5
+            )
     # a whole batch of one adapter through adapter_names == that adapter as the active one
-    assert torch.equal(mixed.generate(ids, mask, max_new_tokens=5, eos_token_id=None, adapter_names=["a"] * 5),
-                       alone["a"].generate(ids, mask, max_new_tokens=5, eos_token_id=None))
+    assert torch.equal(
+        mixed.generate(ids, mask, max_new_tokens=5, eos_token_id=None, adapter_names=["a"] * 5),
+        alone["a"].generate(ids, mask, max_new_tokens=5, eos_token_id=None),
+    )
     with pytest.raises(ValueError, match="not loaded"):
         mixed.generate(ids, mask, max_new_tokens=2, adapter_names=["a", "zzz", "a", "a", "a"])
     lora = PtmoeModel(tiny()[0], "lora", OPTS["lora"], tok).save_pretrained(tmp_path / "lora")

@@ -18,8 +18,16 @@ SQUAD = {
                 {
                     "context": "Paris is the capital of France.",
                     "qas": [
-                        {"id": "q1", "question": "What is the capital of France?", "answers": [{"text": "Paris", "answer_start": 0}, {"text": "Paris", "answer_start": 0}]},
-                        {"id": "q2", "question": "Paris is the capital of what?", "answers": [{"text": "France", "answer_start": 24}]},
+                        {
+                            "id": "q1",
+                            "question": "What is the capital of France?",
+                            "answers": [{"text": "Paris", "answer_start": 0}, {"text": "Paris", "answer_start": 0}],
+                        },
+                        {
+                            "id": "q2",
+                            "question": "Paris is the capital of what?",
+                            "answers": [{"text": "France", "answer_start": 24}],
+                        },
                     ],
                 }
             ],
@@ -56,10 +64,17 @@ def test_mrqa_jsonl(tmp_path, gz):
     p = tmp_path / ("dev.jsonl.gz" if gz else "dev.jsonl")
     rows = [
         {"header": {"dataset": "SQuAD", "split": "dev"}},
-        {"context": "Ada Lovelace wrote the first program.", "qas": [
-            {"qid": "a", "question": "Who wrote the first program?", "answers": ["Ada Lovelace", "Lovelace"]},
-            {"qid": "b", "question": "What did she write?", "detected_answers": [{"text": "the first program", "char_spans": [[18, 34]]}]},
-        ]},
+        {
+            "context": "Ada Lovelace wrote the first program.",
+            "qas": [
+                {"qid": "a", "question": "Who wrote the first program?", "answers": ["Ada Lovelace", "Lovelace"]},
+                {
+                    "qid": "b",
+                    "question": "What did she write?",
+                    "detected_answers": [{"text": "the first program", "char_spans": [[18, 34]]}],
+                },
+            ],
+        },
     ]
     exs = load_examples(write_jsonl(p, rows, gz))
     assert [(e["id"], e["answers"]) for e in exs] == [("a", ["Ada Lovelace", "Lovelace"]), ("b", ["the first program"])]
@@ -67,15 +82,20 @@ def test_mrqa_jsonl(tmp_path, gz):
 
 
 def test_gsm8k_jsonl(tmp_path):
-    rows = [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "3+4=<<3+4=7>>7\n#### 7"},
-            {"question": "Big?", "answer": "#### 1,250"}]
+    rows = [
+        {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3+4=<<3+4=7>>7\n#### 7"},
+        {"question": "Big?", "answer": "#### 1,250"},
+    ]
     exs = load_examples(write_jsonl(tmp_path / "gsm.jsonl", rows))
     assert exs[0]["task"] == "math" and exs[0]["answers"] == ["7"] and exs[0]["solution"].endswith("#### 7")
     assert exs[1]["answers"] == ["1250"] and exs[0]["context"] == ""
 
 
 def test_generic_jsonl_mapping(tmp_path):
-    rows = [{"q": "Who?", "ctx": "Bob ran.", "ans": ["Bob"], "key": "r1"}, {"q": "What?", "ctx": "Bob ran.", "ans": "ran"}]
+    rows = [
+        {"q": "Who?", "ctx": "Bob ran.", "ans": ["Bob"], "key": "r1"},
+        {"q": "What?", "ctx": "Bob ran.", "ans": "ran"},
+    ]
     exs = load_examples(write_jsonl(tmp_path / "g.jsonl", rows), columns="question=q,context=ctx,answers=ans,id=key")
     assert [(e["id"], e["question"], e["context"], e["answers"]) for e in exs][0] == ("r1", "Who?", "Bob ran.", ["Bob"])
     assert exs[1]["answers"] == ["ran"] and exs[1]["task"] == "qa"
@@ -139,7 +159,11 @@ def test_bad_row_with_column_mapping_names_the_column(tmp_path):
 
 
 def test_bad_mrqa_row(tmp_path):
-    rows = [{"header": {}}, {"context": "c", "qas": [{"qid": "a", "question": "q", "answers": ["c"]}]}, {"context": "c", "qas": [{"qid": "b", "answers": ["c"]}]}]
+    rows = [
+        {"header": {}},
+        {"context": "c", "qas": [{"qid": "a", "question": "q", "answers": ["c"]}]},
+        {"context": "c", "qas": [{"qid": "b", "answers": ["c"]}]},
+    ]
     with pytest.raises(DataError, match=r"dev\.jsonl:3: field 'qas\[0\]\.question' missing"):
         load_examples(write_jsonl(tmp_path / "dev.jsonl", rows))
     exs = load_examples(tmp_path / "dev.jsonl", skip_bad=True, log=lambda m: None)
@@ -169,7 +193,9 @@ def test_bad_squad_json(tmp_path):
 
 def test_skip_bad_counts_and_reports(tmp_path):
     good = {"question": "Q", "answer": "#### 3"}
-    p = write_jsonl(tmp_path / "data.jsonl", [good, "{broken", {"answer": "#### 1"}, good, {"question": [], "answer": "#### 2"}])
+    p = write_jsonl(
+        tmp_path / "data.jsonl", [good, "{broken", {"answer": "#### 1"}, good, {"question": [], "answer": "#### 2"}]
+    )
     logged = []
     exs = load_examples(p, skip_bad=True, log=logged.append)
     assert len(exs) == 2 and exs.n_skipped == 3
@@ -187,7 +213,9 @@ def make_tokenizer(chat=True):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<s>", "</s>", "<|user|>", "<|assistant|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=400,
+        special_tokens=["<s>", "</s>", "<|user|>", "<|assistant|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     text = "Paris is the capital of France. Answer the question with a short span from the passage. Question: what is the answer?"
     tok.train_from_iterator([text] * 10, trainer)
@@ -205,8 +233,19 @@ def tok():
     return make_tokenizer()
 
 
-QA = {"task": "qa", "context": "Paris is the capital of France.", "question": "What is the capital of France?", "answers": ["Paris", "paris"]}
-MATH = {"task": "math", "context": "", "question": "Tom has 3 apples and buys 4. How many?", "answers": ["7"], "solution": "3+4=<<3+4=7>>7 apples\n#### 7"}
+QA = {
+    "task": "qa",
+    "context": "Paris is the capital of France.",
+    "question": "What is the capital of France?",
+    "answers": ["Paris", "paris"],
+}
+MATH = {
+    "task": "math",
+    "context": "",
+    "question": "Tom has 3 apples and buys 4. How many?",
+    "answers": ["7"],
+    "solution": "3+4=<<3+4=7>>7 apples\n#### 7",
+}
 
 
 def test_prompt_uses_chat_template(tok):
@@ -240,7 +279,9 @@ def test_encode_train_labels_only_on_answer(tok):
 
 LONG = {
     "task": "qa",
-    "context": " ".join(f"filler{i}" for i in range(300)) + " The treaty was signed in Utrecht in 1713. " + " ".join(f"tail{i}" for i in range(300)),
+    "context": " ".join(f"filler{i}" for i in range(300))
+    + " The treaty was signed in Utrecht in 1713. "
+    + " ".join(f"tail{i}" for i in range(300)),
     "question": "Where was the treaty signed?",
     "answers": ["Utrecht"],
 }
@@ -281,7 +322,11 @@ def test_too_long_examples_dropped_and_counted(tok):
 
 
 def test_answer_only_in_question_keeps_passage_start(tok):
-    ex = {**LONG, "question": "Was it signed in Utrecht or Paris?", "context": LONG["context"].replace("Utrecht", "a city")}
+    ex = {
+        **LONG,
+        "question": "Was it signed in Utrecht or Paris?",
+        "context": LONG["context"].replace("Utrecht", "a city"),
+    }
     text = tok.decode(encode_train(ex, tok, 160)["input_ids"])
     assert "Passage: filler0 filler1" in text and "tail299" not in text
 

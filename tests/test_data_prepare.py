@@ -57,7 +57,9 @@ def test_gsm_templates_do_not_leak(counts):
     assert len(held_t) == 20 and not train_t & held_t and {e["doc"] for e in real} == held_t
     assert not {e["question"] for e in real} & {e["question"] for e in train}
     for e in train + held + real:
-        assert e["task"] == "math" and float(e["answers"][0]) == float(e["solution"].rsplit("####", 1)[1].replace(",", ""))
+        assert e["task"] == "math" and float(e["answers"][0]) == float(
+            e["solution"].rsplit("####", 1)[1].replace(",", "")
+        )
 
 
 def test_answers_are_in_the_passage(counts):

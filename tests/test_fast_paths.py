@@ -1,6 +1,7 @@
 """The training fast path (backbone hidden states, LM head only where labels exist, fused chunked
 cross-entropy) gives the same loss and gradients as the plain path (full logits, the usual loss);
 and `ptmoe bench` runs end to end. Correctness only, not timing."""
+
 import copy
 import json
 
@@ -133,18 +134,36 @@ def test_chunked_ce_no_grad_and_non_linear_head():
     torch.testing.assert_close(ref_h, h.grad, rtol=1e-4, atol=1e-6)
     with torch.no_grad():
         lin = head[0]
-        torch.testing.assert_close(chunked_cross_entropy(h, lin, t, chunk=4),
-                                   nn.functional.cross_entropy(lin(h), t, reduction="sum"))
+        torch.testing.assert_close(
+            chunked_cross_entropy(h, lin, t, chunk=4), nn.functional.cross_entropy(lin(h), t, reduction="sum")
+        )
 
 
 def test_bench_smoke(tmp_path):
     from ptmoe.cli import main
 
     out = tmp_path / "bench"
-    rc = main(["bench", "--model", "shape:tiny", "--batch-size", "2", "--seq-len", "16", "--steps", "1",
-               "--warmup", "1", "--parts", "synthetic", "--methods",
-               "forward,peft-pt,peft-lora,pt,dpt,smop,ptmoe,lora,hydralora",
-               "--out", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--model",
+            "shape:tiny",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--parts",
+            "synthetic",
+            "--methods",
+            "forward,peft-pt,peft-lora,pt,dpt,smop,ptmoe,lora,hydralora",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     result = json.loads((out / "bench.json").read_text())
     assert {"command", "device", "versions", "config", "synthetic"} <= set(result)

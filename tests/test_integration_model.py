@@ -1,5 +1,6 @@
 """The real embedded model (smollm2-135m-instruct): loads from the de-quantised cache, a PT-MoE forward
 with loss and a greedy generate run on chat-formatted questions."""
+
 import time
 
 import pytest
@@ -13,12 +14,19 @@ from ptmoe.models import DEFAULT_MODEL, cache_dir, load_base_model
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 
-
 EXAMPLES = [
-    {"task": "qa", "context": "The Eiffel Tower is in Paris, the capital of France.",
-     "question": "Which city is the Eiffel Tower in?", "answers": ["Paris"]},
-    {"task": "qa", "context": "Water boils at 100 degrees Celsius at sea level.",
-     "question": "At what temperature does water boil at sea level?", "answers": ["100 degrees Celsius"]},
+    {
+        "task": "qa",
+        "context": "The Eiffel Tower is in Paris, the capital of France.",
+        "question": "Which city is the Eiffel Tower in?",
+        "answers": ["Paris"],
+    },
+    {
+        "task": "qa",
+        "context": "Water boils at 100 degrees Celsius at sea level.",
+        "question": "At what temperature does water boil at sea level?",
+        "answers": ["100 degrees Celsius"],
+    },
 ]
 
 
@@ -53,7 +61,8 @@ def test_embedded_model_loads_from_cache_forward_and_generate():
     prompts = [tok(build_prompt_text(ex, tok), add_special_tokens=False)["input_ids"] for ex in EXAMPLES]
     g = pad_batch([{"input_ids": p} for p in prompts], tok.pad_token_id, side="left")
     eos = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
-    new = model.generate(g["input_ids"], g["attention_mask"], max_new_tokens=12, eos_token_id=eos,
-                         pad_token_id=tok.pad_token_id)
+    new = model.generate(
+        g["input_ids"], g["attention_mask"], max_new_tokens=12, eos_token_id=eos, pad_token_id=tok.pad_token_id
+    )
     texts = [tok.decode(x, skip_special_tokens=True).strip() for x in new.tolist()]
     assert len(texts) == 2 and all(texts), texts

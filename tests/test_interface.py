@@ -1,6 +1,7 @@
 """The method interface and the one-place helpers of issue 15: the frozen base behind the `none` method,
 the routing record, taking a weight adapter off the base model, refusing a newer adapter format,
 the dtype choice, `ptmoe --version` and the packaged demo config."""
+
 import json
 
 import pytest
@@ -29,8 +30,13 @@ def test_none_method_is_the_frozen_base_model():
 @pytest.mark.parametrize("method", ["ptmoe", "smop", "attempt"])
 def test_routed_methods_report_a_typed_record(method):
     base, tok = load_shape("tiny")
-    opts = {"num_tokens": 4, "experts": 2, "rank": 2} if method == "ptmoe" else \
-        {"num_tokens": 4, "experts": 2} if method == "smop" else {"num_tokens": 4, "num_random_sources": 2}
+    opts = (
+        {"num_tokens": 4, "experts": 2, "rank": 2}
+        if method == "ptmoe"
+        else {"num_tokens": 4, "experts": 2}
+        if method == "smop"
+        else {"num_tokens": 4, "num_random_sources": 2}
+    )
     model = AdaptedModel(base, method, opts, tok).eval()
     ids = torch.tensor([tok("a b c")["input_ids"]] * 3)
     model(ids, torch.ones_like(ids), return_logits=True)

@@ -8,6 +8,7 @@ whitespace; EM = equal strings, F1 = token-overlap F1), the max over the gold an
 questions. `ptmoe eval` reports percent, lm-eval fractions. `ptmoe eval` cuts passages longer than
 data.max_length around the answer, lm-eval truncates from the left: max_length is set so neither cuts.
 """
+
 import pytest
 
 pytest.importorskip("lm_eval", reason="the lm-eval extra: pip install -e '.[lm-eval]'")
@@ -34,20 +35,38 @@ def test_ptmoe_eval_and_lm_eval_give_the_same_answers_and_scores(tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     prepare(log=lambda *a: None)
     base, tok = load_base_model(DEFAULT_MODEL)
-    adapter = PtmoeModel(base, "ptmoe", {"init_text": "Answer the question with a short span from the passage.",
-                                         "init_noise": 0.5, "experts": 2}, tok, seed=3)
+    adapter = PtmoeModel(
+        base,
+        "ptmoe",
+        {"init_text": "Answer the question with a short span from the passage.", "init_noise": 0.5, "experts": 2},
+        tok,
+        seed=3,
+    )
     adapter.save_pretrained(tmp_path / "adapter")
-    cfg = load_config(None, ["data.eval=[squad/heldout]", f"data.max_eval_examples={N}", "data.max_length=1024",
-                             "eval.batch_size=2", "eval.max_new_tokens={qa: 24}"])
+    cfg = load_config(
+        None,
+        [
+            "data.eval=[squad/heldout]",
+            f"data.max_eval_examples={N}",
+            "data.max_length=1024",
+            "eval.batch_size=2",
+            "eval.max_new_tokens={qa: 24}",
+        ],
+    )
     ours = evaluate(cfg, str(tmp_path / "adapter"), str(tmp_path / "eval"), progress=False, log=lambda *a: None)
     preds = ours["predictions"]["squad/heldout"]
     assert ours["sets"]["squad/heldout"]["dropped_too_long"] == 0
 
     model = PtmoeModel.from_pretrained(tmp_path / "adapter", base, tok)
     tasks = write_tasks(tmp_path / "tasks")
-    out = lm_eval.simple_evaluate(model=PtmoeLM(model=model, tokenizer=tok, batch_size=2), tasks=["ptmoe_squad"],
-                                  task_manager=TaskManager(include_path=str(tasks)), limit=N,
-                                  apply_chat_template=True, log_samples=True)
+    out = lm_eval.simple_evaluate(
+        model=PtmoeLM(model=model, tokenizer=tok, batch_size=2),
+        tasks=["ptmoe_squad"],
+        task_manager=TaskManager(include_path=str(tasks)),
+        limit=N,
+        apply_chat_template=True,
+        log_samples=True,
+    )
     samples = sorted(out["samples"]["ptmoe_squad"], key=lambda s: s["doc_id"])
     assert [s["doc"]["id"] for s in samples] == [p["id"] for p in preds]
     for s in samples:  # the prompt lm-eval sends is the training prompt, character for character

@@ -2,6 +2,7 @@
 one-request-at-a-time loop that builds the prompt from the context's embeddings and sums log-probs of
 the continuation, and `PtmoeModel.generate` on each unpadded prompt. And the routing rule: the
 prompt of a log-likelihood request is routed on its context alone, whatever the continuation."""
+
 import pytest
 
 pytest.importorskip("lm_eval", reason="the lm-eval extra: pip install -e '.[lm-eval]'")
@@ -49,7 +50,7 @@ def reference_loglikelihood(model, ctx, cont):
     logits = model.lm(inputs_embeds=torch.cat([prompt, emb(whole)], 1)).logits[0].float()
     logp = logits.log_softmax(-1)
     start = prompt.shape[1] + len(ctx) - 1  # position predicting the first continuation token
-    rows = logp[start: start + len(cont)]
+    rows = logp[start : start + len(cont)]
     target = torch.tensor(cont)
     return float(rows.gather(1, target[:, None]).sum()), bool((rows.argmax(-1) == target).all())
 
@@ -63,13 +64,14 @@ def test_loglikelihood_routing_reads_only_the_context(routed):
     lm = PtmoeLM(model=model, tokenizer=tok, batch_size=8)
     requests = [(ctx, cont) for ctx in CONTEXTS for cont in CONTINUATIONS]
     seen = []
-    hook = model.prompt_module.register_forward_hook(lambda m, args, out: seen.append(
-        (out.detach().clone(), m.routing.probs.detach().clone())))
+    hook = model.prompt_module.register_forward_hook(
+        lambda m, args, out: seen.append((out.detach().clone(), m.routing.probs.detach().clone()))
+    )
     try:
         lm.loglikelihood([Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)])
     finally:
         hook.remove()
-    (prompts, probs), = seen  # one batch of all six requests, mixed lengths, right-padded
+    ((prompts, probs),) = seen  # one batch of all six requests, mixed lengths, right-padded
     emb = model.lm.get_input_embeddings()
     alone = []
     for ctx in CONTEXTS:
@@ -106,12 +108,14 @@ def test_generate_until_equals_ptmoe_generate_one_by_one(routed):
     full = []
     for p in prompts:  # the reference: each prompt alone, unpadded
         x = torch.tensor([ids(tok, p)])
-        new = model.generate(x, torch.ones_like(x), max_new_tokens=12, eos_token_id=[tok.eos_token_id],
-                             pad_token_id=tok.pad_token_id)
+        new = model.generate(
+            x, torch.ones_like(x), max_new_tokens=12, eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id
+        )
         full.append(tok.decode(new[0], skip_special_tokens=True))
     stop = full[0][4:6]  # a stop sequence that does occur mid-answer
-    got = lm.generate_until([Instance("generate_until", {}, (p, {"until": [stop], "max_gen_toks": 12}), i)
-                             for i, p in enumerate(prompts)])
+    got = lm.generate_until(
+        [Instance("generate_until", {}, (p, {"until": [stop], "max_gen_toks": 12}), i) for i, p in enumerate(prompts)]
+    )
     assert got == [text.split(stop)[0] for text in full]
     assert len(got[0]) == 4  # cut at the stop sequence
 

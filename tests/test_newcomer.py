@@ -2,6 +2,7 @@
 stopping with the last good checkpoint kept, every wrong input one line before any model loads, overrides
 after flags, method switching, own QA rows, `ptmoe config show` / docs/config.md, the README's Python block,
 and Ctrl-C saying where to resume."""
+
 import json
 import os
 import re
@@ -23,14 +24,24 @@ from ptmoe.recipes.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
-ROWS = [("sun", "yellow"), ("sky", "blue"), ("grass", "green"), ("snow", "white"), ("coal", "black"),
-        ("rose", "red"), ("sea", "blue"), ("ox", "brown")]
+ROWS = [
+    ("sun", "yellow"),
+    ("sky", "blue"),
+    ("grass", "green"),
+    ("snow", "white"),
+    ("coal", "black"),
+    ("rose", "red"),
+    ("sea", "blue"),
+    ("ox", "brown"),
+]
 
 
 def qa_rows(n=8, key="answer"):
     """Rows as people write them: question, context and one answer string."""
-    return [{"question": f"What colour is the {a}?", "context": f"The {a} is {b}.", key: b if key == "answer" else [b]}
-            for a, b in (ROWS * 4)[:n]]
+    return [
+        {"question": f"What colour is the {a}?", "context": f"The {a} is {b}.", key: b if key == "answer" else [b]}
+        for a, b in (ROWS * 4)[:n]
+    ]
 
 
 def write_jsonl(path, rows):
@@ -44,14 +55,25 @@ def cfg_file(tmp_path):
     folder = tmp_path / "project"
     (folder / "data").mkdir(parents=True)
     write_jsonl(folder / "data" / "train.jsonl", qa_rows(16))
-    write_jsonl(folder / "data" / "eval.jsonl", [{"question": "What colour is the tar?", "context": "The tar is black.",
-                                                   "answer": "black"}])
-    cfg = {"model": "shape:tiny", "method": "ptmoe", "preset": "default", "output_dir": str(tmp_path / "run"),
-           "method_options": {"num_tokens": 4, "experts": 2, "rank": 2},
-           "data": {"train": ["data/train.jsonl"], "eval": ["data/eval.jsonl"], "valid_examples": 2,
-                    "max_eval_examples": 1},
-           "train": {"steps": 2, "batch_size": 2, "log_every": 1, "save_every": 1, "lr": "5e-3"},
-           "eval": {"batch_size": 2, "max_new_tokens": {"qa": 2}}}
+    write_jsonl(
+        folder / "data" / "eval.jsonl",
+        [{"question": "What colour is the tar?", "context": "The tar is black.", "answer": "black"}],
+    )
+    cfg = {
+        "model": "shape:tiny",
+        "method": "ptmoe",
+        "preset": "default",
+        "output_dir": str(tmp_path / "run"),
+        "method_options": {"num_tokens": 4, "experts": 2, "rank": 2},
+        "data": {
+            "train": ["data/train.jsonl"],
+            "eval": ["data/eval.jsonl"],
+            "valid_examples": 2,
+            "max_eval_examples": 1,
+        },
+        "train": {"steps": 2, "batch_size": 2, "log_every": 1, "save_every": 1, "lr": "5e-3"},
+        "eval": {"batch_size": 2, "max_new_tokens": {"qa": 2}},
+    }
     path = folder / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -97,8 +119,9 @@ def test_rerun_refuses_and_the_old_run_stays_byte_for_byte(cfg_file, tmp_path, c
 # ---- 2. non-finite loss ------------------------------------------------------------------------------------
 def test_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(cfg_file, tmp_path, capsys):
     run = tmp_path / "run"
-    rc = cli_main(["train", str(cfg_file), "train.lr=1e30", "train.steps=6", "train.warmup_ratio=0",
-                   "train.max_grad_norm=0"])
+    rc = cli_main(
+        ["train", str(cfg_file), "train.lr=1e30", "train.steps=6", "train.warmup_ratio=0", "train.max_grad_norm=0"]
+    )
     err = capsys.readouterr().err
     assert rc == 3 and "Traceback" not in err, err
     line = next(x for x in err.splitlines() if "non-finite" in x)
@@ -112,21 +135,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(cfg_file, tm
 
 
 # ---- 3. one line per wrong value, before any model loads -----------------------------------------------------
-@pytest.mark.parametrize("extra, needles", [
-    (["train.weight_decay=lots"], ["train.weight_decay"]),
-    (["method_options.noise_std=high"], ["noise_std"]),
-    (["train.lr=.inf"], ["train.lr", "finite"]),
-    (["train.lr=.nan"], ["train.lr", "finite"]),
-    (["train.warmup_ratio=2"], ["train.warmup_ratio"]),
-    (["model=no-such-model-xyz"], ["model", "no-such-model-xyz"]),
-    (["model=shape:huge"], ["model", "shape:huge"]),
-    (["preset=bogus"], ["preset", "bogus"]),
-    (["output_dir=runs/{foo}"], ["output_dir"]),
-    (["data.train=[data/absent.jsonl]"], ["data.train", "absent.jsonl"]),
-    (["data.task=essay"], ["data.task", "essay"]),
-    (["data.columns={question: q, wrong: x}"], ["data.columns", "wrong"]),
-    (["method=pt", "method_options.experts=2"], ["experts", "pt"]),
-])
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["train.weight_decay=lots"], ["train.weight_decay"]),
+        (["method_options.noise_std=high"], ["noise_std"]),
+        (["train.lr=.inf"], ["train.lr", "finite"]),
+        (["train.lr=.nan"], ["train.lr", "finite"]),
+        (["train.warmup_ratio=2"], ["train.warmup_ratio"]),
+        (["model=no-such-model-xyz"], ["model", "no-such-model-xyz"]),
+        (["model=shape:huge"], ["model", "shape:huge"]),
+        (["preset=bogus"], ["preset", "bogus"]),
+        (["output_dir=runs/{foo}"], ["output_dir"]),
+        (["data.train=[data/absent.jsonl]"], ["data.train", "absent.jsonl"]),
+        (["data.task=essay"], ["data.task", "essay"]),
+        (["data.columns={question: q, wrong: x}"], ["data.columns", "wrong"]),
+        (["method=pt", "method_options.experts=2"], ["experts", "pt"]),
+    ],
+)
 def test_wrong_values_are_one_line_before_any_model_loads(cfg_file, monkeypatch, capsys, extra, needles):
     import ptmoe.recipes.train as train_mod
 
@@ -144,8 +170,9 @@ def test_a_bare_train_names_what_to_give(capsys):
 
 
 def test_numbers_as_people_write_them():
-    cfg = load_config(None, ["model=shape:tiny", "train.lr=5e-5", "train.weight_decay=1e-2",
-                             "method_options.noise_std=1e-3"])
+    cfg = load_config(
+        None, ["model=shape:tiny", "train.lr=5e-5", "train.weight_decay=1e-2", "method_options.noise_std=1e-3"]
+    )
     assert cfg["train"]["lr"] == 5e-5 and cfg["train"]["weight_decay"] == 0.01
     assert cfg["method_options"]["noise_std"] == 1e-3
 
@@ -155,9 +182,14 @@ def test_every_method_of_a_comparison_is_checked_before_the_first_run(cfg_file, 
 
     monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("a run started"))
     raw = yaml.safe_load(cfg_file.read_text())
-    raw.update(output_dir=str(tmp_path / "cmp"), seeds=[0],
-               methods=[{"name": "PT", "method": "pt"}, {"name": "bad", "method": "pt",
-                                                         "method_options": {"num_tokens": "many"}}])
+    raw.update(
+        output_dir=str(tmp_path / "cmp"),
+        seeds=[0],
+        methods=[
+            {"name": "PT", "method": "pt"},
+            {"name": "bad", "method": "pt", "method_options": {"num_tokens": "many"}},
+        ],
+    )
     path = cfg_file.parent / "compare.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert cli_main(["compare", str(path)]) == 2
@@ -176,16 +208,32 @@ def test_overrides_after_flags(cfg_file, tmp_path, monkeypatch, capsys):
     assert cli_main(["train", str(cfg_file), "--resume", "train.steps=3"]) == 0
     assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["steps"] == 3
     capsys.readouterr()
-    assert cli_main(["eval", str(cfg_file), "--adapter", str(tmp_path / "run" / "best"), "--out",
-                     str(tmp_path / "ev"), "data.max_eval_examples=1", "eval.max_new_tokens={qa: 1}"]) == 0
+    assert (
+        cli_main(
+            [
+                "eval",
+                str(cfg_file),
+                "--adapter",
+                str(tmp_path / "run" / "best"),
+                "--out",
+                str(tmp_path / "ev"),
+                "data.max_eval_examples=1",
+                "eval.max_new_tokens={qa: 1}",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "ev" / "results.json").read_text())["sets"]
     import ptmoe.recipes.compare as compare_mod
 
     seen = {}
     monkeypatch.setattr(compare_mod, "compare", lambda raw, *a, **k: seen.update(raw) or {"markdown": ""})
     path = cfg_file.parent / "compare.yaml"
-    path.write_text(yaml.safe_dump({**yaml.safe_load(cfg_file.read_text()), "seeds": [0, 1],
-                                    "methods": [{"name": "PT", "method": "pt"}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {**yaml.safe_load(cfg_file.read_text()), "seeds": [0, 1], "methods": [{"name": "PT", "method": "pt"}]}
+        )
+    )
     assert cli_main(["compare", str(path), "--only", "PT", "seeds=[0]"]) == 0
     assert seen["seeds"] == [0]
 
@@ -207,14 +255,22 @@ def test_question_context_answer_rows_train_as_qa(cfg_file, tmp_path, capsys):
     csv = tmp_path / "rows.csv"
     csv.write_text("q,passage,answer\nWhat colour is the sun?,The sun is yellow.,yellow\n")
     assert load_examples(csv, columns={"question": "q", "context": "passage"})[0]["task"] == "qa"
-    assert load_examples(write_jsonl(tmp_path / "m.jsonl", [{"question": "2+2?", "answer": "4", "task": "math"}]))[0][
-        "task"] == "math"
+    assert (
+        load_examples(write_jsonl(tmp_path / "m.jsonl", [{"question": "2+2?", "answer": "4", "task": "math"}]))[0][
+            "task"
+        ]
+        == "math"
+    )
     # columns and task from the config, data read next to the config file, a line per data set, overlap warned
     mapped = cfg_file.parent / "data" / "mapped.jsonl"
     write_jsonl(mapped, [{"q": r["question"], "ctx": r["context"], "gold": r["answer"]} for r in qa_rows(10)])
     raw = yaml.safe_load(cfg_file.read_text())
-    raw["data"].update(train=["data/mapped.jsonl"], eval=["data/mapped.jsonl"], task="qa",
-                       columns={"question": "q", "context": "ctx", "answer": "gold"})
+    raw["data"].update(
+        train=["data/mapped.jsonl"],
+        eval=["data/mapped.jsonl"],
+        task="qa",
+        columns={"question": "q", "context": "ctx", "answer": "gold"},
+    )
     cfg_file.write_text(yaml.safe_dump(raw))
     assert cli_main(["train", str(cfg_file), "data.max_length=128"]) == 0
     err = capsys.readouterr().out
@@ -240,8 +296,9 @@ def test_config_show_prints_every_key_resolved(cfg_file, capsys):
 
 
 def test_config_doc_is_up_to_date():
-    assert (ROOT / "docs" / "config.md").read_text() == config_mod.markdown(), \
+    assert (ROOT / "docs" / "config.md").read_text() == config_mod.markdown(), (
         "regenerate: PYTHONPATH=src python -m ptmoe config doc > docs/config.md"
+    )
 
 
 # ---- 7. the README's Python block -------------------------------------------------------------------------
@@ -277,8 +334,10 @@ def test_training_step_and_generation_emit_no_deprecation_warnings():
     from ptmoe.models import load_shape
 
     base, tok = load_shape("tiny")
-    rows = [{"context": "The sun is yellow.", "question": "What colour is the sun?", "answers": ["yellow"]},
-            {"context": "The long river is blue and wide.", "question": "What colour is the river?", "answers": ["blue"]}]
+    rows = [
+        {"context": "The sun is yellow.", "question": "What colour is the sun?", "answers": ["yellow"]},
+        {"context": "The long river is blue and wide.", "question": "What colour is the river?", "answers": ["blue"]},
+    ]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for method, opts in (("ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}), ("lora", {"r": 1})):
@@ -295,8 +354,10 @@ def test_demo_splits_the_gain_into_format_and_content():
     from ptmoe.recipes.demo import gain_parts
 
     def results(preds):
-        return {"sets": {"s": {"task": "qa"}},
-                "predictions": {"s": [{"answers": [g], "prediction": p} for g, p in preds]}}
+        return {
+            "sets": {"s": {"task": "qa"}},
+            "predictions": {"s": [{"answers": [g], "prediction": p} for g, p in preds]},
+        }
 
     before = results([("Paris", "The tower is in Paris, France."), ("blue", "I do not know.")])
     after = results([("Paris", "Paris"), ("blue", "blue")])
@@ -312,13 +373,20 @@ def test_stored_compare_runs_keep_their_keys():
     assert run_key(load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7"])) == "ab542753125c"
     # (a prompt-tuning config: routed methods' keys changed on purpose with the routing fix, issue 14)
     assert run_key(load_config(ROOT / "configs" / "qa-pt.yaml")) == "05fb1de91c2f"
-    assert run_key(load_config(None, ["model=shape:tiny", "data.task=qa"])) != run_key(load_config(None, ["model=shape:tiny"]))
+    assert run_key(load_config(None, ["model=shape:tiny", "data.task=qa"])) != run_key(
+        load_config(None, ["model=shape:tiny"])
+    )
 
 
 def test_a_diverging_sweep_rate_is_scored_worst_not_fatal(cfg_file, tmp_path, capsys):
     raw = yaml.safe_load(cfg_file.read_text())
-    raw.update(output_dir=str(tmp_path / "cmp"), seeds=[0], baseline="M", methods=[{"name": "M", "method": "ptmoe"}],
-               sweep={"lrs": [1e30, 0.01], "steps": 3})
+    raw.update(
+        output_dir=str(tmp_path / "cmp"),
+        seeds=[0],
+        baseline="M",
+        methods=[{"name": "M", "method": "ptmoe"}],
+        sweep={"lrs": [1e30, 0.01], "steps": 3},
+    )
     raw["train"].update(warmup_ratio=0, max_grad_norm=0)
     path = cfg_file.parent / "compare.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -3,6 +3,7 @@ exported with `ptmoe export` loads with `PeftModel.from_pretrained` and generate
 for a single unpadded prompt; adapters made by PEFT (prompt tuning, LoRA) load into ptmoe and generate
 the same tokens as PEFT does; methods PEFT cannot express, existing output folders, other base models
 and misshapen tensors are refused with one line."""
+
 import copy
 import json
 
@@ -37,8 +38,14 @@ def prompt_ids(tok):
 
 
 def peft_greedy(peft_model, ids):
-    out = peft_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW,
-                              do_sample=False, pad_token_id=0, eos_token_id=None)
+    out = peft_model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=NEW,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
     return out[0, -NEW:].tolist()  # PEFT prompt tuning returns input + new tokens (no virtual tokens)
 
 
@@ -82,7 +89,9 @@ def test_peft_prompt_tuning_made_by_peft_loads_into_ptmoe(tiny, tmp_path):
     cfg = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=6)
     peft_model = get_peft_model(copy.deepcopy(base), cfg)
     with torch.no_grad():
-        peft_model.prompt_encoder["default"].embedding.weight.normal_(0, 1.0, generator=torch.Generator().manual_seed(2))
+        peft_model.prompt_encoder["default"].embedding.weight.normal_(
+            0, 1.0, generator=torch.Generator().manual_seed(2)
+        )
     peft_model.save_pretrained(str(tmp_path / "peft_pt"))
     ids = prompt_ids(tok)
     expected = peft_greedy(peft_model.eval(), ids)
@@ -94,7 +103,7 @@ def test_peft_prompt_tuning_made_by_peft_loads_into_ptmoe(tiny, tmp_path):
     batch = torch.zeros(2, ids.shape[1], dtype=torch.long)
     mask = torch.zeros_like(batch)
     batch[0], mask[0] = ids[0], 1
-    batch[1, -short.shape[1]:], mask[1, -short.shape[1]:] = short[0], 1
+    batch[1, -short.shape[1] :], mask[1, -short.shape[1] :] = short[0], 1
     assert model.generate(batch, mask, max_new_tokens=NEW)[0].tolist() == expected
 
 
@@ -110,7 +119,11 @@ def test_peft_lora_made_by_peft_loads_into_ptmoe(tiny, tmp_path):
     ids = prompt_ids(tok)
     expected = peft_greedy(peft_model.eval(), ids)
     model = PtmoeModel.from_pretrained(tmp_path / "peft_lora", copy.deepcopy(base), tok)
-    assert model.method == "lora" and model.config.r == 4 and sorted(model.config.target_modules) == ["o_proj", "q_proj", "v_proj"]
+    assert (
+        model.method == "lora"
+        and model.config.r == 4
+        and sorted(model.config.target_modules) == ["o_proj", "q_proj", "v_proj"]
+    )
     assert ptmoe_greedy(model, ids) == expected
     # saved again by ptmoe, it is a ptmoe adapter that still answers the same
     model.save_pretrained(tmp_path / "ours")
@@ -119,7 +132,9 @@ def test_peft_lora_made_by_peft_loads_into_ptmoe(tiny, tmp_path):
 
 def test_refusals_are_one_line(tiny, tmp_path, capsys):
     base, tok = tiny
-    PtmoeModel(copy.deepcopy(base), "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok).save_pretrained(tmp_path / "moe")
+    PtmoeModel(copy.deepcopy(base), "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok).save_pretrained(
+        tmp_path / "moe"
+    )
     assert main(["export", "--format", "peft", str(tmp_path / "moe"), str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'ptmoe' cannot be exported to PEFT" in err and "router" in err
@@ -152,11 +167,20 @@ def test_model_card_written_with_adapter(tiny, tmp_path):
     base, tok = tiny
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("data: {train: [squad/train], max_length: 256}\ntrain: {steps: 7, batch_size: 2, lr: 0.01}\nseed: 3\n")
+    (run / "config.yaml").write_text(
+        "data: {train: [squad/train], max_length: 256}\ntrain: {steps: 7, batch_size: 2, lr: 0.01}\nseed: 3\n"
+    )
     PtmoeModel(copy.deepcopy(base), "pt", {"num_tokens": 3}, tok).save_pretrained(run / "best", extra={"step": 7})
     card = (run / "best" / "README.md").read_text()
-    for part in ("base_model: shape:tiny", "Method: `pt`", "Trainable parameters: 192", "data ['squad/train']",
-                 "steps 7", "batch_size 2", "Saved at step: 7"):
+    for part in (
+        "base_model: shape:tiny",
+        "Method: `pt`",
+        "Trainable parameters: 192",
+        "data ['squad/train']",
+        "steps 7",
+        "batch_size 2",
+        "Saved at step: 7",
+    ):
         assert part in card, part
     (run / "eval").mkdir()
     (run / "eval" / "results.json").write_text(json.dumps({"sets": {"squad/heldout": {"n": 4, "f1": 12.5, "em": 0.0}}}))

@@ -2,6 +2,7 @@
 train -> save -> evaluate for every method, a learnable toy task, two processes (gloo) == one process,
 SIGKILL + --resume == uninterrupted, config errors, `ptmoe compare`, `ptmoe generate` with mixed
 adapters, router collapse warning, per-group learning rates, the paper preset."""
+
 import json
 import os
 import random
@@ -72,12 +73,25 @@ def data(tmp_path_factory):
 
 
 def overrides(data, out, method, *extra):
-    return ["model=shape:tiny", "dtype=fp32", f"method={method}", f"output_dir={out}",
-            f"data.train=['{data / 'train.jsonl'}']", f"data.eval=['{data / 'eval.jsonl'}']",
-            "data.valid_examples=4", "data.max_eval_examples=2",
-            "train.steps=2", "train.batch_size=2", "train.log_every=1", "train.save_every=2",
-            f"train.lr={LR[method]}", f"method_options={json.dumps(OPTS[method])}",
-            "eval.batch_size=4", "eval.max_new_tokens={qa: 4}", *extra]
+    return [
+        "model=shape:tiny",
+        "dtype=fp32",
+        f"method={method}",
+        f"output_dir={out}",
+        f"data.train=['{data / 'train.jsonl'}']",
+        f"data.eval=['{data / 'eval.jsonl'}']",
+        "data.valid_examples=4",
+        "data.max_eval_examples=2",
+        "train.steps=2",
+        "train.batch_size=2",
+        "train.log_every=1",
+        "train.save_every=2",
+        f"train.lr={LR[method]}",
+        f"method_options={json.dumps(OPTS[method])}",
+        "eval.batch_size=4",
+        "eval.max_new_tokens={qa: 4}",
+        *extra,
+    ]
 
 
 def quiet(*args, **kwargs):
@@ -129,16 +143,25 @@ def test_train_save_evaluate_every_method(method, data, tmp_path):
     assert saved["method"] == method and saved["num_trainable"] == n_params
     spec = str(data / "eval.jsonl")
     assert saved["sets"][spec]["n"] == 2 and {"f1", "em"} <= saved["sets"][spec].keys()
-    assert len(saved["predictions"][spec]) == 2 and all(isinstance(p["prediction"], str)
-                                                       for p in saved["predictions"][spec])
+    assert len(saved["predictions"][spec]) == 2 and all(
+        isinstance(p["prediction"], str) for p in saved["predictions"][spec]
+    )
     assert {"f1", "em"} <= saved["average"].keys()
     assert results["results_path"] == str(tmp_path / "eval" / "results.json")
     if method in ("smop", "ptmoe"):  # routed: usage summary and plot
         assert saved["router"]["per_set"] and (tmp_path / "eval" / "router.json").is_file()
         assert (tmp_path / "eval" / "router.png").is_file()
     if method == "pt":  # the same through the command line, table printed
-        rc = cli_main(["eval", *overrides(data, tmp_path / "run", method), "--adapter", str(out / "best"),
-                       "--out", str(tmp_path / "eval_cli")])
+        rc = cli_main(
+            [
+                "eval",
+                *overrides(data, tmp_path / "run", method),
+                "--adapter",
+                str(out / "best"),
+                "--out",
+                str(tmp_path / "eval_cli"),
+            ]
+        )
         assert rc == 0
         again = json.loads((tmp_path / "eval_cli" / "results.json").read_text())
         assert again["sets"] == saved["sets"]
@@ -150,23 +173,39 @@ def test_toy_task_loss_falls_and_accuracy_rises(tmp_path):
     (Its tied output embeddings have std 0.02, so logits span about +-1: a prompt or rank-1 LoRA on
     the frozen random model cannot move the output distribution far enough.)"""
     rng = random.Random(1)
-    rows = lambda n: [{"context": " ".join(rng.sample(WORDS, 3)), "question": "say ok", "answers": ["ok"]}
-                      for _ in range(n)]
+    rows = lambda n: [
+        {"context": " ".join(rng.sample(WORDS, 3)), "question": "say ok", "answers": ["ok"]} for _ in range(n)
+    ]
     train_f = write_jsonl(tmp_path / "toy_train.jsonl", rows(64))
     eval_f = write_jsonl(tmp_path / "toy_eval.jsonl", rows(8))
-    cfg = load_config(None, [
-        "model=shape:tiny", "method=ft", f"output_dir={tmp_path / 'toy'}", f"data.train=['{train_f}']",
-        f"data.eval=['{eval_f}']", "data.valid_examples=0", "train.steps=30", "train.batch_size=8",
-        "train.lr=0.01", "train.warmup_ratio=0", "train.schedule=constant", "train.log_every=1",
-        "train.save_every=1000", "eval.max_new_tokens={qa: 4}"])
+    cfg = load_config(
+        None,
+        [
+            "model=shape:tiny",
+            "method=ft",
+            f"output_dir={tmp_path / 'toy'}",
+            f"data.train=['{train_f}']",
+            f"data.eval=['{eval_f}']",
+            "data.valid_examples=0",
+            "train.steps=30",
+            "train.batch_size=8",
+            "train.lr=0.01",
+            "train.warmup_ratio=0",
+            "train.schedule=constant",
+            "train.log_every=1",
+            "train.save_every=1000",
+            "eval.max_new_tokens={qa: 4}",
+        ],
+    )
     before = evaluate(cfg, None, None, log=quiet, progress=False)
     summary = train(cfg, log=quiet)
     losses = [json.loads(line)["loss"] for line in (Path(summary["output_dir"]) / "log.jsonl").read_text().splitlines()]
     assert len(losses) == 30
     assert losses[0] > 4.0  # about ln(320): the random model knows nothing
     assert sum(losses[-5:]) / 5 < 0.25 * losses[0], losses
-    after = evaluate(cfg, str(Path(summary["output_dir"]) / "final"), str(tmp_path / "toy_eval"), log=quiet,
-                     progress=False)
+    after = evaluate(
+        cfg, str(Path(summary["output_dir"]) / "final"), str(tmp_path / "toy_eval"), log=quiet, progress=False
+    )
     assert before["average"]["em"] == 0.0
     assert after["average"]["em"] >= 75.0, after["predictions"]
 
@@ -174,11 +213,28 @@ def test_toy_task_loss_falls_and_accuracy_rises(tmp_path):
 # ---- two processes == one process ---------------------------------------------------------------------------------
 def test_two_processes_give_the_same_adapter_as_one(data, tmp_path):
     """torchrun --nproc_per_node 2 (accelerate on CPU: gloo) vs one in-process run, same global batch of 4."""
-    args = lambda out: overrides(data, out, "ptmoe", "train.steps=3", "train.batch_size=4", "data.valid_examples=0",
-                                 'method_options={"num_tokens": 4, "experts": 2, "rank": 2, "noise": "none"}')
+    args = lambda out: overrides(
+        data,
+        out,
+        "ptmoe",
+        "train.steps=3",
+        "train.batch_size=4",
+        "data.valid_examples=0",
+        'method_options={"num_tokens": 4, "experts": 2, "rank": 2, "noise": "none"}',
+    )
     env = {**SUB_ENV, "ACCELERATE_USE_CPU": "true"}  # what `accelerate launch --cpu` sets: gloo on CPU
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "ptmoe.cli", "train", *args(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "ptmoe.cli",
+        "train",
+        *args(tmp_path / "two"),
+    ]
     r = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     one = train(load_config(None, args(tmp_path / "one")), log=quiet)
@@ -193,9 +249,17 @@ def test_two_processes_give_the_same_adapter_as_one(data, tmp_path):
 # ---- SIGKILL and --resume ------------------------------------------------------------------------------------------
 def test_sigkill_then_resume_equals_uninterrupted_run(data, tmp_path):
     steps = 120
-    args = lambda out: overrides(data, out, "ptmoe", f"train.steps={steps}", "train.batch_size=4",
-                                 "train.log_every=10", "data.valid_examples=0", "train.save_every=2",
-                                 'method_options={"num_tokens": 4, "experts": 2, "rank": 2, "noise_std": 0.5}')
+    args = lambda out: overrides(
+        data,
+        out,
+        "ptmoe",
+        f"train.steps={steps}",
+        "train.batch_size=4",
+        "train.log_every=10",
+        "data.valid_examples=0",
+        "train.save_every=2",
+        'method_options={"num_tokens": 4, "experts": 2, "rank": 2, "noise_std": 0.5}',
+    )
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "ptmoe.cli", "train", *args(killed)]
     proc = subprocess.Popen(cmd, env=SUB_ENV, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -276,14 +340,29 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
     import yaml
 
     root = tmp_path / "cmp"
-    cfg = {"model": "shape:tiny", "output_dir": str(root),
-           "data": {"train": [str(data / "train.jsonl")], "eval": [str(data / "eval.jsonl")],
-                    "valid_examples": 2, "max_eval_examples": 2},
-           "train": {"steps": 2, "batch_size": 2, "log_every": 1, "save_every": 2},
-           "eval": {"batch_size": 4, "max_new_tokens": {"qa": 3}},
-           "baseline": "pt",
-           "methods": [{"name": m, "method": m, "method_options": OPTS[m], "train": {"lr": LR[m]},
-                        **({"preset": "default"} if m == "ptmoe" else {})} for m in METHODS]}
+    cfg = {
+        "model": "shape:tiny",
+        "output_dir": str(root),
+        "data": {
+            "train": [str(data / "train.jsonl")],
+            "eval": [str(data / "eval.jsonl")],
+            "valid_examples": 2,
+            "max_eval_examples": 2,
+        },
+        "train": {"steps": 2, "batch_size": 2, "log_every": 1, "save_every": 2},
+        "eval": {"batch_size": 4, "max_new_tokens": {"qa": 3}},
+        "baseline": "pt",
+        "methods": [
+            {
+                "name": m,
+                "method": m,
+                "method_options": OPTS[m],
+                "train": {"lr": LR[m]},
+                **({"preset": "default"} if m == "ptmoe" else {}),
+            }
+            for m in METHODS
+        ],
+    }
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert cli_main(["compare", str(path)]) == 0
@@ -338,22 +417,36 @@ def test_compare_gpu_script_runs_one_process_per_method_and_resumes(data, tmp_pa
     import yaml
 
     root = tmp_path / "cmp"
-    cfg = {"model": "shape:tiny", "output_dir": str(root),
-           "data": {"train": [str(data / "train.jsonl")], "eval": [str(data / "eval.jsonl")],
-                    "valid_examples": 2, "max_eval_examples": 2},
-           "train": {"steps": 5, "batch_size": 2, "save_every": 2},
-           "eval": {"batch_size": 4, "max_new_tokens": {"qa": 3}},
-           "baseline": "PT", "seeds": [0],
-           "methods": [{"name": "PT", "method": "pt", "method_options": OPTS["pt"]},
-                       {"name": "PT-MoE (default)", "method": "ptmoe", "preset": "default",
-                        "method_options": OPTS["ptmoe"]}]}
+    cfg = {
+        "model": "shape:tiny",
+        "output_dir": str(root),
+        "data": {
+            "train": [str(data / "train.jsonl")],
+            "eval": [str(data / "eval.jsonl")],
+            "valid_examples": 2,
+            "max_eval_examples": 2,
+        },
+        "train": {"steps": 5, "batch_size": 2, "save_every": 2},
+        "eval": {"batch_size": 4, "max_new_tokens": {"qa": 3}},
+        "baseline": "PT",
+        "seeds": [0],
+        "methods": [
+            {"name": "PT", "method": "pt", "method_options": OPTS["pt"]},
+            {"name": "PT-MoE (default)", "method": "ptmoe", "preset": "default", "method_options": OPTS["ptmoe"]},
+        ],
+    }
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PTMOE": f"{sys.executable} -m ptmoe", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {
+        **os.environ,
+        "PTMOE": f"{sys.executable} -m ptmoe",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+    }
     script = Path(__file__).resolve().parents[1] / "scripts" / "compare-gpu.sh"
-    run = lambda: subprocess.run(["bash", str(script), str(path), "300", "train.steps=2"], env=env,
-                                 capture_output=True, text=True, timeout=300)
+    run = lambda: subprocess.run(
+        ["bash", str(script), str(path), "300", "train.steps=2"], env=env, capture_output=True, text=True, timeout=300
+    )
     out = run()
     assert out.returncode == 0, out.stderr[-2000:]
     assert sorted(p.name for p in (root / "logs").iterdir()) == ["PT.log", "PT_MoE__default_.log"]
@@ -376,13 +469,17 @@ def test_generate_mixes_two_adapters_in_one_file(tmp_path, capsys):
             for p in model.trainable_parameters():
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
         dirs[name] = model.save_pretrained(tmp_path / name)
-    questions = [{"question": "What is the stone?", "context": "The stone is green.", "adapter": "a"},
-                 {"question": "What is the cloud?", "context": "The cloud is white.", "adapter": "b"},
-                 {"question": "What is 2 plus 2?", "adapter": "b"},
-                 {"question": "Where is the river?", "context": "The river is far.", "adapter": "a"}]
+    questions = [
+        {"question": "What is the stone?", "context": "The stone is green.", "adapter": "a"},
+        {"question": "What is the cloud?", "context": "The cloud is white.", "adapter": "b"},
+        {"question": "What is 2 plus 2?", "adapter": "b"},
+        {"question": "Where is the river?", "context": "The river is far.", "adapter": "a"},
+    ]
     mixed_file = write_jsonl(tmp_path / "mixed.jsonl", questions)
     gen = ["generate", "--model", "shape:tiny", "--max-new-tokens", "6"]
-    assert cli_main([*gen, "--adapter", f"a={dirs['a']}", "--adapter", f"b={dirs['b']}", "--file", str(mixed_file)]) == 0
+    assert (
+        cli_main([*gen, "--adapter", f"a={dirs['a']}", "--adapter", f"b={dirs['b']}", "--file", str(mixed_file)]) == 0
+    )
     mixed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [m["adapter"] for m in mixed] == ["a", "b", "b", "a"]
     assert [m["question"] for m in mixed] == [q["question"] for q in questions]

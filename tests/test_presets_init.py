@@ -1,5 +1,6 @@
 """Presets with their sources (issue 14): SVD init from the task's instruction in both presets, and an
 init text with fewer distinct tokens than the rank R still gives E = A_i B full rank R."""
+
 import json
 
 import pytest
@@ -53,7 +54,9 @@ def write(path, rows):
 
 
 def test_both_presets_init_from_the_task_instruction(tmp_path):
-    qa = write(tmp_path / "qa.jsonl", [{"context": "The sky is blue.", "question": "What is blue?", "answers": ["sky"]}])
+    qa = write(
+        tmp_path / "qa.jsonl", [{"context": "The sky is blue.", "question": "What is blue?", "answers": ["sky"]}]
+    )
     math = write(tmp_path / "math.jsonl", [{"question": "2+2?", "answer": "2+2=4\n#### 4"}])
     for preset in ("paper", "default"):
         assert PRESETS["ptmoe"][preset]["method_options"]["init_text"] == TASK_TEXT
@@ -63,8 +66,12 @@ def test_both_presets_init_from_the_task_instruction(tmp_path):
         assert task_init_text(cfg)["init_text"] == QA_INSTRUCTION + "\n" + MATH_INSTRUCTION
     # the paper preset keeps the text's noise: multiplicative, sigma 0.01
     opts = PRESETS["ptmoe"]["paper"]["method_options"]
-    assert (opts["noise"], opts["noise_std"], opts["top_k"], opts["weighting"]) == ("multiplicative", 0.01, 1,
-                                                                                    "probationary")
+    assert (opts["noise"], opts["noise_std"], opts["top_k"], opts["weighting"]) == (
+        "multiplicative",
+        0.01,
+        1,
+        "probationary",
+    )
     # an explicit init text wins over the preset's
     cfg = apply_preset(load_config(None, ["method=ptmoe", "preset=paper", "method_options={init_text: hi}"]))
     assert task_init_text(cfg)["init_text"] == "hi"

@@ -1,6 +1,7 @@
 """The routing rule (issue 14): an input-dependent prompt reads only what the model is given at
 inference. A training row is prompt + answer; its routing weights and soft prompt must equal those of
 generate's prefill of the prompt alone. And generate itself against a plain cache-free reference loop."""
+
 import pytest
 import torch
 
@@ -87,7 +88,7 @@ def test_batched_routing_equals_one_by_one(method):
     b = training_batch(tok)
     model(b["input_ids"], b["attention_mask"], labels=b["labels"])
     for i in range(len(QUESTIONS)):
-        one = {k: v[i:i + 1] for k, v in b.items()}
+        one = {k: v[i : i + 1] for k, v in b.items()}
         n = int(one["attention_mask"].sum())
         model(one["input_ids"][:, :n], one["attention_mask"][:, :n], labels=one["labels"][:, :n])
         torch.testing.assert_close(cap.prompts[-1][0], cap.prompts[0][i], rtol=1e-5, atol=1e-6)

@@ -2,6 +2,7 @@
 `openai` client (raw HTTP only for requests that client would not send). The base model is the tiny
 Llama shape with wider random weights (saved to a folder, served by path) so that answers depend on
 the prompt and the adapter; adapters are untrained modules with perturbed parameters."""
+
 from __future__ import annotations
 
 import threading
@@ -80,14 +81,20 @@ def test_greedy_equals_ptmoe_generate(server, served, files, name):
     """Completions (the prompt text as given) and chat (one user turn) answer what `ptmoe generate` answers."""
     _, client = server
     base, adapters = files
-    reference = answer([dict(r) for r in ROWS], base, {name: adapters[name]} if name else {}, max_new_tokens=12,
-                       dtype="fp32")  # as the server loads it
+    reference = answer(
+        [dict(r) for r in ROWS], base, {name: adapters[name]} if name else {}, max_new_tokens=12, dtype="fp32"
+    )  # as the server loads it
     model = name or served.base_name
     tok = served.tokenizer
     got = [complete(client, model, build_prompt_text(r, tok)).strip() for r in ROWS]
-    chat = [client.chat.completions.create(model=model, messages=[{"role": "user", "content": user_text(r)}],
-                                           max_tokens=12, temperature=0).choices[0].message.content.strip()
-            for r in ROWS]
+    chat = [
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": user_text(r)}], max_tokens=12, temperature=0
+        )
+        .choices[0]
+        .message.content.strip()
+        for r in ROWS
+    ]
     assert got == reference and chat == reference
     assert len(set(reference)) == 2 and all(reference)  # the answers really depend on the question
 
@@ -107,7 +114,7 @@ def test_concurrent_requests_for_two_adapters_batch_together(server, served):
     with ThreadPoolExecutor(len(jobs)) as pool:
         together = list(pool.map(lambda mp: complete(client, *mp), jobs))
     stats = httpx.get(f"{url}/stats").json()
-    new = stats["recent_batches"][-(stats["batches"] - before):]
+    new = stats["recent_batches"][-(stats["batches"] - before) :]
     assert any({"ptmoe", "pt"} <= set(b) for b in new), new  # really decoded in one batch
     assert together == alone
 
@@ -200,8 +207,9 @@ def test_graceful_shutdown_finishes_running_work(served):
     url = background.__enter__()
     result = {}
     body = {"model": "ptmoe", "prompt": "slow", "max_tokens": 400, "temperature": 0}
-    thread = threading.Thread(target=lambda: result.update(r=httpx.post(f"{url}/v1/completions", json=body,
-                                                                        timeout=60)))
+    thread = threading.Thread(
+        target=lambda: result.update(r=httpx.post(f"{url}/v1/completions", json=body, timeout=60))
+    )
     thread.start()
     while not httpx.get(f"{url}/stats").json()["batches"]:
         time.sleep(0.02)

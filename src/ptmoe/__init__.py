@@ -1,11 +1,19 @@
 """ptmoe: PT-MoE and the soft-prompt baselines for frozen causal language models."""
+
 __version__ = "0.1.0"
 
 # Imported on first use, so `ptmoe --help` and `ptmoe data list` start without torch.
-_EXPORTS = {"AdaptedModel": "adapted", "PtmoeModel": "model", "AdapterError": "persistence",
-            "load_base_model": "base_models", "DEFAULT_MODEL": "base_models", "encode": "data.format",
-            "get_method": "methods",
-            "make_config": "methods", "METHODS": "methods"}
+_EXPORTS = {
+    "AdaptedModel": "adapted",
+    "PtmoeModel": "model",
+    "AdapterError": "persistence",
+    "load_base_model": "base_models",
+    "DEFAULT_MODEL": "base_models",
+    "encode": "data.format",
+    "get_method": "methods",
+    "make_config": "methods",
+    "METHODS": "methods",
+}
 __all__ = list(_EXPORTS)
 
 

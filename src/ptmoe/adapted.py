@@ -4,6 +4,7 @@ It asks the adapter, never the method's name: what prompt to prepend (`inputs.py
 load (`persistence.py`), its routing and auxiliary loss. The loss is in `loss.py`, decoding in
 `generation.py`.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,15 @@ class Output:
 class AdaptedModel(nn.Module):
     """`lm`: the transformers *ForCausalLM (weight methods change it in place); `adapters`: name -> Adapter."""
 
-    def __init__(self, base: nn.Module, method: str, config: MethodConfig | dict | None = None,
-                 tokenizer=None, seed: int = 0, adapter_name: str = "default"):
+    def __init__(
+        self,
+        base: nn.Module,
+        method: str,
+        config: MethodConfig | dict | None = None,
+        tokenizer=None,
+        seed: int = 0,
+        adapter_name: str = "default",
+    ):
         super().__init__()
         spec = get_method(method)
         if not isinstance(config, MethodConfig):
@@ -83,8 +91,9 @@ class AdaptedModel(nn.Module):
             adapter = self.adapter
         if adapter_names is None:
             return prepend_prompt(embeds, attention_mask, labels, adapter.soft_prompt(embeds, given))
-        return prepend_prompt(embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given,
-                                                                                adapter_names))
+        return prepend_prompt(
+            embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given, adapter_names)
+        )
 
     def forward(self, input_ids, attention_mask, labels=None, return_logits=False, adapter_names=None) -> Output:
         """Fast path (default): the backbone's hidden states, then the LM head only where labels exist,
@@ -97,8 +106,15 @@ class AdaptedModel(nn.Module):
         return Output(loss, None, n)
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 32, eos_token_id=None,
-                 pad_token_id: int = 0, adapter_names=None) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids,
+        attention_mask=None,
+        max_new_tokens: int = 32,
+        eos_token_id=None,
+        pad_token_id: int = 0,
+        adapter_names=None,
+    ) -> torch.Tensor:
         """Greedy decoding with the KV cache; the prompt is computed and injected once, at prefill.
         Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS."""
         input_ids, attention_mask = left_align(input_ids, attention_mask)
@@ -116,8 +132,13 @@ class AdaptedModel(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         """Writes adapter_config.json and adapter_model.safetensors atomically (temp dir, then rename)."""
-        meta = {"method": self.method, "config": self.config.to_dict(), "base_model": self.identity,
-                "num_trainable": self.num_trainable(), **(extra or {})}
+        meta = {
+            "method": self.method,
+            "config": self.config.to_dict(),
+            "base_model": self.identity,
+            "num_trainable": self.num_trainable(),
+            **(extra or {}),
+        }
         return persistence.write_adapter(directory, meta, self.adapter)
 
     read_adapter_config = staticmethod(persistence.read_adapter_config)
@@ -152,8 +173,10 @@ class AdaptedModel(nn.Module):
         self.check_base(meta, where)
         spec = get_method(meta["method"])
         if not (spec.mixable and self.spec.mixable):
-            raise AdapterError(f"{where}: only prompt methods (mixable ones) can be mixed in one batch "
-                               f"(this is {meta['method']!r} on a {self.method!r} model)")
+            raise AdapterError(
+                f"{where}: only prompt methods (mixable ones) can be mixed in one batch "
+                f"(this is {meta['method']!r} on a {self.method!r} model)"
+            )
         config = make_config(meta["method"], meta["config"], where=str(where))
         self.adapters[adapter_name] = spec.build(config.for_loading(), self.lm)
         self.load_weights(directory, adapter_name)

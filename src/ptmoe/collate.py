@@ -1,4 +1,5 @@
 """Batches: padding, and length-grouped batch order (little padding, still shuffled)."""
+
 from __future__ import annotations
 
 import random
@@ -33,8 +34,8 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, group
     window = batch_size * group
     batches = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window], key=lambda i: lengths[i], reverse=True)
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     batches = [b for b in batches if len(b) == batch_size] or batches  # full batches keep the step size fixed
     rng.shuffle(batches)
     return batches
@@ -49,5 +50,5 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, grouped: bool 
         else:
             order = list(range(len(lengths)))
             random.Random(seed + epoch).shuffle(order)
-            yield from (order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size))
+            yield from (order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size))
         epoch += 1

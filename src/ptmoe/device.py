@@ -1,4 +1,5 @@
 """The one place that picks the device and the base model's dtype (train, eval, generate, bench)."""
+
 from __future__ import annotations
 
 import sys

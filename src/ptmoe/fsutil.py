@@ -1,5 +1,6 @@
 """Atomic directory writes: build in a temp folder, then swap it in, so a kill mid-save
 leaves the previous version intact."""
+
 from __future__ import annotations
 
 import os

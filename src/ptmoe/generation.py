@@ -1,5 +1,6 @@
 """Greedy decoding with the KV cache. The prefill takes the built inputs (prompt included), so a soft
 prompt is computed and injected once; decode steps feed one token per row."""
+
 from __future__ import annotations
 
 import torch
@@ -15,14 +16,21 @@ def left_align(input_ids, attention_mask=None):
 
 
 @torch.no_grad()
-def greedy_decode(lm, inputs_embeds, attention_mask, position_ids, max_new_tokens: int, eos_token_id=None,
-                  pad_token_id: int = 0) -> torch.Tensor:
+def greedy_decode(
+    lm, inputs_embeds, attention_mask, position_ids, max_new_tokens: int, eos_token_id=None, pad_token_id: int = 0
+) -> torch.Tensor:
     """[B, n] new tokens (n <= max_new_tokens), pad after a row's EOS; stops when every row has ended."""
     eos = sorted(set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or [])))
     B, device = inputs_embeds.shape[0], inputs_embeds.device
     cache = DynamicCache(config=lm.config)
-    out = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-             past_key_values=cache, use_cache=True, logits_to_keep=1)
+    out = lm(
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     mask, next_pos = attention_mask, position_ids[:, -1:] + 1
     done = torch.zeros(B, dtype=torch.bool, device=device)
     eos_t = torch.tensor(eos, device=device, dtype=torch.long)
@@ -36,7 +44,8 @@ def greedy_decode(lm, inputs_embeds, attention_mask, position_ids, max_new_token
         if step == max_new_tokens - 1 or bool(done.all()):
             break
         mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
-        out = lm(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
-                 use_cache=True)
+        out = lm(
+            input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True
+        )
         next_pos = next_pos + 1
     return torch.stack(new, 1) if new else torch.zeros(B, 0, dtype=torch.long, device=device)

@@ -6,6 +6,7 @@ padding both give each real token the position it has when the example stands al
 batch may use different (mixable) adapters. `context_mask` is the one rule for what an
 input-dependent prompt may read.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """The training loss: token cross-entropy of the LM head computed only where labels exist, in chunks,
 so no full-vocabulary fp32 copy of the logits ever lives (the fused path also needs one matmul, not two)."""
+
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,7 @@ class _FusedLinearCE(torch.autograd.Function):
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
         for i in range(0, hidden.shape[0], rows):
-            h, t = hidden[i:i + rows], targets[i:i + rows]
+            h, t = hidden[i : i + rows], targets[i : i + rows]
             z = nn.functional.linear(h, weight, bias).float()
             if softcap:
                 z = torch.tanh(z / softcap).mul_(softcap)
@@ -43,7 +44,7 @@ class _FusedLinearCE(torch.autograd.Function):
                 if softcap:  # d softcap(x) / dx = 1 - tanh^2
                     g.mul_(1 - (z / softcap).square_())
                 if need_h:
-                    grad_h[i:i + rows] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
+                    grad_h[i : i + rows] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
                 if need_w:
                     grad_w += g.t().to(h.dtype) @ h
                 if need_b:
@@ -56,12 +57,19 @@ class _FusedLinearCE(torch.autograd.Function):
     def backward(ctx, grad_out):
         grad_h, grad_w, grad_b = ctx.saved_tensors
         scale = lambda g, dtype=None: None if g is None else (g * grad_out).to(dtype or g.dtype)
-        return (scale(grad_h), scale(grad_w, ctx.dtypes[0]), scale(grad_b, ctx.dtypes[1]) if grad_b is not None
-                else None, None, None, None)
+        return (
+            scale(grad_h),
+            scale(grad_w, ctx.dtypes[0]),
+            scale(grad_b, ctx.dtypes[1]) if grad_b is not None else None,
+            None,
+            None,
+            None,
+        )
 
 
-def chunked_cross_entropy(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk: int | None = None,
-                          softcap: float | None = None) -> torch.Tensor:
+def chunked_cross_entropy(
+    hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk: int | None = None, softcap: float | None = None
+) -> torch.Tensor:
     """Sum of token cross-entropies of head(hidden) against targets (-100 ignored), in chunks of rows:
     no full-vocabulary fp32 copy of the logits ever lives. A plain nn.Linear head goes through a fused
     linear + cross-entropy (gradients in the same pass: one logits matmul instead of two); any other
@@ -80,7 +88,7 @@ def chunked_cross_entropy(hidden: torch.Tensor, head: nn.Module, targets: torch.
     rows = _ce_chunk_rows(getattr(weight, "shape", (32768,))[0], chunk)
     total = hidden.new_zeros((), dtype=torch.float32)
     for i in range(0, hidden.shape[0], rows):
-        h, t = hidden[i:i + rows], targets[i:i + rows]
+        h, t = hidden[i : i + rows], targets[i : i + rows]
         total = total + (checkpoint(piece, h, t, use_reentrant=False) if torch.is_grad_enabled() else piece(h, t))
     return total
 
@@ -89,8 +97,9 @@ def label_loss(lm: nn.Module, inputs_embeds, attention_mask, position_ids, label
     """(mean token loss, number of label tokens): the backbone's hidden states, then the LM head only
     at positions whose next token is labelled. Labels are aligned with the input (label i is token i)."""
     backbone = getattr(lm, lm.base_model_prefix)
-    hidden = backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                      use_cache=False).last_hidden_state
+    hidden = backbone(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != -100
     h, t = hidden[:, :-1][keep], targets[keep]
@@ -101,10 +110,12 @@ def label_loss(lm: nn.Module, inputs_embeds, attention_mask, position_ids, label
 
 def logits_and_loss(lm: nn.Module, inputs_embeds, attention_mask, position_ids, labels=None):
     """The plain path: full logits, and the usual mean cross-entropy where labels are given."""
-    logits = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                use_cache=False).logits
+    logits = lm(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).logits
     loss = None
     if labels is not None:
-        loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                           ignore_index=-100)
+        loss = nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+        )
     return logits, loss

@@ -123,8 +123,11 @@ def set_scores(task: str, predictions, answers) -> dict:
     """Mean question scores of one set: {"task", "n", "f1", "em"} or {"task", "n", "accuracy"}."""
     per = [question_scores(task, p, a) for p, a in zip(predictions, answers, strict=True)]
     keys = ("f1", "em") if task != "math" else ("accuracy",)
-    return {"task": "math" if task == "math" else "qa", "n": len(per),
-            **{k: sum(q[k] for q in per) / max(len(per), 1) for k in keys}}
+    return {
+        "task": "math" if task == "math" else "qa",
+        "n": len(per),
+        **{k: sum(q[k] for q in per) / max(len(per), 1) for k in keys},
+    }
 
 
 def average(sets: dict) -> dict:

@@ -1,5 +1,6 @@
 """Adapter folders: adapter_config.json (format version, method, its options, the base model's identity)
 and adapter_model.safetensors (whatever the method saves). Never a pickle; writes are atomic."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,12 @@ def base_identity(lm: nn.Module) -> dict:
     emb = lm.get_input_embeddings().weight.detach()
     rows = emb[:: max(1, emb.shape[0] // 4096)].to(torch.bfloat16).cpu().contiguous()
     digest = hashlib.sha256(rows.view(torch.int16).numpy().tobytes()).hexdigest()[:16]
-    return {"name": str(getattr(lm.config, "_name_or_path", "")), "hidden_size": int(emb.shape[1]),
-            "vocab_size": int(emb.shape[0]), "embedding_fingerprint": digest}
+    return {
+        "name": str(getattr(lm.config, "_name_or_path", "")),
+        "hidden_size": int(emb.shape[1]),
+        "vocab_size": int(emb.shape[0]),
+        "embedding_fingerprint": digest,
+    }
 
 
 def read_adapter_config(directory: str | os.PathLike) -> dict:
@@ -46,8 +51,9 @@ def read_adapter_config(directory: str | os.PathLike) -> dict:
             raise AdapterError(f"{path}: field {key!r} missing")
     version = meta.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise AdapterError(f"{path}: format_version {version!r} is newer than this ptmoe reads "
-                           f"({FORMAT_VERSION}): upgrade ptmoe")
+        raise AdapterError(
+            f"{path}: format_version {version!r} is newer than this ptmoe reads ({FORMAT_VERSION}): upgrade ptmoe"
+        )
     if not (Path(directory) / WEIGHTS_NAME).is_file():
         raise AdapterError(f"{Path(directory) / WEIGHTS_NAME}: adapter weights not found")
     return meta
@@ -57,10 +63,13 @@ def check_base(meta: dict, have: dict, where) -> None:
     want = meta["base_model"]
     keys = ("hidden_size", "vocab_size", "embedding_fingerprint")
     if any(want.get(k) != have[k] for k in keys):
-        desc = lambda d: (f"{d.get('name') or '?'} (hidden {d.get('hidden_size')}, vocab {d.get('vocab_size')}, "
-                          f"fingerprint {d.get('embedding_fingerprint')})")
-        raise AdapterError(f"{where}: adapter was trained on base model {desc(want)}, "
-                           f"but this base model is {desc(have)}")
+        desc = lambda d: (
+            f"{d.get('name') or '?'} (hidden {d.get('hidden_size')}, vocab {d.get('vocab_size')}, "
+            f"fingerprint {d.get('embedding_fingerprint')})"
+        )
+        raise AdapterError(
+            f"{where}: adapter was trained on base model {desc(want)}, but this base model is {desc(have)}"
+        )
 
 
 def write_adapter(directory, meta: dict, adapter) -> Path:

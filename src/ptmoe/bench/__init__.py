@@ -19,6 +19,7 @@ On CPU there is no allocator peak counter, so one extra step runs under ``torch.
 ``profile_memory=True`` and the peak of the running sum of its allocations is added to the bytes of
 the model's parameters and buffers ("profiler peak"); it counts tensors, not allocator slack.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,21 +36,34 @@ PARTS = ("synthetic", "real", "generate")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="shape:llama-3.2-1b",
-                   help="base model: shape:NAME (random init), smollm2-135m-instruct, an HF id or folder")
+    p.add_argument(
+        "--model",
+        default="shape:llama-3.2-1b",
+        help="base model: shape:NAME (random init), smollm2-135m-instruct, an HF id or folder",
+    )
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--dtype", choices=["auto", *sorted(DTYPES)], default="auto",
-                   help="base model dtype (auto: bf16 on cuda and on CPUs with bf16 instructions, else fp32); "
-                   "prompt parameters stay fp32")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", *sorted(DTYPES)],
+        default="auto",
+        help="base model dtype (auto: bf16 on cuda and on CPUs with bf16 instructions, else fp32); "
+        "prompt parameters stay fp32",
+    )
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=512, help="input tokens per example (synthetic part), "
-                   "and the max length of real examples")
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=512,
+        help="input tokens per example (synthetic part), and the max length of real examples",
+    )
     p.add_argument("--prompt-length", type=int, default=40, help="soft prompt tokens")
     p.add_argument("--steps", type=int, default=10, help="measured steps (median)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--methods", default=",".join(SYNTH_METHODS),
-                   help="comma list of forward, peft-pt, peft-lora and our methods by name (lora, hydralora: "
-                   "rank 8)")
+    p.add_argument(
+        "--methods",
+        default=",".join(SYNTH_METHODS),
+        help="comma list of forward, peft-pt, peft-lora and our methods by name (lora, hydralora: rank 8)",
+    )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list from {','.join(PARTS)}")
     p.add_argument("--real-examples", type=int, default=256, help="SQuAD training examples in the real part")
     p.add_argument("--real-method", default="ptmoe", help="our method in the real-data part")
@@ -92,13 +106,24 @@ def run(args) -> int:
     if args.compile:
         backbone = getattr(base, base.base_model_prefix)
         backbone.compile(dynamic=True)
-    result = {"command": "ptmoe bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"]
-              else "ptmoe bench " + " ".join(getattr(args, "_argv", [])),
-              "device": _device_desc(device), "versions": _versions(),
-              "config": {"model": args.model, "dtype": dtype_name, "batch_size": args.batch_size,
-                         "seq_len": args.seq_len, "prompt_length": args.prompt_length, "steps": args.steps,
-                         "warmup": args.warmup, "compile": args.compile,
-                         "attn_implementation": getattr(base.config, "_attn_implementation", None)}}
+    result = {
+        "command": "ptmoe bench " + " ".join(sys.argv[2:])
+        if sys.argv[1:2] == ["bench"]
+        else "ptmoe bench " + " ".join(getattr(args, "_argv", [])),
+        "device": _device_desc(device),
+        "versions": _versions(),
+        "config": {
+            "model": args.model,
+            "dtype": dtype_name,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+            "prompt_length": args.prompt_length,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "compile": args.compile,
+            "attn_implementation": getattr(base.config, "_attn_implementation", None),
+        },
+    }
     log(f"[bench] {args.model} on {result['device']}, {dtype_name}")
     if "synthetic" in parts:
         log("[bench] synthetic batch")

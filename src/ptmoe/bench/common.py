@@ -1,4 +1,5 @@
 """Shared pieces of the benchmark: timing, memory, the PEFT contenders and ours, one training step."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,7 @@ def _cpu_profiler_peak(fn) -> int:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     cur = peak = 0
     for _, n in events:
         cur += n
@@ -50,8 +50,12 @@ def _versions() -> dict:
     import peft
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
 def _device_desc(device) -> str:
@@ -70,8 +74,10 @@ def _peft_pt(base, T):
 def _peft_lora(base):
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                           target_modules=["q_proj", "v_proj"]))
+    return get_peft_model(
+        base,
+        LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"]),
+    )
 
 
 def _ours(base, method, T, tok):
@@ -104,11 +110,13 @@ def _train_step(module, opt, fixed_batch, ours: bool):
             if aux is not None:
                 loss = loss + aux
         else:
-            loss = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                          labels=batch["labels"]).loss
+            loss = module(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+            ).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -151,8 +159,12 @@ def _interleaved(steps_by_name: dict, device, steps: int, warmup: int, modules: 
             peak, how = torch.cuda.max_memory_allocated(device), "cuda.max_memory_allocated"
         else:
             peak, how = _param_bytes(*modules[name]) + _cpu_profiler_peak(step), "weights + profiler peak"
-        out[name] = {"ms": 1000 * statistics.median(times[name]),
-                     "ms_all": [round(1000 * t, 2) for t in times[name]], "peak_bytes": int(peak), "memory": how}
+        out[name] = {
+            "ms": 1000 * statistics.median(times[name]),
+            "ms_all": [round(1000 * t, 2) for t in times[name]],
+            "peak_bytes": int(peak),
+            "memory": how,
+        }
     return out
 
 

@@ -1,5 +1,6 @@
 """The real-data parts: SQuAD training examples (ours vs PEFT prompt tuning, collation included) and
 batched greedy generation on held-out questions."""
+
 from __future__ import annotations
 
 import gc
@@ -28,15 +29,22 @@ def bench_real(base, tok, args, device, log) -> dict:
             break
     n_batches = len(encoded) // B
     if n_batches == 0:
-        raise ValueError(f"real part: only {len(encoded)} SQuAD examples fit in --seq-len {args.seq_len}; "
-                         f"need at least --batch-size {B}")
+        raise ValueError(
+            f"real part: only {len(encoded)} SQuAD examples fit in --seq-len {args.seq_len}; "
+            f"need at least --batch-size {B}"
+        )
     encoded = encoded[: n_batches * B]
     real_tokens = sum(len(e["input_ids"]) for e in encoded)
     label_tokens = sum(sum(1 for x in e["labels"] if x != -100) for e in encoded)
     lengths = [len(e["input_ids"]) for e in encoded]
     pad_id = special_ids(tok)[0]
-    out = {"examples": len(encoded), "batches": n_batches, "real_tokens": real_tokens,
-           "label_tokens": label_tokens, "mean_len": real_tokens / max(len(encoded), 1)}
+    out = {
+        "examples": len(encoded),
+        "batches": n_batches,
+        "real_tokens": real_tokens,
+        "label_tokens": label_tokens,
+        "mean_len": real_tokens / max(len(encoded), 1),
+    }
 
     # ours: length-grouped batches, right padding, the fast loss
     torch.manual_seed(args.seed)
@@ -50,12 +58,15 @@ def bench_real(base, tok, args, device, log) -> dict:
     opt_p = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-3)
     order = list(range(len(encoded)))
     random.Random(args.seed).shuffle(order)
-    rand_batches = [order[i:i + B] for i in range(0, n_batches * B, B)]
+    rand_batches = [order[i : i + B] for i in range(0, n_batches * B, B)]
     collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100, return_tensors="pt")
-    collate_peft = lambda b: collator([{"input_ids": encoded[i]["input_ids"], "labels": encoded[i]["labels"]}
-                                       for i in b])
-    pipes = {"ours": (_train_step(ours, opt_o, None, ours=True), grouped, collate_ours),
-             "peft_pt": (_train_step(peft_model, opt_p, None, ours=False), rand_batches, collate_peft)}
+    collate_peft = lambda b: collator(
+        [{"input_ids": encoded[i]["input_ids"], "labels": encoded[i]["labels"]} for i in b]
+    )
+    pipes = {
+        "ours": (_train_step(ours, opt_o, None, ours=True), grouped, collate_ours),
+        "peft_pt": (_train_step(peft_model, opt_p, None, ours=False), rand_batches, collate_peft),
+    }
     for step, batches, collate in pipes.values():  # warm-up
         step(_dev_batch(collate(batches[0]), device))
     _sync(device)
@@ -69,8 +80,12 @@ def bench_real(base, tok, args, device, log) -> dict:
             secs[k] += time.perf_counter() - t0
             padded[k] += batch["input_ids"].numel()
     for k in pipes:
-        out[k] = {"seconds": secs[k], "tokens_per_s": real_tokens / secs[k], "padded_tokens": padded[k],
-                  "pad_fraction": 1 - real_tokens / padded[k]}
+        out[k] = {
+            "seconds": secs[k],
+            "tokens_per_s": real_tokens / secs[k],
+            "padded_tokens": padded[k],
+            "pad_fraction": 1 - real_tokens / padded[k],
+        }
     out["ours"]["method"] = args.real_method
     for k, label in (("ours", f"ours ({args.real_method})"), ("peft_pt", "peft-pt")):
         log(f"  {label:14s} {out[k]['tokens_per_s']:9.1f} real tokens/s, pad {out[k]['pad_fraction']:.1%}")
@@ -94,17 +109,22 @@ def bench_generate(base, tok, args, device, log) -> dict:
         if len(prompts) == args.gen_examples:
             break
     prompts.sort(key=len)  # the same length-sorted batches for both
-    batches = [prompts[i:i + B] for i in range(0, len(prompts), B)]
+    batches = [prompts[i : i + B] for i in range(0, len(prompts), B)]
     pad_id = special_ids(tok)[0]
-    out = {"examples": len(prompts), "batches": len(batches), "max_new_tokens": M,
-           "prompt_tokens": sum(map(len, prompts))}
+    out = {
+        "examples": len(prompts),
+        "batches": len(batches),
+        "max_new_tokens": M,
+        "prompt_tokens": sum(map(len, prompts)),
+    }
 
     torch.manual_seed(args.seed)
     ours = _ours(base, "pt", T, tok).eval()
 
     def gen_ours(batch):
-        new = ours.generate(batch["input_ids"], batch["attention_mask"], max_new_tokens=M, eos_token_id=None,
-                            pad_token_id=pad_id)
+        new = ours.generate(
+            batch["input_ids"], batch["attention_mask"], max_new_tokens=M, eos_token_id=None, pad_token_id=pad_id
+        )
         return new.numel()
 
     torch.manual_seed(args.seed)
@@ -112,9 +132,15 @@ def bench_generate(base, tok, args, device, log) -> dict:
 
     def gen_peft(batch):
         with torch.no_grad():
-            seq = peft_model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                      max_new_tokens=M, min_new_tokens=M, do_sample=False, pad_token_id=pad_id)
-        return seq[:, batch["input_ids"].shape[1]:].numel()
+            seq = peft_model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                max_new_tokens=M,
+                min_new_tokens=M,
+                do_sample=False,
+                pad_token_id=pad_id,
+            )
+        return seq[:, batch["input_ids"].shape[1] :].numel()
 
     # ours pads on the right (generate left-aligns itself); HF generate needs left padding
     pipes = {"ours": (gen_ours, "right"), "peft_pt": (gen_peft, "left")}
@@ -130,8 +156,12 @@ def bench_generate(base, tok, args, device, log) -> dict:
             _sync(device)
             secs[k] += time.perf_counter() - t0
     for k in pipes:
-        out[k] = {"seconds": secs[k], "examples_per_s": len(prompts) / secs[k],
-                  "new_tokens_per_s": made[k] / secs[k], "new_tokens": made[k]}
+        out[k] = {
+            "seconds": secs[k],
+            "examples_per_s": len(prompts) / secs[k],
+            "new_tokens_per_s": made[k] / secs[k],
+            "new_tokens": made[k],
+        }
     log(f"  ours (pt)      {out['ours']['new_tokens_per_s']:9.1f} new tokens/s")
     log(f"  peft-pt        {out['peft_pt']['new_tokens_per_s']:9.1f} new tokens/s")
     _unwrap(peft_model)  # (the models are freed on return: the closures above hold them until then)

@@ -1,4 +1,5 @@
 """The synthetic part: a fixed batch, every contender's training step interleaved round-robin."""
+
 from __future__ import annotations
 
 import gc
@@ -16,8 +17,9 @@ def bench_synthetic(base, tok, args, device, methods, log) -> list[dict]:
     labels = ids.clone()
     labels[:, : S // 2] = -100  # loss on the last half of the tokens
     batch = _dev_batch({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}, device)
-    full = _dev_batch({"input_ids": torch.cat([torch.randint(3, min(vocab, 32000), (B, T), generator=g), ids], 1)},
-                      device)
+    full = _dev_batch(
+        {"input_ids": torch.cat([torch.randint(3, min(vocab, 32000), (B, T), generator=g), ids], 1)}, device
+    )
     full_mask = torch.ones_like(full["input_ids"])
 
     def forward_step():

@@ -119,8 +119,10 @@ def row_to_example(row, where, columns=None, task=None):
     final = isinstance(raw, str) and "####" in raw
     if task is None:
         if not final and not context and col["answers"] == "answer" and "answers" not in mapped:
-            raise DataError(f"{where}: field 'answer' has no '#### N' final answer (math) and the row has no "
-                            f"'context' (QA); add one, or set the task (data.task or a 'task' field)")
+            raise DataError(
+                f"{where}: field 'answer' has no '#### N' final answer (math) and the row has no "
+                f"'context' (QA); add one, or set the task (data.task or a 'task' field)"
+            )
         task = "math" if final else "qa"
     ex = {"id": _str(row, col["id"], where, required=False) or where, "task": task}
     if task == "math" and final:
@@ -165,7 +167,9 @@ def read_squad(path, name, skip):
                 try:
                     if not isinstance(qa, dict):
                         raise DataError(f"{w}: question must be an object")
-                    answers = _answers([a.get("text") if isinstance(a, dict) else a for a in qa.get("answers") or []], w, "answers")
+                    answers = _answers(
+                        [a.get("text") if isinstance(a, dict) else a for a in qa.get("answers") or []], w, "answers"
+                    )
                     yield {
                         "id": str(qa.get("id", f"{name}-{a_i}-{p_i}-{q_i}")),
                         "task": "qa",
@@ -223,7 +227,11 @@ def mrqa_row(row, where, lineno):
         if "answers" in qa:
             answers = _answers(qa["answers"], where, f"qas[{i}].answers")
         elif "detected_answers" in qa and isinstance(qa["detected_answers"], list):
-            answers = _answers([d.get("text") for d in qa["detected_answers"] if isinstance(d, dict)], where, f"qas[{i}].detected_answers")
+            answers = _answers(
+                [d.get("text") for d in qa["detected_answers"] if isinstance(d, dict)],
+                where,
+                f"qas[{i}].detected_answers",
+            )
         else:
             raise DataError(f"{where}: field 'qas[{i}].answers' missing")
         question = _str(qa, "question", where, f"qas[{i}].question")
@@ -245,7 +253,9 @@ def read_csv(path, columns, task, skip):
         reader = csv.DictReader(f)
         for row in reader:
             try:
-                yield row_to_example({k: v for k, v in row.items() if v not in (None, "")}, f"{path}:{reader.line_num}", columns, task)
+                yield row_to_example(
+                    {k: v for k, v in row.items() if v not in (None, "")}, f"{path}:{reader.line_num}", columns, task
+                )
             except DataError as e:
                 skip(e)
 
@@ -267,7 +277,9 @@ def read_hf(spec, split, columns, task, skip):
             skip(e)
 
 
-def load_examples(spec, columns=None, task=None, split="train", skip_bad=False, set_name=None, cache_dir=None, log=print):
+def load_examples(
+    spec, columns=None, task=None, split="train", skip_bad=False, set_name=None, cache_dir=None, log=print
+):
     """Examples (dicts as in sources.py) from spec; see the module docstring.
 
     task: "qa"/"math" to force the task (default: inferred). set_name: the "set" field

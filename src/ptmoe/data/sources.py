@@ -176,7 +176,9 @@ def mathqa(raw):
         right = [k.strip() for k, v in e["target_scores"].items() if v == 1]
         if len(right) == 1 and re.fullmatch(r"-?\d+(\.\d+)?", right[0]):
             q = e["input"].strip()
-            out.append({"id": f"mathqa-{i}", "task": "math", "context": "", "question": q, "answers": right, "doc": str(i)})
+            out.append(
+                {"id": f"mathqa-{i}", "task": "math", "context": "", "question": q, "answers": right, "doc": str(i)}
+            )
     return out
 
 

@@ -7,6 +7,7 @@ first, writes the task folder (`lm_eval_tasks.write_tasks`) and then calls lm-ev
 For the ptmoe_* tasks it adds `--apply_chat_template` unless given: adapters are trained on prompts
 rendered with the chat template (data.format).
 """
+
 from __future__ import annotations
 
 import sys

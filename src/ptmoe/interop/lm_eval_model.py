@@ -8,6 +8,7 @@ handling, chat templates) with two model calls replaced so that every method's a
   - generation runs `PtmoeModel.generate` (greedy, KV cache, the prompt injected once at prefill).
 Registered by importing this module; `ptmoe lm-eval ...` does that before lm-eval's own CLI runs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,9 +30,18 @@ class PtmoeLM(HFLM):
     DIR a ptmoe or PEFT adapter folder; no adapter = the base model), or `PtmoeLM(model=<PtmoeModel>,
     tokenizer=tok)` for `lm_eval.simple_evaluate(model=...)`."""
 
-    def __init__(self, pretrained: str = DEFAULT_MODEL, adapter: str | None = None, dtype: str = "auto",
-                 device: str | None = None, batch_size: int | str = 1, max_length: int | None = None,
-                 model=None, tokenizer=None, **kwargs):
+    def __init__(
+        self,
+        pretrained: str = DEFAULT_MODEL,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int | str = 1,
+        max_length: int | None = None,
+        model=None,
+        tokenizer=None,
+        **kwargs,
+    ):
         if str(batch_size).startswith("auto"):
             raise ValueError("model_args batch_size: the ptmoe model takes a number, not 'auto'")
         if model is None:
@@ -49,9 +59,15 @@ class PtmoeLM(HFLM):
             if kwargs.get(key):
                 raise ValueError(f"model_args {key}: not supported by the ptmoe model (use adapter=DIR)")
         # chat templates carry their own special tokens: encode prompts as training does (data.format._ids)
-        super().__init__(pretrained=model.lm, tokenizer=tokenizer, batch_size=int(batch_size),
-                         max_length=max_length, add_bos_token=False if chat else None, logits_cache=False,
-                         **kwargs)
+        super().__init__(
+            pretrained=model.lm,
+            tokenizer=tokenizer,
+            batch_size=int(batch_size),
+            max_length=max_length,
+            add_bos_token=False if chat else None,
+            logits_cache=False,
+            **kwargs,
+        )
         self.ptmoe = model
         self.adapter = adapter
 
@@ -76,7 +92,7 @@ class PtmoeLM(HFLM):
         pbar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="loglikelihood (ptmoe)")
         pad = self.tokenizer.pad_token_id or 0
         for chunk in re_ord.get_batched(n=override_bs or self.batch_size):
-            inps = [(ctx + cont)[-(self.max_length + 1):][:-1] for _, ctx, cont in chunk]
+            inps = [(ctx + cont)[-(self.max_length + 1) :][:-1] for _, ctx, cont in chunk]
             L = max(len(x) for x in inps)
             ids = torch.full((len(chunk), L), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
@@ -85,14 +101,14 @@ class PtmoeLM(HFLM):
                 ids[i, : len(inp)] = torch.tensor(inp)
                 mask[i, : len(inp)] = 1
                 first = max(0, len(inp) - (len(cont) - 1))  # continuation tokens given as input
-                labels[i, first: len(inp)] = ids[i, first: len(inp)]
+                labels[i, first : len(inp)] = ids[i, first : len(inp)]
             ids, mask, labels = ids.to(self.device), mask.to(self.device), labels.to(self.device)
             x, m, pos, _ = self.ptmoe.build_inputs(ids, mask, labels)
             logits = self.ptmoe.lm(inputs_embeds=x, attention_mask=m, position_ids=pos, use_cache=False).logits
             logprobs = F.log_softmax(logits[:, -L:].float(), -1)  # drop the prompt positions
             for (key, _, cont), inp, lp in zip(chunk, inps, logprobs):
                 n = len(cont)
-                rows = lp[len(inp) - n: len(inp)]  # position j predicts token j + 1
+                rows = lp[len(inp) - n : len(inp)]  # position j predicts token j + 1
                 target = torch.tensor(cont, device=rows.device)
                 answer = (float(rows.gather(1, target[:, None]).sum()), bool((rows.argmax(-1) == target).all()))
                 res.append(answer)
@@ -113,8 +129,9 @@ class PtmoeLM(HFLM):
         if generation_kwargs.get("do_sample") or (generation_kwargs.get("temperature") or 0) > 0:
             raise ValueError("generation_kwargs: the ptmoe model decodes greedily (do_sample: false, temperature: 0)")
         pad, ends = special_ids(self.tokenizer)
-        new = self.ptmoe.generate(context, mask, max_new_tokens=max_length - context.shape[1], eos_token_id=ends,
-                                  pad_token_id=pad)
+        new = self.ptmoe.generate(
+            context, mask, max_new_tokens=max_length - context.shape[1], eos_token_id=ends, pad_token_id=pad
+        )
         return torch.cat([context, new.to(context.device)], 1)
 
     def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
@@ -126,6 +143,9 @@ class PtmoeLM(HFLM):
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
-        info.update(ptmoe_method=self.ptmoe.method, ptmoe_adapter=self.adapter,
-                    ptmoe_trainable=self.ptmoe.num_trainable() if self.adapter else 0)
+        info.update(
+            ptmoe_method=self.ptmoe.method,
+            ptmoe_adapter=self.adapter,
+            ptmoe_trainable=self.ptmoe.num_trainable() if self.adapter else 0,
+        )
         return info

@@ -11,6 +11,7 @@ them, with the functions below (utils.py), into a folder for `--include_path`.
 Prompts are the training prompts: `doc_to_text` is the user turn of `data.format`, and
 `--apply_chat_template` renders it as training does (the ptmoe model's `apply_chat_template`).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,7 +80,10 @@ def write_tasks(out_dir: str | Path | None = None, cache_dir: str | Path | None 
 
     data = data_dir(cache_dir)
     prepared = data / "prepared"
-    files = {"squad_heldout": prepared / "squad" / "heldout.jsonl", "gsm8k_heldout": prepared / "gsm8k" / "heldout.jsonl"}
+    files = {
+        "squad_heldout": prepared / "squad" / "heldout.jsonl",
+        "gsm8k_heldout": prepared / "gsm8k" / "heldout.jsonl",
+    }
     for path in [*files.values(), prepared / "mathqa" / "test.jsonl"]:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: prepared data not found; run `ptmoe data prepare` first")

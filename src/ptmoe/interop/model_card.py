@@ -5,6 +5,7 @@ Training facts come from `extra["training"]` when the caller gives them, else fr
 config.yaml (`ptmoe train` writes RUN/config.yaml and saves adapters as RUN/best, RUN/final);
 results from `extra["results"]`, else from RUN/eval/results.json when `ptmoe eval` has written one.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,16 @@ def _run_training(run_dir: Path) -> dict | None:
     try:
         cfg = yaml.safe_load(path.read_text())
         data, train = cfg.get("data", {}), cfg.get("train", {})
-        return {"data": data.get("train"), "max_train_examples": data.get("max_train_examples"),
-                "max_length": data.get("max_length"), "steps": train.get("steps"),
-                "batch_size": train.get("batch_size"), "grad_accum": train.get("grad_accum"),
-                "lr": train.get("lr"), "seed": cfg.get("seed")}
+        return {
+            "data": data.get("train"),
+            "max_train_examples": data.get("max_train_examples"),
+            "max_length": data.get("max_length"),
+            "steps": train.get("steps"),
+            "batch_size": train.get("batch_size"),
+            "grad_accum": train.get("grad_accum"),
+            "lr": train.get("lr"),
+            "seed": cfg.get("seed"),
+        }
     except (yaml.YAMLError, AttributeError):
         return None
 
@@ -36,8 +43,13 @@ def _run_results(run_dir: Path) -> dict | None:
     path = run_dir / "eval" / "results.json"
     try:
         r = json.loads(path.read_text())
-        return {"sets": {k: {m: v for m, v in s.items() if m in ("n", "f1", "em", "accuracy")}
-                         for k, s in r.get("sets", {}).items()}, "average": r.get("average")}
+        return {
+            "sets": {
+                k: {m: v for m, v in s.items() if m in ("n", "f1", "em", "accuracy")}
+                for k, s in r.get("sets", {}).items()
+            },
+            "average": r.get("average"),
+        }
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -48,15 +60,27 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
     results = meta.get("results") or (run_dir and _run_results(run_dir))
     name = base.get("name") or "unknown"
     lib = "peft" if peft_type else "ptmoe"
-    lines = ["---", f"library_name: {lib}", f"base_model: {HF_IDS.get(name, name)}", f"tags: [ptmoe, {meta['method']}]", "---", "",
-             f"# {meta['method']} adapter for {name}", "",
-             (f"- Base model: `{name}` (hidden size {base.get('hidden_size')}, vocabulary {base.get('vocab_size')}, "
-              f"embedding fingerprint `{base.get('embedding_fingerprint')}`)"),
-             f"- Method: `{meta['method']}` with options `{json.dumps(meta.get('config', {}), sort_keys=True)}`",
-             f"- Trainable parameters: {meta.get('num_trainable', 0):,}"]
+    lines = [
+        "---",
+        f"library_name: {lib}",
+        f"base_model: {HF_IDS.get(name, name)}",
+        f"tags: [ptmoe, {meta['method']}]",
+        "---",
+        "",
+        f"# {meta['method']} adapter for {name}",
+        "",
+        (
+            f"- Base model: `{name}` (hidden size {base.get('hidden_size')}, vocabulary {base.get('vocab_size')}, "
+            f"embedding fingerprint `{base.get('embedding_fingerprint')}`)"
+        ),
+        f"- Method: `{meta['method']}` with options `{json.dumps(meta.get('config', {}), sort_keys=True)}`",
+        f"- Trainable parameters: {meta.get('num_trainable', 0):,}",
+    ]
     if peft_type:
-        lines.append(f"- Format: PEFT `{peft_type}`, exported by `ptmoe export --format peft` from "
-                     f"`{meta.get('exported_from', '?')}`")
+        lines.append(
+            f"- Format: PEFT `{peft_type}`, exported by `ptmoe export --format peft` from "
+            f"`{meta.get('exported_from', '?')}`"
+        )
     if training:
         t = ", ".join(f"{k} {v}" for k, v in training.items() if v is not None)
         lines.append(f"- Training: {t}")
@@ -68,12 +92,28 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
         cell = lambda r, k: f"{r[k]:.2f}" if isinstance(r.get(k), (int, float)) else ""
         for s, r in (results.get("sets") or {}).items():
             lines.append(f"| {s} | {r.get('n', '')} | {cell(r, 'f1')} | {cell(r, 'em')} | {cell(r, 'accuracy')} |")
-    lines += ["", "## Use", "", "```python", "from ptmoe import PtmoeModel, load_base_model", "",
-              f'base, tok = load_base_model("{name}")', 'model = PtmoeModel.from_pretrained("THIS_FOLDER", base, tok)',
-              "```"]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from ptmoe import PtmoeModel, load_base_model",
+        "",
+        f'base, tok = load_base_model("{name}")',
+        'model = PtmoeModel.from_pretrained("THIS_FOLDER", base, tok)',
+        "```",
+    ]
     if peft_type:
-        lines += ["", "or with PEFT:", "", "```python", "from peft import PeftModel", "",
-                  'model = PeftModel.from_pretrained(base, "THIS_FOLDER")', "```"]
+        lines += [
+            "",
+            "or with PEFT:",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            "",
+            'model = PeftModel.from_pretrained(base, "THIS_FOLDER")',
+            "```",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ of method `pt` or `lora`, so eval / generate / serve / compare take it like any 
 PEFT folders carry no embedding fingerprint: the base check compares the recorded base model name
 (when there is one) and every tensor's shape with the base model's.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,22 @@ NOT_IN_PEFT = {
 }
 # LoRA options ptmoe's `lora` method has; any other option set away from PEFT's default is refused
 LORA_FIELDS = {"r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "target_modules"}
-LORA_IGNORED = {"peft_type", "task_type", "base_model_name_or_path", "revision", "inference_mode", "peft_version",
-                "auto_mapping", "init_lora_weights", "eva_config", "corda_config", "loftq_config", "lora_ga_config",
-                "kasa_config", "megatron_core"}
+LORA_IGNORED = {
+    "peft_type",
+    "task_type",
+    "base_model_name_or_path",
+    "revision",
+    "inference_mode",
+    "peft_version",
+    "auto_mapping",
+    "init_lora_weights",
+    "eva_config",
+    "corda_config",
+    "loftq_config",
+    "lora_ga_config",
+    "kasa_config",
+    "megatron_core",
+}
 
 
 def is_peft_folder(directory) -> bool:
@@ -60,7 +74,9 @@ def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
     method, where = meta["method"], Path(adapter_dir) / CONFIG_NAME
     peft_type = REGISTRY[method].peft_type if method in REGISTRY else None
     if peft_type is None:
-        raise AdapterError(f"{where}: method {method!r} cannot be exported to PEFT: {NOT_IN_PEFT.get(method, 'unknown method')}")
+        raise AdapterError(
+            f"{where}: method {method!r} cannot be exported to PEFT: {NOT_IN_PEFT.get(method, 'unknown method')}"
+        )
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise AdapterError(f"{out}: already exists; choose another folder or pass --overwrite")
@@ -70,13 +86,23 @@ def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
     opts = meta["config"]
     if peft_type == "PROMPT_TUNING":
         prompt = state["prompt"]
-        config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=prompt.shape[0], token_dim=prompt.shape[1],
-                                    num_transformer_submodules=1, base_model_name_or_path=name)
+        config = PromptTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=prompt.shape[0],
+            token_dim=prompt.shape[1],
+            num_transformer_submodules=1,
+            base_model_name_or_path=name,
+        )
         tensors = {"prompt_embeddings": prompt.float().contiguous()}
     else:
-        config = LoraConfig(r=opts["r"], lora_alpha=opts["alpha"], lora_dropout=opts["dropout"],
-                            target_modules=list(opts["target_modules"]), task_type="CAUSAL_LM",
-                            base_model_name_or_path=name)
+        config = LoraConfig(
+            r=opts["r"],
+            lora_alpha=opts["alpha"],
+            lora_dropout=opts["dropout"],
+            target_modules=list(opts["target_modules"]),
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=name,
+        )
         tensors = {k: v.contiguous() for k, v in state.items()}  # already PEFT's keys (get_peft_model_state_dict)
     with atomic_dir(out) as tmp:
         config.save_pretrained(str(tmp))
@@ -94,8 +120,14 @@ def load_peft(directory, base, tokenizer=None, adapter_name: str = "default") ->
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         pickled = (directory / "adapter_model.bin").is_file()
-        raise AdapterError(f"{weights}: not found" + (" (adapter_model.bin is a pickle: not loaded; "
-                                                       "re-save it with safe_serialization=True)" if pickled else ""))
+        raise AdapterError(
+            f"{weights}: not found"
+            + (
+                " (adapter_model.bin is a pickle: not loaded; re-save it with safe_serialization=True)"
+                if pickled
+                else ""
+            )
+        )
     state = load_file(str(weights))  # safetensors only: never a pickle
     if cfg.get("task_type") not in (None, "CAUSAL_LM"):
         raise AdapterError(f"{where}: task_type {cfg.get('task_type')!r}; ptmoe loads CAUSAL_LM adapters")
@@ -118,21 +150,26 @@ def load_peft_prompt(directory, lm):
     (`PtmoeModel.load_adapter`, for batches mixing several prompt adapters)."""
     kind = json.loads((Path(directory) / CONFIG_NAME).read_text()).get("peft_type")
     if kind != "PROMPT_TUNING":
-        raise AdapterError(f"{Path(directory) / CONFIG_NAME}: only prompt methods can be mixed in one batch "
-                           f"(this is PEFT {kind})")
+        raise AdapterError(
+            f"{Path(directory) / CONFIG_NAME}: only prompt methods can be mixed in one batch (this is PEFT {kind})"
+        )
     return load_peft(directory, lm).prompt_module
 
 
 def _load_prompt_tuning(cfg, state, base, tokenizer, adapter_name, where) -> PtmoeModel:
     if (cfg.get("num_transformer_submodules") or 1) != 1:
-        raise AdapterError(f"{where}: num_transformer_submodules {cfg['num_transformer_submodules']}: "
-                           "only decoder-only prompt tuning (1) is supported")
+        raise AdapterError(
+            f"{where}: num_transformer_submodules {cfg['num_transformer_submodules']}: "
+            "only decoder-only prompt tuning (1) is supported"
+        )
     prompt = state.get("prompt_embeddings")
     T, H = cfg["num_virtual_tokens"], base.get_input_embeddings().weight.shape[1]
     if prompt is None or tuple(prompt.shape) != (T, H) or cfg.get("token_dim") not in (None, H):
         shape = None if prompt is None else tuple(prompt.shape)
-        raise AdapterError(f"{where}: prompt_embeddings of shape {shape} (token_dim {cfg.get('token_dim')}) "
-                           f"do not fit {T} virtual tokens of this base model's hidden size {H}")
+        raise AdapterError(
+            f"{where}: prompt_embeddings of shape {shape} (token_dim {cfg.get('token_dim')}) "
+            f"do not fit {T} virtual tokens of this base model's hidden size {H}"
+        )
     model = PtmoeModel(base, "pt", {"num_tokens": T}, tokenizer, adapter_name=adapter_name)
     with torch.no_grad():
         model.prompt_module.prompt.copy_(prompt.float())
@@ -147,19 +184,27 @@ def _load_lora(cfg, state, base, tokenizer, adapter_name, where) -> PtmoeModel:
         if key in LORA_FIELDS or key in LORA_IGNORED:
             continue
         default = defaults.get(key)
-        if value != default and not (value in (None, False, [], {}, "none") and default in (None, False, [], {}, "none")):
+        if value != default and not (
+            value in (None, False, [], {}, "none") and default in (None, False, [], {}, "none")
+        ):
             raise AdapterError(f"{where}: LoRA option {key}={value!r} is not supported by ptmoe's lora method")
     targets = cfg.get("target_modules")
     if not isinstance(targets, list):
         raise AdapterError(f"{where}: target_modules {targets!r}: ptmoe needs a list of module names")
-    opts = {"r": cfg["r"], "alpha": cfg["lora_alpha"], "dropout": cfg.get("lora_dropout", 0.0),
-            "target_modules": sorted(targets)}
+    opts = {
+        "r": cfg["r"],
+        "alpha": cfg["lora_alpha"],
+        "dropout": cfg.get("lora_dropout", 0.0),
+        "target_modules": sorted(targets),
+    }
     model = PtmoeModel(base, "lora", opts, tokenizer, adapter_name=adapter_name)
     expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model.base).items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if expected != got:
         diff = sorted(set(expected) ^ set(got)) or sorted(k for k in expected if expected[k] != got[k])
-        raise AdapterError(f"{where}: tensors do not fit this base model with r={cfg['r']} on {sorted(targets)}: "
-                           f"e.g. {diff[:2]} (file {[got.get(k) for k in diff[:2]]}, model {[expected.get(k) for k in diff[:2]]})")
+        raise AdapterError(
+            f"{where}: tensors do not fit this base model with r={cfg['r']} on {sorted(targets)}: "
+            f"e.g. {diff[:2]} (file {[got.get(k) for k in diff[:2]]}, model {[expected.get(k) for k in diff[:2]]})"
+        )
     set_peft_model_state_dict(model.base, state)
     return model

@@ -1,4 +1,5 @@
 """Methods, registered by name. Importing this package registers them all."""
+
 from . import attempt, dpt, ft, hydralora, lora, none, pt, ptmoe, smop  # noqa: F401
 from .base import (  # noqa: F401
     NOTHING,

@@ -16,6 +16,7 @@ the adapter (self-contained) but never trained.
 Trainable parameters: T*H (target) + 2*H*d (down, up) + 2*H (LayerNorm) [+ d + H with attn_bias].
 Llama-3.2-1B (H = 2048), T = 40, d = 1: 81,920 + 4,096 + 4,096 = 90,112 (the paper's "90k").
 """
+
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ from torch import nn
 
 from .base import MethodConfig, MethodSpec, PromptModule, Routing, init_embeddings, register
 
-NO_SOURCE = ("attempt: no source prompt: set method_options.source_prompts to trained `pt` adapter folders "
-             "(in a compare config, an entry's 'source_runs: {}' trains one pt run per training source)")
+NO_SOURCE = (
+    "attempt: no source prompt: set method_options.source_prompts to trained `pt` adapter folders "
+    "(in a compare config, an entry's 'source_runs: {}' trains one pt run per training source)"
+)
 
 
 @dataclass
@@ -53,9 +56,9 @@ class ATTEMPTConfig(MethodConfig):
 
     def for_loading(self):
         """Same shapes without reading the source adapters: the saved buffer replaces them."""
-        return dataclasses.replace(self, source_prompts=[],
-                                   num_random_sources=self.num_random_sources + len(self.source_prompts))
-
+        return dataclasses.replace(
+            self, source_prompts=[], num_random_sources=self.num_random_sources + len(self.source_prompts)
+        )
 
     def for_counting(self):
         """Source prompts are buffers: one placeholder has the same trainable parameters."""
@@ -68,7 +71,9 @@ def load_source_prompt(directory, num_tokens: int, hidden: int) -> torch.Tensor:
 
     cfg_path, weights = Path(directory) / "adapter_config.json", Path(directory) / "adapter_model.safetensors"
     if not cfg_path.is_file() or not weights.is_file():
-        raise ValueError(f"attempt: source prompt {directory}: adapter_config.json or adapter_model.safetensors not found")
+        raise ValueError(
+            f"attempt: source prompt {directory}: adapter_config.json or adapter_model.safetensors not found"
+        )
     meta = json.loads(cfg_path.read_text())
     if meta.get("method") != "pt":
         raise ValueError(f"attempt: source prompt {cfg_path}: method is {meta.get('method')!r}, expected 'pt'")
@@ -105,7 +110,7 @@ class ATTEMPTPrompt(PromptModule):
         self.down = nn.Linear(H, d, bias=cfg.attn_bias)
         self.up = nn.Linear(d, H, bias=cfg.attn_bias)
         self.norm = nn.LayerNorm(H)
-        self.temperature = cfg.temperature or H ** 0.5
+        self.temperature = cfg.temperature or H**0.5
 
     def forward(self, input_embeds, attention_mask):
         prompts = torch.cat([self.sources, self.target.unsqueeze(0)], 0)  # [S+1, T, H]

@@ -1,4 +1,5 @@
 """Decomposed prompt tuning (Xiao et al. 2023): P = A B, A (T x R), B (R x H), no router."""
+
 from dataclasses import dataclass
 
 import torch
@@ -21,8 +22,11 @@ class DPTPrompt(PromptModule):
         self.num_tokens = cfg.num_tokens
         H = embeddings.weight.shape[1]
         if cfg.init == "svd":
-            A, B = svd_factors(init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator,
-                                               min_distinct=cfg.rank), cfg.rank, generator)
+            A, B = svd_factors(
+                init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator, min_distinct=cfg.rank),
+                cfg.rank,
+                generator,
+            )
         elif cfg.init == "uniform":
             A = torch.rand(cfg.num_tokens, cfg.rank, generator=generator) - 0.5
             B = torch.rand(cfg.rank, H, generator=generator) - 0.5
@@ -34,5 +38,6 @@ class DPTPrompt(PromptModule):
         return (self.A @ self.B).unsqueeze(0).expand(input_embeds.shape[0], -1, -1)
 
 
-register(MethodSpec("dpt", DPTConfig, DPTPrompt,
-                    num_params=lambda c, m: c.num_tokens * c.rank + c.rank * m.hidden_size))
+register(
+    MethodSpec("dpt", DPTConfig, DPTPrompt, num_params=lambda c, m: c.num_tokens * c.rank + c.rank * m.hidden_size)
+)

@@ -1,4 +1,5 @@
 """Full fine-tuning: every weight of the base model trains, and every weight is saved."""
+
 from dataclasses import dataclass
 
 from safetensors.torch import save_model

@@ -10,6 +10,7 @@ Trainable parameters per module: r*in (A) + K*out*r (B heads) + K*in (router). L
 q_proj (2048 -> 2048) and v_proj (2048 -> 512), r = 1, K = 2, 16 layers:
 16 * ((2048 + 4096 + 4096) + (2048 + 1024 + 4096)) = 16 * 17,408 = 278,528 (the paper's "278k").
 """
+
 import math
 from dataclasses import dataclass, field
 

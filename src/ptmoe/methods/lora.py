@@ -1,4 +1,5 @@
 """LoRA through PEFT: rank and target modules configurable (the paper: rank 1 on q_proj, v_proj)."""
+
 from dataclasses import dataclass, field
 
 from .base import MethodConfig, MethodSpec, WeightAdapter, check_state, linear_shapes, register
@@ -20,8 +21,13 @@ class PeftLoRA(WeightAdapter):
     def __init__(self, cfg: LoRAConfig, lm):
         from peft import LoraConfig, get_peft_model
 
-        peft_cfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+        peft_cfg = LoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=list(cfg.target_modules),
+            task_type="CAUSAL_LM",
+        )
         peft_model = get_peft_model(lm, peft_cfg)
         super().__init__(peft_model.get_base_model())
         self.__dict__["peft_model"] = peft_model

@@ -1,4 +1,5 @@
 """No adapter: the frozen base model alone, behind the same interface (evaluate and generate use it)."""
+
 from dataclasses import dataclass
 
 from .base import Adapter, MethodConfig, MethodSpec, register

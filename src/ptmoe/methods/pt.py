@@ -1,4 +1,5 @@
 """Prompt tuning (Lester et al. 2021): one trainable soft prompt of T tokens."""
+
 from dataclasses import dataclass
 
 from torch import nn
@@ -14,6 +15,7 @@ class PTConfig(MethodConfig):
 
 class PTPrompt(PromptModule):
     peft_type = "PROMPT_TUNING"  # exported to (and loaded from) PEFT folders
+
     def __init__(self, cfg: PTConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
         self.num_tokens = cfg.num_tokens
@@ -23,5 +25,4 @@ class PTPrompt(PromptModule):
         return self.prompt.unsqueeze(0).expand(input_embeds.shape[0], -1, -1)
 
 
-register(MethodSpec("pt", PTConfig, PTPrompt,
-                    num_params=lambda c, m: c.num_tokens * m.hidden_size))
+register(MethodSpec("pt", PTConfig, PTPrompt, num_params=lambda c, m: c.num_tokens * m.hidden_size))

@@ -1,5 +1,6 @@
 """PT-MoE (Li, Su, Collier 2025): N low-rank expert prompts P_i = A_i B with B shared,
 SVD-initialised, mixed per input by a learned router (top-k, probationary by default)."""
+
 from dataclasses import dataclass
 
 import torch
@@ -30,17 +31,28 @@ class PTMoEPrompt(PromptModule):
         super().__init__()
         self.num_tokens = cfg.num_tokens
         H = embeddings.weight.shape[1]
-        A, B = svd_factors(init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator,
-                                           min_distinct=cfg.rank), cfg.rank, generator)
+        A, B = svd_factors(
+            init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator, min_distinct=cfg.rank),
+            cfg.rank,
+            generator,
+        )
         As = A.unsqueeze(0).repeat(cfg.experts, 1, 1)
         if cfg.init_noise > 0:
             As = As + torch.randn(As.shape, generator=generator) * cfg.init_noise * A.std()
         self.A = nn.Parameter(As)  # [N, T, R]
         self.B = nn.Parameter(B)  # [R, H]
         self.load_balance = cfg.load_balance
-        self.router = Router(H, cfg.experts, bias=True, noise=cfg.noise, noise_std=cfg.noise_std,
-                             top_k=cfg.top_k, weighting=cfg.weighting, temperature=cfg.router_temperature,
-                             input_norm=cfg.router_input_norm)
+        self.router = Router(
+            H,
+            cfg.experts,
+            bias=True,
+            noise=cfg.noise,
+            noise_std=cfg.noise_std,
+            top_k=cfg.top_k,
+            weighting=cfg.weighting,
+            temperature=cfg.router_temperature,
+            input_norm=cfg.router_input_norm,
+        )
 
     def forward(self, input_embeds, attention_mask):
         weights, self.routing = self.router(masked_mean(input_embeds, attention_mask))

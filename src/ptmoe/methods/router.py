@@ -11,6 +11,7 @@ gets 99% of inputs before any training) and training only deepens it. Standardis
 separates inputs (std 1.41, a 49/51 split). Measured by `python bench/router_input.py
 configs/compare-qa.yaml`.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,9 +27,19 @@ INPUT_NORMS = ("none", "standardize")
 
 
 class Router(nn.Module):
-    def __init__(self, hidden: int, experts: int, *, bias: bool = True, noise: str = "multiplicative",
-                 noise_std: float = 0.01, top_k: int | None = 1, weighting: str = "probationary",
-                 temperature: float = 1.0, input_norm: str = "none"):
+    def __init__(
+        self,
+        hidden: int,
+        experts: int,
+        *,
+        bias: bool = True,
+        noise: str = "multiplicative",
+        noise_std: float = 0.01,
+        top_k: int | None = 1,
+        weighting: str = "probationary",
+        temperature: float = 1.0,
+        input_norm: str = "none",
+    ):
         super().__init__()
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"router: input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")

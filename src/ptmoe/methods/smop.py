@@ -1,5 +1,6 @@
 """SMoP (Choi et al. 2023): N full-rank prompts of T/N tokens; a bias-free router on the masked
 mean of the input embeddings with multiplicative noise (sigma = 1) picks one, scaled by its probability."""
+
 from dataclasses import dataclass
 
 import torch
@@ -28,13 +29,23 @@ class SMoPPrompt(PromptModule):
         H = embeddings.weight.shape[1]
         prompts = init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator)
         self.prompts = nn.Parameter(prompts.view(cfg.experts, self.num_tokens, H))
-        self.router = Router(H, cfg.experts, bias=False, noise=cfg.noise, noise_std=cfg.noise_std,
-                             top_k=cfg.top_k, weighting="probationary")
+        self.router = Router(
+            H,
+            cfg.experts,
+            bias=False,
+            noise=cfg.noise,
+            noise_std=cfg.noise_std,
+            top_k=cfg.top_k,
+            weighting="probationary",
+        )
 
     def forward(self, input_embeds, attention_mask):
         weights, self.routing = self.router(masked_mean(input_embeds, attention_mask))
         return torch.einsum("bn,nth->bth", weights, self.prompts)
 
 
-register(MethodSpec("smop", SMoPConfig, SMoPPrompt,
-                    num_params=lambda c, m: c.num_tokens * m.hidden_size + c.experts * m.hidden_size))
+register(
+    MethodSpec(
+        "smop", SMoPConfig, SMoPPrompt, num_params=lambda c, m: c.num_tokens * m.hidden_size + c.experts * m.hidden_size
+    )
+)

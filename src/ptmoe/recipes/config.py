@@ -6,6 +6,7 @@ any model or data is loaded. Relative data paths in a config file are read from 
 `ptmoe config show [CONFIG] [key=value ...]` prints the resolved config; `ptmoe config doc` writes
 docs/config.md from the same table.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,8 +38,9 @@ class Loader(yaml.SafeLoader):
     """YAML as people write numbers: `5e-5` and `1e-2` are floats (YAML 1.1 reads them as strings)."""
 
 
-Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-                             list("-+0123456789."))
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
 
 
 def parse_value(text: str):
@@ -109,8 +111,9 @@ def _beside(config: Path, spec):
     return str(candidate) if candidate.exists() or spec.endswith(DATA_SUFFIXES) else spec
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,
-                note=None) -> dict:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None, note=None
+) -> dict:
     """Defaults < config file < overrides, validated. `method=` given as an override switches the
     method: options inherited from the file that the new method lacks are dropped, and so is an inherited
     preset the new method does not define (each said in one line through `note`)."""
@@ -190,8 +193,10 @@ def _check_data(spec: str, key: str) -> None:
     if spec.startswith("hf:") or Path(spec).expanduser().exists():
         return
     if spec.endswith(DATA_SUFFIXES) or not re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-        raise ConfigError(f"{key}: no such file {spec!r} (relative paths in a config file are read from its "
-                          f"folder, on the command line from the working directory)")
+        raise ConfigError(
+            f"{key}: no such file {spec!r} (relative paths in a config file are read from its "
+            f"folder, on the command line from the working directory)"
+        )
 
 
 def dump(cfg: dict) -> str:
@@ -210,8 +215,11 @@ def resolved(cfg: dict) -> dict:
 
 # ---- `ptmoe config show|doc` -----------------------------------------------------------------------
 def add_arguments(p):
-    p.add_argument("action", choices=["show", "doc"],
-                   help="show: the resolved config with every default; doc: docs/config.md (markdown)")
+    p.add_argument(
+        "action",
+        choices=["show", "doc"],
+        help="show: the resolved config with every default; doc: docs/config.md (markdown)",
+    )
     p.add_argument("config", nargs="?", help="YAML config (show)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides (show)")
 
@@ -224,8 +232,10 @@ def run(args):
     preset = cfg["preset"]
     items = ([] if args.config is None or Path(args.config).exists() else [args.config]) + args.overrides
     source = args.config if args.config and Path(args.config).exists() else "the defaults"
-    print(f"# resolved from {source}{' with ' + ' '.join(items) if items else ''}"
-          + (f"; preset {preset!r} expanded into method_options and train.lr" if preset else ""))
+    print(
+        f"# resolved from {source}{' with ' + ' '.join(items) if items else ''}"
+        + (f"; preset {preset!r} expanded into method_options and train.lr" if preset else "")
+    )
     print(dump(resolved(cfg)), end="")
     return 0
 
@@ -256,20 +266,29 @@ loaded. A non-finite loss stops training (exit code 3) with the last finite chec
 def markdown() -> str:
     from ..methods import get_method
 
-    lines = [DOC_INTRO,
-             "| key | default | type | what |", "|---|---|---|---|"]
+    lines = [DOC_INTRO, "| key | default | type | what |", "|---|---|---|---|"]
     for key, (default, kind, text) in SCHEMA.items():
         shown = yaml.safe_dump(default, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
         lines.append(f"| `{key}` | `{shown}` | {kind.text} | {text} |")
-    lines += ["", "## Method options", "",
-              "Under `method_options` (or `-o key=value` / `--experts N` on `ptmoe params`); defaults per method:", ""]
+    lines += [
+        "",
+        "## Method options",
+        "",
+        "Under `method_options` (or `-o key=value` / `--experts N` on `ptmoe params`); defaults per method:",
+        "",
+    ]
     from .presets import PRESETS
 
     for name in METHODS:
         cls = get_method(name).config_cls
         fields = cls().to_dict()
-        cells = ", ".join(f"`{k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}`"
-                          for k, v in fields.items()) or "none"
+        cells = (
+            ", ".join(
+                f"`{k}: {yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}`"
+                for k, v in fields.items()
+            )
+            or "none"
+        )
         presets = f" (presets: {', '.join(f'`{p}`' for p in PRESETS[name])})" if name in PRESETS else ""
         lines.append(f"- **{name}**{presets}: {cells}")
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 the base model, train PT-MoE on SQuAD for a short CPU budget, evaluate again, print the F1 gain
 and the router summary. Every setting is in the packaged ptmoe/configs/demo.yaml (configs/demo.yaml in
 a checkout); key=value overrides apply."""
+
 from __future__ import annotations
 
 import json
@@ -41,39 +42,61 @@ def run(args):
     print(f"[demo] before: the base model {cfg['model']} alone", flush=True)
     before = evaluate(cfg, None, str(out / "eval_before"))
     print(format_table(before), flush=True)
-    print(f"[demo] training {cfg['method']} ({cfg['train']['steps']} steps of batch {cfg['train']['batch_size']})",
-          flush=True)
+    print(
+        f"[demo] training {cfg['method']} ({cfg['train']['steps']} steps of batch {cfg['train']['batch_size']})",
+        flush=True,
+    )
     summary = train(cfg)
     after = evaluate(cfg, str(out / "best"), str(out / "eval_after"))
     print(f"[demo] after: {cfg['method']} adapter {out / 'best'}")
     print(format_table(after))
     gain = after["average"]["f1"] - before["average"]["f1"]
-    print(f"\n[demo] F1 {before['average']['f1']:.2f} -> {after['average']['f1']:.2f}  (gain {gain:+.2f});  "
-          f"EM {before['average']['em']:.2f} -> {after['average']['em']:.2f}")
+    print(
+        f"\n[demo] F1 {before['average']['f1']:.2f} -> {after['average']['f1']:.2f}  (gain {gain:+.2f});  "
+        f"EM {before['average']['em']:.2f} -> {after['average']['em']:.2f}"
+    )
     fmt, content = gain_parts(before, after)
-    print(f"[demo] what the gain is made of: {fmt:+.2f} F1 on questions whose answer the base model already "
-          f"gave inside a longer reply (format: now the bare span, hence EM), {content:+.2f} F1 on the others "
-          f"(content)")
+    print(
+        f"[demo] what the gain is made of: {fmt:+.2f} F1 on questions whose answer the base model already "
+        f"gave inside a longer reply (format: now the bare span, hence EM), {content:+.2f} F1 on the others "
+        f"(content)"
+    )
     pt, ours = PARITY_60_STEPS["pt"], PARITY_60_STEPS["ptmoe (default)"]
-    print(f"[demo] against plain prompt tuning at this budget (a stored measurement, docs/parity.md: 60 steps of "
-          f"batch 8 on the 4-source QA mix, 3 seeds, SQuAD held-out column): prompt tuning F1 / EM "
-          f"{pt[0]:.2f} / {pt[1]:.2f}, PT-MoE (default) {ours[0]:.2f} / {ours[1]:.2f}; prompt tuning is ahead at "
-          f"this budget, PT-MoE only at 300 steps (+2.1 F1 on the mix)")
+    print(
+        f"[demo] against plain prompt tuning at this budget (a stored measurement, docs/parity.md: 60 steps of "
+        f"batch 8 on the 4-source QA mix, 3 seeds, SQuAD held-out column): prompt tuning F1 / EM "
+        f"{pt[0]:.2f} / {pt[1]:.2f}, PT-MoE (default) {ours[0]:.2f} / {ours[1]:.2f}; prompt tuning is ahead at "
+        f"this budget, PT-MoE only at 300 steps (+2.1 F1 on the mix)"
+    )
     router = after.get("router") or {}
     if router:
         share = ", ".join(f"{s:.0%}" for s in router["expert_share"])
-        print(f"[demo] router on the evaluation questions: expert share [{share}], usage entropy "
-              f"{router['usage_entropy_bits']:.2f} bits, mean confidence {router['router_confidence']:.2f}")
+        print(
+            f"[demo] router on the evaluation questions: expert share [{share}], usage entropy "
+            f"{router['usage_entropy_bits']:.2f} bits, mean confidence {router['router_confidence']:.2f}"
+        )
         train_router = summary.get("router") or {}
         if train_router:
             share = ", ".join(f"{s:.0%}" for s in train_router["expert_share"])
-            print(f"[demo] router during training: expert share [{share}], usage entropy "
-                  f"{train_router['usage_entropy_bits']:.2f} bits")
+            print(
+                f"[demo] router during training: expert share [{share}], usage entropy "
+                f"{train_router['usage_entropy_bits']:.2f} bits"
+            )
         plot_usage(router, out / "router.png")
     wall = time.time() - t0
-    (out / "demo_summary.json").write_text(json.dumps(
-        {"before": before["average"], "after": after["average"], "f1_gain": gain, "wall_s": wall,
-         "num_trainable": after["num_trainable"], "router": router}, indent=2))
+    (out / "demo_summary.json").write_text(
+        json.dumps(
+            {
+                "before": before["average"],
+                "after": after["average"],
+                "f1_gain": gain,
+                "wall_s": wall,
+                "num_trainable": after["num_trainable"],
+                "router": router,
+            },
+            indent=2,
+        )
+    )
     print(f"[demo] wall time {wall / 60:.1f} min; results in {out}")
     return 0
 
@@ -92,8 +115,9 @@ def gain_parts(before: dict, after: dict) -> tuple[float, float]:
         n_sets += 1
         n = len(preds)
         for b, a in zip(preds, after["predictions"][spec]):
-            f1 = lambda p: 0.0 if p["prediction"] is None else qa_scores(stop_answer(p["prediction"], "qa"),
-                                                                          p["answers"])[1]
+            f1 = lambda p: (
+                0.0 if p["prediction"] is None else qa_scores(stop_answer(p["prediction"], "qa"), p["answers"])[1]
+            )
             said = normalize_answer(stop_answer(b["prediction"] or "", "qa"))
             knew = any(normalize_answer(g) and normalize_answer(g) in said for g in b["answers"])
             delta = 100.0 * (f1(a) - f1(b)) / n

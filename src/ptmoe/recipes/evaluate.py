@@ -1,5 +1,6 @@
 """`ptmoe eval`: batched greedy generation with the KV cache, per-task answer length and stop
 rules, F1/EM (QA) or accuracy (math) per set and averaged, written to results.json."""
+
 from __future__ import annotations
 
 import json
@@ -55,10 +56,15 @@ def generate_answers(model, tok, examples, batch_size, max_length, max_new_token
     device = next(model.parameters()).device
     pad_id, eos = special_ids(tok)
     for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generate", file=sys.stderr):
-        rows = [enc[i] for i in order[s:s + batch_size]]
+        rows = [enc[i] for i in order[s : s + batch_size]]
         b = pad_batch(rows, pad_id, side="left")
-        out = model.generate(b["input_ids"].to(device), b["attention_mask"].to(device),
-                             max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad_id)
+        out = model.generate(
+            b["input_ids"].to(device),
+            b["attention_mask"].to(device),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=pad_id,
+        )
         if monitor is not None:
             monitor.observe([examples[r["index"]].get("set", "?") for r in rows])
         for r, ids in zip(rows, out.tolist()):
@@ -70,8 +76,9 @@ def score_set(examples, texts) -> dict:
     return set_scores(examples[0].get("task", "qa"), texts, [ex["answers"] for ex in examples])
 
 
-def evaluate(cfg: dict, adapter: str | None = None, out_dir: str | None = None, model=None, tok=None,
-             log=print, progress=True) -> dict:
+def evaluate(
+    cfg: dict, adapter: str | None = None, out_dir: str | None = None, model=None, tok=None, log=print, progress=True
+) -> dict:
     from ..data import load_examples
 
     device = default_device()
@@ -80,26 +87,37 @@ def evaluate(cfg: dict, adapter: str | None = None, out_dir: str | None = None, 
     model.eval()
     monitor = RouterMonitor(model, log=log)
     e, d = cfg["eval"], cfg["data"]
-    results = {"model": cfg["model"], "adapter": adapter, "method": model.method if adapter else "base",
-               "num_trainable": model.num_trainable() if adapter else 0, "sets": {}, "predictions": {}}
+    results = {
+        "model": cfg["model"],
+        "adapter": adapter,
+        "method": model.method if adapter else "base",
+        "num_trainable": model.num_trainable() if adapter else 0,
+        "sets": {},
+        "predictions": {},
+    }
     t0 = time.time()
     for spec in d["eval"]:
-        examples = list(load_examples(spec, columns=d.get("columns"), task=d.get("task"), skip_bad=d["skip_bad"],
-                                      log=log))[: d["max_eval_examples"]]
+        examples = list(
+            load_examples(spec, columns=d.get("columns"), task=d.get("task"), skip_bad=d["skip_bad"], log=log)
+        )[: d["max_eval_examples"]]
         if not examples:
             raise ConfigError(f"data.eval: {spec} has no examples")
         task = examples[0].get("task", "qa")
         max_new = e["max_new_tokens"].get(task, 32)
-        texts, dropped = generate_answers(model, tok, examples, e["batch_size"], d["max_length"], max_new,
-                                          monitor, progress)
+        texts, dropped = generate_answers(
+            model, tok, examples, e["batch_size"], d["max_length"], max_new, monitor, progress
+        )
         res = score_set(examples, texts)
         if dropped:
-            log(f"[data] {spec}: {dropped} of {len(examples)} questions do not fit data.max_length="
-                f"{d['max_length']} (the answer falls outside any window of the passage): scored 0")
+            log(
+                f"[data] {spec}: {dropped} of {len(examples)} questions do not fit data.max_length="
+                f"{d['max_length']} (the answer falls outside any window of the passage): scored 0"
+            )
         res["dropped_too_long"] = dropped
         results["sets"][spec] = res
-        results["predictions"][spec] = [{"id": ex.get("id"), "answers": ex["answers"], "prediction": t}
-                                        for ex, t in zip(examples, texts)]
+        results["predictions"][spec] = [
+            {"id": ex.get("id"), "answers": ex["answers"], "prediction": t} for ex, t in zip(examples, texts)
+        ]
     results["average"] = average(results["sets"])
     results["wall_s"] = time.time() - t0
     if monitor.totals():  # a routed adapter was used

@@ -1,5 +1,6 @@
 """`ptmoe export --format peft ADAPTER OUT`: a ptmoe adapter in another library's format.
 `pt` -> PEFT PROMPT_TUNING, `lora` -> PEFT LoRA; other methods are refused with the reason."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """`ptmoe generate`: answer questions with one or several trained adapters on one base model.
 With several adapters, one batch mixes examples for all of them (each row gets its own prompt)."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,13 @@ from ..metrics import stop_answer
 
 def add_arguments(p):
     p.add_argument("--model", default=DEFAULT_MODEL, help="base model")
-    p.add_argument("--adapter", action="append", default=[], metavar="[NAME=]DIR",
-                   help="adapter folder; repeat to load several (rows pick one with \"adapter\": NAME)")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="[NAME=]DIR",
+        help='adapter folder; repeat to load several (rows pick one with "adapter": NAME)',
+    )
     p.add_argument("--question", help="a question")
     p.add_argument("--context", default="", help="passage for a QA question")
     p.add_argument("--task", choices=["qa", "math"], default=None, help="default: qa with a context, else math")
@@ -62,8 +68,7 @@ def run(args):
             raise ValueError(f"adapter {row['adapter']!r} not given with --adapter (have {sorted(adapters) or 'none'})")
     answers = answer(rows, args.model, adapters, args.batch_size, args.max_new_tokens, args.dtype)
     for row, a in zip(rows, answers):
-        print(json.dumps({"question": row["question"], "adapter": row.get("adapter"), "answer": a}) if args.file
-              else a)
+        print(json.dumps({"question": row["question"], "adapter": row.get("adapter"), "answer": a}) if args.file else a)
     return 0
 
 
@@ -83,13 +88,21 @@ def answer(rows, model_name, adapters: dict, batch_size=16, max_new_tokens=None,
     pad_id, eos = special_ids(tok)
     out = []
     for s in range(0, len(rows), batch_size):
-        chunk = rows[s:s + batch_size]
-        enc = [{"input_ids": tok(build_prompt_text(r, tok), add_special_tokens=not tok.chat_template)["input_ids"]}
-               for r in chunk]
+        chunk = rows[s : s + batch_size]
+        enc = [
+            {"input_ids": tok(build_prompt_text(r, tok), add_special_tokens=not tok.chat_template)["input_ids"]}
+            for r in chunk
+        ]
         b = pad_batch(enc, pad_id, side="left")
         mixed = [r.get("adapter", names[0]) for r in chunk] if len(names) > 1 else None
         limit = max_new_tokens or max(24 if r["task"] == "qa" else 200 for r in chunk)
-        ids = model.generate(b["input_ids"].to(device), b["attention_mask"].to(device), max_new_tokens=limit,
-                             eos_token_id=eos, pad_token_id=pad_id, adapter_names=mixed)
+        ids = model.generate(
+            b["input_ids"].to(device),
+            b["attention_mask"].to(device),
+            max_new_tokens=limit,
+            eos_token_id=eos,
+            pad_token_id=pad_id,
+            adapter_names=mixed,
+        )
         out += [stop_answer(tok.decode(x, skip_special_tokens=True), r["task"]) for r, x in zip(chunk, ids.tolist())]
     return out

@@ -34,6 +34,7 @@ default: the paper's top-1 probationary routing, noise and SVD init from the tas
 
 Both presets route on the prompt alone (`ptmoe.model.context_mask`), in training as at inference.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,14 +45,31 @@ TASK_TEXT = "@task"  # init_text value: the instruction of the training data's t
 
 PRESETS = {
     "ptmoe": {
-        "paper": {"method_options": {"top_k": 1, "weighting": "probationary", "noise": "multiplicative",
-                                     "noise_std": 0.01, "router_input_norm": "none", "load_balance": 0.0,
-                                     "init_noise": 0.0, "init_text": TASK_TEXT}},
-        "default": {"method_options": {"top_k": 1, "weighting": "probationary", "noise": "multiplicative",
-                                       "noise_std": 0.01, "router_input_norm": "standardize",
-                                       "load_balance": 0.1, "init_noise": 0.1,
-                                       "init_text": TASK_TEXT},
-                    "lr_scale": 3.0},
+        "paper": {
+            "method_options": {
+                "top_k": 1,
+                "weighting": "probationary",
+                "noise": "multiplicative",
+                "noise_std": 0.01,
+                "router_input_norm": "none",
+                "load_balance": 0.0,
+                "init_noise": 0.0,
+                "init_text": TASK_TEXT,
+            }
+        },
+        "default": {
+            "method_options": {
+                "top_k": 1,
+                "weighting": "probationary",
+                "noise": "multiplicative",
+                "noise_std": 0.01,
+                "router_input_norm": "standardize",
+                "load_balance": 0.1,
+                "init_noise": 0.1,
+                "init_text": TASK_TEXT,
+            },
+            "lr_scale": 3.0,
+        },
     },
 }
 
@@ -63,8 +81,9 @@ def apply_preset(cfg: dict) -> dict:
         return cfg
     table = PRESETS.get(cfg["method"], {})
     if name not in table:
-        raise ValueError(f"preset: {name!r} is not defined for method {cfg['method']!r}; "
-                         f"known: {sorted(table) or 'none'}")
+        raise ValueError(
+            f"preset: {name!r} is not defined for method {cfg['method']!r}; known: {sorted(table) or 'none'}"
+        )
     preset, cfg = table[name], copy.deepcopy(cfg)
     cfg["method_options"] = {**preset["method_options"], **cfg["method_options"]}
     lr = cfg["train"]["lr"] * preset.get("lr_scale", 1.0)
@@ -83,8 +102,14 @@ def task_init_text(cfg: dict) -> dict:
 
     tasks, d = [], cfg["data"]
     for spec in d["train"]:
-        first = next(iter(load_examples(spec, columns=d.get("columns"), task=d.get("task"), skip_bad=d["skip_bad"],
-                                        log=lambda *a: None)), {})
+        first = next(
+            iter(
+                load_examples(
+                    spec, columns=d.get("columns"), task=d.get("task"), skip_bad=d["skip_bad"], log=lambda *a: None
+                )
+            ),
+            {},
+        )
         task = first.get("task", "qa")
         if task not in tasks:
             tasks.append(task)

@@ -1,4 +1,5 @@
 """Router health and analysis: expert usage per data set, confidence, entropy; collapse warnings."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,12 @@ class RouterMonitor:
 
     @staticmethod
     def _empty():
-        return {"usage": defaultdict(lambda: None), "conf": defaultdict(float), "ent": defaultdict(float),
-                "n": defaultdict(int)}
+        return {
+            "usage": defaultdict(lambda: None),
+            "conf": defaultdict(float),
+            "ent": defaultdict(float),
+            "n": defaultdict(int),
+        }
 
     def observe(self, sets: list[str]) -> None:
         routing = self.model.routing  # None: the adapter is not routed
@@ -52,17 +57,22 @@ class RouterMonitor:
         usage = sum(u for u in acc["usage"].values())
         n = sum(acc["n"].values())
         share = (usage / usage.sum()).tolist()
-        out = {"expert_share": share, "usage_entropy_bits": usage_entropy_bits(share),
-               "router_confidence": sum(acc["conf"].values()) / n,
-               "router_entropy_bits": sum(acc["ent"].values()) / n}
+        out = {
+            "expert_share": share,
+            "usage_entropy_bits": usage_entropy_bits(share),
+            "router_confidence": sum(acc["conf"].values()) / n,
+            "router_entropy_bits": sum(acc["ent"].values()) / n,
+        }
         return out
 
     def summary(self, reset: bool = False) -> dict:
         s = self._summarise(self.window)
         if s and len(s["expert_share"]) > 1 and max(s["expert_share"]) >= self.threshold and not self.warned:
-            self.log(f"[router] warning: expert {s['expert_share'].index(max(s['expert_share']))} takes "
-                     f"{max(s['expert_share']):.0%} of examples: the router has collapsed onto one expert "
-                     f"(try preset: default, i.e. router_input_norm: standardize with load_balance)")
+            self.log(
+                f"[router] warning: expert {s['expert_share'].index(max(s['expert_share']))} takes "
+                f"{max(s['expert_share']):.0%} of examples: the router has collapsed onto one expert "
+                f"(try preset: default, i.e. router_input_norm: standardize with load_balance)"
+            )
             self.warned = True
         if reset:
             self.window = self._empty()
@@ -71,8 +81,10 @@ class RouterMonitor:
     def state(self) -> dict:
         """The whole-run counts, JSON-ready: a checkpoint keeps them so a resumed run reports the whole run."""
         a = self.all
-        return {s: {"usage": a["usage"][s].tolist(), "conf": a["conf"][s], "ent": a["ent"][s], "n": n}
-                for s, n in a["n"].items()}
+        return {
+            s: {"usage": a["usage"][s].tolist(), "conf": a["conf"][s], "ent": a["ent"][s], "n": n}
+            for s, n in a["n"].items()
+        }
 
     def load_state(self, state: dict) -> None:
         for s, v in state.items():
@@ -85,8 +97,12 @@ class RouterMonitor:
         per_set = {}
         for s, n in acc["n"].items():
             u = acc["usage"][s]
-            per_set[s] = {"n": n, "expert_share": (u / u.sum()).tolist(), "router_confidence": acc["conf"][s] / n,
-                          "router_entropy_bits": acc["ent"][s] / n}
+            per_set[s] = {
+                "n": n,
+                "expert_share": (u / u.sum()).tolist(),
+                "router_confidence": acc["conf"][s] / n,
+                "router_entropy_bits": acc["ent"][s] / n,
+            }
         return {**self._summarise(acc), "per_set": per_set} if per_set else {}
 
 

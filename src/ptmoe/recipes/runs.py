@@ -5,6 +5,7 @@ A folder that holds a run is never written by a new one unless asked: `--resume`
 `--overwrite` replaces it (after the new run's config, data and model have loaded, so a command
 that fails on bad input leaves the old run untouched).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def check_run_folder(folder: Path, resume: bool, overwrite: bool) -> None:
         raise ConfigError("--resume and --overwrite: choose one")
     if resume or overwrite or not holds_run(folder):
         return
-    raise ConfigError(f"output_dir {folder} already holds a run: add --resume to continue it, --overwrite to "
-                      f"replace it, or choose another output_dir=")
+    raise ConfigError(
+        f"output_dir {folder} already holds a run: add --resume to continue it, --overwrite to "
+        f"replace it, or choose another output_dir="
+    )
 
 
 def clear_run(folder: Path) -> None:

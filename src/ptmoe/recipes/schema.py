@@ -1,6 +1,7 @@
 """Every config key: its default, its type and what it does. The one source for the defaults
 (config.DEFAULTS), for the checks (config.validate), for `ptmoe config show` and for
 docs/config.md (`ptmoe config doc`), so none of them can drift from the others."""
+
 from __future__ import annotations
 
 import math
@@ -43,6 +44,7 @@ def integer(lo: int, null: bool = False) -> Kind:
             what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
             raise ConfigError(f"{key}: must be {what}{' or null' if null else ''}, got {v!r}")
         return v
+
     return Kind(f"integer ≥ {lo}" + (" or null" if null else ""), check)
 
 
@@ -52,6 +54,7 @@ def number(lo: float = 0.0, strict: bool = False, hi: float | None = None) -> Ki
         if v < lo or (strict and v == lo) or (hi is not None and v > hi):
             raise ConfigError(f"{key}: must be a number {text}, got {v!r}")
         return v
+
     text = (f"> {lo:g}" if strict else f"≥ {lo:g}") + (f" and ≤ {hi:g}" if hi is not None else "")
     return Kind(f"number {text}", check)
 
@@ -61,6 +64,7 @@ def choice(*options, null: bool = False) -> Kind:
         if (v is None and null) or v in options:
             return v
         raise ConfigError(f"{key}: must be one of {', '.join(map(str, options))}, got {v!r}")
+
     return Kind("one of " + ", ".join(f"`{o}`" for o in options) + (" or null" if null else ""), check)
 
 
@@ -73,6 +77,7 @@ def method_name() -> Kind:
         if v not in REGISTRY or v == "none":
             raise ConfigError(f"{key}: unknown method {v!r}; known: {', '.join(METHODS)}")
         return v
+
     return Kind("one of " + ", ".join(f"`{m}`" for m in METHODS) + " (or a method your code registers)", check)
 
 
@@ -81,6 +86,7 @@ def string(null: bool = False) -> Kind:
         if (v is None and null) or (isinstance(v, str) and v.strip()):
             return v
         raise ConfigError(f"{key}: must be a non-empty string{' or null' if null else ''}, got {v!r}")
+
     return Kind("string" + (" or null" if null else ""), check)
 
 
@@ -89,6 +95,7 @@ def boolean() -> Kind:
         if isinstance(v, bool):
             return v
         raise ConfigError(f"{key}: must be true or false, got {v!r}")
+
     return Kind("true / false", check)
 
 
@@ -98,6 +105,7 @@ def datasets() -> Kind:
         if not isinstance(v, list) or not v or not all(isinstance(s, str) and s.strip() for s in v):
             raise ConfigError(f"{key}: must be a data set name or file, or a non-empty list of them, got {v!r}")
         return v
+
     return Kind("list of data sets (see docs/data.md)", check)
 
 
@@ -108,30 +116,49 @@ def mapping(value: Kind | None = None, text: str = "mapping", allow_str: bool = 
         if not isinstance(v, dict):
             raise ConfigError(f"{key}: must be a mapping, got {v!r}")
         return {k: value.check(x, f"{key}.{k}") if value else x for k, x in v.items()}
+
     return Kind(text, check)
 
 
 # key -> (default, kind, what it does). Mapping-valued keys (method_options, lr_groups, ...) are
 # leaves: a YAML mapping or an override `key={a: 1}` merges into them, `key.a=1` sets one entry.
 SCHEMA: dict[str, tuple] = {
-    "model": ("smollm2-135m-instruct", string(),
-              ("base model: `smollm2-135m-instruct` or `gemma3-270m` (embedded), a local folder, a `.gguf` "
-               "file, a cached Hugging Face id, or `shape:NAME` (random weights)")),
-    "dtype": ("auto", choice("auto", "bf16", "fp32"), "weights of the frozen model; `auto`: bf16 on GPU and on CPUs with bf16 instructions (AMX / AVX512-BF16), else fp32"),
-    "method": ("ptmoe", method_name(),
-               "what is trained (options under `method_options`, listed below)"),
+    "model": (
+        "smollm2-135m-instruct",
+        string(),
+        (
+            "base model: `smollm2-135m-instruct` or `gemma3-270m` (embedded), a local folder, a `.gguf` "
+            "file, a cached Hugging Face id, or `shape:NAME` (random weights)"
+        ),
+    ),
+    "dtype": (
+        "auto",
+        choice("auto", "bf16", "fp32"),
+        "weights of the frozen model; `auto`: bf16 on GPU and on CPUs with bf16 instructions (AMX / AVX512-BF16), else fp32",
+    ),
+    "method": ("ptmoe", method_name(), "what is trained (options under `method_options`, listed below)"),
     "method_options": ({}, mapping(text="mapping"), "options of the method (see *Method options*)"),
-    "preset": (None, string(null=True),
-               ("named recipe of the method's options (`paper`, `default` for ptmoe); dropped when the method "
-                "was switched to one without it, e.g. `method=pt` on a ptmoe config")),
+    "preset": (
+        None,
+        string(null=True),
+        (
+            "named recipe of the method's options (`paper`, `default` for ptmoe); dropped when the method "
+            "was switched to one without it, e.g. `method=pt` on a ptmoe config"
+        ),
+    ),
     "seed": (0, integer(0), "seed of initialisation, data order, validation slice and noise"),
-    "output_dir": ("runs/{method}", string(),
-                   "run folder (`{method}` and `{seed}` are filled in); relative to the working directory"),
+    "output_dir": (
+        "runs/{method}",
+        string(),
+        "run folder (`{method}` and `{seed}` are filled in); relative to the working directory",
+    ),
     "data.train": (["squad/train"], datasets(), "training sources: prepared `set/split` names or files"),
     "data.eval": (["squad/heldout"], datasets(), "evaluation sets, scored separately"),
-    "data.columns": (None, mapping(string(), "mapping field → column, or `question=q,answers=a`", allow_str=True,
-                                   null=True),
-                     "which columns of a generic jsonl / csv file hold each field (docs/data.md)"),
+    "data.columns": (
+        None,
+        mapping(string(), "mapping field → column, or `question=q,answers=a`", allow_str=True, null=True),
+        "which columns of a generic jsonl / csv file hold each field (docs/data.md)",
+    ),
     "data.task": (None, choice("qa", "math", null=True), "force the task of generic rows; null: inferred"),
     "data.mix_temperature": (1.0, number(0, strict=True), "multi-source sampling p_i ∝ n_i^(1/T); 1: concatenate"),
     "data.max_train_examples": (None, integer(1, null=True), "per training source, after the validation slice"),
@@ -143,8 +170,11 @@ SCHEMA: dict[str, tuple] = {
     "train.batch_size": (8, integer(1), "examples per step (global, whatever the process count)"),
     "train.grad_accum": (1, integer(1), "micro-batches of `batch_size` per optimizer step"),
     "train.lr": (0.3, number(0, strict=True), "learning rate (a preset may scale it)"),
-    "train.lr_groups": ({}, mapping(number(0, strict=True), "mapping name → learning rate"),
-                        "per-parameter learning rates by name, e.g. `{router: 0.01}`"),
+    "train.lr_groups": (
+        {},
+        mapping(number(0, strict=True), "mapping name → learning rate"),
+        "per-parameter learning rates by name, e.g. `{router: 0.01}`",
+    ),
     "train.weight_decay": (0.0, number(0), "AdamW weight decay"),
     "train.warmup_ratio": (0.06, number(0, hi=1), "share of the steps with a linear warmup"),
     "train.schedule": ("linear", choice("linear", "cosine", "constant"), "learning-rate decay after warmup"),
@@ -158,8 +188,11 @@ SCHEMA: dict[str, tuple] = {
     "train.early_stopping_patience": (0, integer(0), "validations without improvement before stopping; 0: off"),
     "train.collapse_threshold": (0.95, number(0, hi=1), "warn when one expert takes this share of examples"),
     "eval.batch_size": (16, integer(1), "questions generated together"),
-    "eval.max_new_tokens": ({"qa": 24, "math": 200}, mapping(integer(1), "mapping task → tokens"),
-                            "generated tokens per answer, by task"),
+    "eval.max_new_tokens": (
+        {"qa": 24, "math": 200},
+        mapping(integer(1), "mapping task → tokens"),
+        "generated tokens per answer, by task",
+    ),
 }
 
 LEAF_MAPPINGS = {k for k, (d, _, _) in SCHEMA.items() if isinstance(d, dict) or k == "data.columns"}

@@ -5,6 +5,7 @@
 The request's `model` picks the adapter (the base model's name: no adapter). See serving/ for the
 pieces: routes (app.py), the request queue (batcher.py), the engines (engine_hf.py, engine_vllm.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,10 +15,19 @@ from ..models import DEFAULT_MODEL
 
 def add_arguments(p):
     p.add_argument("--model", default=DEFAULT_MODEL, help="base model (its name is the model id for no adapter)")
-    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
-                   help="serve the adapter in PATH as model NAME; repeat for several")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf",
-                   help="hf: the project's batched generation (every method); vllm: vLLM's engine")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="serve the adapter in PATH as model NAME; repeat for several",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["hf", "vllm"],
+        default="hf",
+        help="hf: the project's batched generation (every method); vllm: vLLM's engine",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=8, help="requests decoded together at most")
@@ -25,8 +35,13 @@ def add_arguments(p):
     p.add_argument("--batch-wait", type=float, default=0.02, help="seconds to wait for company for a batch")
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds before a request gets 504")
     p.add_argument("--max-tokens", type=int, default=512, help="chat max_tokens when a request gives none")
-    p.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="passed to vllm.LLM (e.g. tensor_parallel_size=2, max_model_len=4096)")
+    p.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to vllm.LLM (e.g. tensor_parallel_size=2, max_model_len=4096)",
+    )
     p.add_argument("--log-level", default="info")
 
 
@@ -62,8 +77,9 @@ def build(args):
         from ..serving.engine_hf import HFEngine
 
         engine = HFEngine(served)
-    app = create_app(engine, served, args.max_queue, args.max_batch, args.batch_wait, args.request_timeout,
-                     args.max_tokens)
+    app = create_app(
+        engine, served, args.max_queue, args.max_batch, args.batch_wait, args.request_timeout, args.max_tokens
+    )
     return app, engine
 
 

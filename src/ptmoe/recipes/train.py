@@ -7,6 +7,7 @@ Checkpoints (adapter, optimizer, RNG, step) are written atomically; `--resume` c
 folder rules (never overwrite a run unless asked) are in runs.py. A non-finite loss stops the run
 with the last finite checkpoint and best adapter kept; nothing non-finite is saved.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,9 @@ def add_arguments(p):
 
 def run(args):
     if not args.config and not args.overrides:
-        raise ConfigError("give a config file or key=value overrides (docs/config.md; "
-                          "`ptmoe config show` prints every default)")
+        raise ConfigError(
+            "give a config file or key=value overrides (docs/config.md; `ptmoe config show` prints every default)"
+        )
     cfg = load_config(args.config, args.overrides)
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary, not one per process
@@ -94,8 +96,6 @@ def param_groups(model: AdaptedModel, lr: float, lr_groups: dict, weight_decay: 
     return [{"params": ps, "lr": glr, "initial_lr": glr, "weight_decay": weight_decay} for glr, ps in groups.items()]
 
 
-
-
 # ---- the loop ------------------------------------------------------------------------------------
 @torch.no_grad()
 def validation_loss(model, rows, batch_size, pad_id, accelerator) -> float | None:
@@ -104,7 +104,7 @@ def validation_loss(model, rows, batch_size, pad_id, accelerator) -> float | Non
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
-        b = {k: v.to(accelerator.device) for k, v in pad_batch(rows[i:i + batch_size], pad_id).items()}
+        b = {k: v.to(accelerator.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
         out = accelerator.unwrap_model(model)(b["input_ids"], b["attention_mask"], b["labels"])
         total += float(out.loss) * out.num_label_tokens
         count += out.num_label_tokens
@@ -137,8 +137,9 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
     train_rows, valid_rows = encode_sources(cfg, sources, valid, rng, tok, log=main_log)
     optimizer = torch.optim.AdamW(param_groups(model, t["lr"], t["lr_groups"], t["weight_decay"]))
     warmup = int(t["warmup_ratio"] * t["steps"])
-    scheduler = get_scheduler(SCHEDULES[t["schedule"]], optimizer, num_warmup_steps=warmup,
-                              num_training_steps=t["steps"])
+    scheduler = get_scheduler(
+        SCHEDULES[t["schedule"]], optimizer, num_warmup_steps=warmup, num_training_steps=t["steps"]
+    )
     step, best, bad_evals, history, state = 0, None, 0, [], {}
     if resume:
         state = load_checkpoint(ckpt, model, optimizer)
@@ -187,10 +188,14 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
             flag = accelerator.reduce(torch.tensor([float(bad)], device=accelerator.device), "sum")
             bad = bool(flag.item() > 0)
         if bad:
-            raise RunStopped(f"non-finite {what} at step {at}: training stopped, nothing from this step was "
-                             f"saved; {checkpoint_note(out)}. Lower train.lr or check the data", exit_code=NON_FINITE)
+            raise RunStopped(
+                f"non-finite {what} at step {at}: training stopped, nothing from this step was "
+                f"saved; {checkpoint_note(out)}. Lower train.lr or check the data",
+                exit_code=NON_FINITE,
+            )
 
     from tqdm.auto import tqdm
+
     bar = tqdm(total=t["steps"], initial=step, disable=not is_main, desc=f"train {cfg['method']}", file=sys.stderr)
     model.train()
     t0, tokens_seen, window_loss, window_n = time.time(), 0, 0.0, 0
@@ -202,7 +207,7 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
                 full = pad_batch([train_rows[i] for i in idx], pad_id)
                 # split_batches: this process's slice of the global batch
                 rank, per = accelerator.process_index, len(idx) // world
-                b = {k: v[rank * per:(rank + 1) * per].to(accelerator.device) for k, v in full.items()}
+                b = {k: v[rank * per : (rank + 1) * per].to(accelerator.device) for k, v in full.items()}
                 global_n = int((full["labels"][:, 1:] != -100).sum())
                 out_ = model(b["input_ids"], b["attention_mask"], b["labels"])
                 # token-mean over the global batch: DDP averages over processes, so scale by world
@@ -215,7 +220,7 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
                 window_loss += float(out_.loss.detach()) * out_.num_label_tokens
                 window_n += out_.num_label_tokens
                 tokens_seen += int(b["attention_mask"].sum())
-                monitor.observe([train_rows[i]["set"] for i in idx][rank * per:(rank + 1) * per])
+                monitor.observe([train_rows[i]["set"] for i in idx][rank * per : (rank + 1) * per])
             if t["max_grad_norm"]:
                 accelerator.clip_grad_norm_(inner.trainable_parameters(), t["max_grad_norm"])
             optimizer.step()
@@ -225,8 +230,13 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
             bar.update(1)
             if step % t["log_every"] == 0 or step == t["steps"]:
                 dt = time.time() - t0
-                entry = {"step": step, "loss": window_loss / max(window_n, 1), "lr": scheduler.get_last_lr()[0],
-                         "tokens_per_s": tokens_seen * world / dt, "steps_per_s": t["log_every"] / dt}
+                entry = {
+                    "step": step,
+                    "loss": window_loss / max(window_n, 1),
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens_per_s": tokens_seen * world / dt,
+                    "steps_per_s": t["log_every"] / dt,
+                }
                 entry.update(monitor.summary(reset=True))
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
                 record(entry, "train")
@@ -250,24 +260,43 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
             if step % t["save_every"] == 0 or step == t["steps"]:
                 stop_if_not_finite(None, "weights", step)
                 if is_main:
-                    save_checkpoint(ckpt, inner, optimizer, {"step": step, "best": best, "bad_evals": bad_evals,
-                                                             "wall_s": wall_s(), "history": history,
-                                                             "router": monitor.state()})
+                    save_checkpoint(
+                        ckpt,
+                        inner,
+                        optimizer,
+                        {
+                            "step": step,
+                            "best": best,
+                            "bad_evals": bad_evals,
+                            "wall_s": wall_s(),
+                            "history": history,
+                            "router": monitor.state(),
+                        },
+                    )
             if stop_after is not None and step >= stop_after:
                 break
         stop_if_not_finite(None, "weights", step)
     except KeyboardInterrupt:
-        raise RunStopped(f"interrupted at step {step}; {checkpoint_note(out)}", exit_code=130,
-                         resumable=(ckpt / "trainer_state.json").exists()) from None
+        raise RunStopped(
+            f"interrupted at step {step}; {checkpoint_note(out)}",
+            exit_code=130,
+            resumable=(ckpt / "trainer_state.json").exists(),
+        ) from None
     finally:
         bar.close()
         if is_main:
             log_file.close()
             writer.close()
     accelerator.wait_for_everyone()
-    summary = {"output_dir": str(out), "steps": step, "best_valid_loss": best, "history": history,
-               "wall_s": wall_s(), "num_trainable": inner.num_trainable(),
-               "router": monitor.totals()}
+    summary = {
+        "output_dir": str(out),
+        "steps": step,
+        "best_valid_loss": best,
+        "history": history,
+        "wall_s": wall_s(),
+        "num_trainable": inner.num_trainable(),
+        "router": monitor.totals(),
+    }
     if is_main:
         inner.save_pretrained(out / "final", extra={"step": step})
         if not (out / "best").exists():  # no validation data: the final adapter is the best we know

@@ -2,6 +2,7 @@
 once), the validation slice held back from each training source (never from the evaluation sets), one
 line per source saying what was read, held back, used and dropped, a warning when training and
 evaluation share questions, then encoding and temperature mixing of the sources."""
+
 from __future__ import annotations
 
 import random
@@ -27,18 +28,22 @@ def read_sources(cfg: dict, log=print) -> tuple[list, list, random.Random]:
         n_valid = min(d["valid_examples"] // len(d["train"]), len(ex) // 5)
         valid += ex[:n_valid]
         ex = ex[n_valid:]
-        cut = ex[d["max_train_examples"]:] if d["max_train_examples"] else []
+        cut = ex[d["max_train_examples"] :] if d["max_train_examples"] else []
         ex = ex[: len(ex) - len(cut)]
-        log(f"[data] {spec}: read {n_read}, held back {n_valid} for validation, {len(ex)} for training"
+        log(
+            f"[data] {spec}: read {n_read}, held back {n_valid} for validation, {len(ex)} for training"
             + (f" ({len(cut)} beyond data.max_train_examples unused)" if cut else "")
-            + (f", skipped {skipped} bad rows" if skipped else ""))
+            + (f", skipped {skipped} bad rows" if skipped else "")
+        )
         sources.append((spec, ex))
     seen = {_question_key(e) for _, ex in sources for e in ex} | {_question_key(e) for e in valid}
     for spec in d["eval"]:
         shared = sum(_question_key(e) in seen for e in list(read(spec))[: d["max_eval_examples"]])
         if shared:
-            log(f"[data] warning: {shared} questions of the evaluation set {spec} are also in the training "
-                f"data: its scores will overstate what the adapter learned")
+            log(
+                f"[data] warning: {shared} questions of the evaluation set {spec} are also in the training "
+                f"data: its scores will overstate what the adapter learned"
+            )
     return sources, valid, rng  # rng goes on to mix the sources: the same order as ever
 
 
@@ -55,8 +60,10 @@ def encode_sources(cfg: dict, sources: list, valid: list, rng: random.Random, to
     for spec, ex in sources:
         enc, dropped = encode_dataset(ex, tok, d["max_length"], train=True)
         if dropped:
-            log(f"[data] {spec}: dropped {dropped} of {len(ex)} training examples that do not fit "
-                f"data.max_length={d['max_length']} (the answer falls outside any window of the passage)")
+            log(
+                f"[data] {spec}: dropped {dropped} of {len(ex)} training examples that do not fit "
+                f"data.max_length={d['max_length']} (the answer falls outside any window of the passage)"
+            )
         if not enc:
             raise ConfigError(f"data.train: {spec} has no usable examples")
         for e in enc:
@@ -76,8 +83,9 @@ def mix_sources(per_source: list[list], temperature: float, rng: random.Random) 
     out = []
     for src, w in zip(per_source, weights):
         k = max(1, round(total * w / sum(weights)))
-        out += [src[i % len(src)] for i in rng.sample(range(len(src)), len(src))] * (k // len(src)) + \
-            rng.sample(src, k % len(src))
+        out += [src[i % len(src)] for i in rng.sample(range(len(src)), len(src))] * (k // len(src)) + rng.sample(
+            src, k % len(src)
+        )
     return out
 
 

@@ -1,6 +1,7 @@
 """The models a server holds: one base model, every prompt adapter on it (one PtmoeModel, so their
 requests share batches), and each weight-method adapter (LoRA, HydraLoRA, a full fine-tune) on its
 own copy of the base (those change the weights, so they are never batched with anything else)."""
+
 from __future__ import annotations
 
 import re
@@ -85,7 +86,9 @@ def load_served(base_name: str, adapters: dict[str, str], device="cpu", dtype=to
         served.methods[name] = method
         if get_method(method).mixable:
             if served.prompt is None:
-                served.prompt = _frozen(PtmoeModel.from_pretrained(path, served.base.lm, tok, adapter_name=name), device)
+                served.prompt = _frozen(
+                    PtmoeModel.from_pretrained(path, served.base.lm, tok, adapter_name=name), device
+                )
             else:
                 served.prompt.load_adapter(path, name)
                 _frozen(served.prompt, device)

@@ -1,6 +1,7 @@
 """FastAPI routes of the OpenAI-compatible server: /v1/completions, /v1/chat/completions (both with
 `stream: true` as server-sent events), /v1/models, /health, and /stats (batch sizes, for tests and
 operators). Every failure is an OpenAI-style error body; nothing a client sends stops the server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,15 @@ from .openai_api import (
 from .text import TOKENIZER_LOCK
 
 
-def create_app(engine, served, max_queue: int = 64, max_batch: int = 8, batch_wait: float = 0.02,
-               request_timeout: float = 300.0, chat_max_tokens: int = 512) -> FastAPI:
+def create_app(
+    engine,
+    served,
+    max_queue: int = 64,
+    max_batch: int = 8,
+    batch_wait: float = 0.02,
+    request_timeout: float = 300.0,
+    chat_max_tokens: int = 512,
+) -> FastAPI:
     batcher = Batcher(engine, max_queue, max_batch, batch_wait)
     created = int(time.time())
     max_len = engine.max_model_len() if hasattr(engine, "max_model_len") else served.max_model_len()
@@ -63,28 +71,46 @@ def create_app(engine, served, max_queue: int = 64, max_batch: int = 8, batch_wa
 
     @app.get("/v1/models")
     async def models():
-        data = [{"id": n, "object": "model", "created": created, "owned_by": "ptmoe",
-                 "root": served.base_name, "method": served.methods.get(n)} for n in served.names]
+        data = [
+            {
+                "id": n,
+                "object": "model",
+                "created": created,
+                "owned_by": "ptmoe",
+                "root": served.base_name,
+                "method": served.methods.get(n),
+            }
+            for n in served.names
+        ]
         return {"object": "list", "data": data}
 
     def check_model(name: str) -> None:
         if name not in served.names:
-            raise ApiError(404, f"model: {name!r} is not served; served: {', '.join(served.names)}", "model",
-                           "model_not_found")
+            raise ApiError(
+                404, f"model: {name!r} is not served; served: {', '.join(served.names)}", "model", "model_not_found"
+            )
 
     def make_job(req, ids, param: str, max_tokens, loop) -> Job:
         if not ids:
             raise ApiError(400, f"{param}: the prompt is empty", param, "empty_prompt")
         room = max_len - served.prompt_tokens(req.model) - len(ids)
         if room < 1:
-            raise ApiError(400, f"{param}: {len(ids)} prompt tokens (+{served.prompt_tokens(req.model)} soft prompt) "
-                           f"exceed this model's maximum context length of {max_len} tokens", param,
-                           "context_length_exceeded")
+            raise ApiError(
+                400,
+                f"{param}: {len(ids)} prompt tokens (+{served.prompt_tokens(req.model)} soft prompt) "
+                f"exceed this model's maximum context length of {max_len} tokens",
+                param,
+                "context_length_exceeded",
+            )
         if max_tokens is None:
             max_tokens = min(chat_max_tokens, room)
         elif max_tokens > room:
-            raise ApiError(400, f"max_tokens: {max_tokens} does not fit: the prompt leaves {room} of the model's "
-                           f"{max_len} tokens", "max_tokens", "context_length_exceeded")
+            raise ApiError(
+                400,
+                f"max_tokens: {max_tokens} does not fit: the prompt leaves {room} of the model's {max_len} tokens",
+                "max_tokens",
+                "context_length_exceeded",
+            )
         sampling = Sampling(max_tokens, req.temperature, req.top_p, req.seed)
         return Job(ids, req.model, sampling, req.stops(), time.monotonic() + request_timeout, loop)
 
@@ -112,8 +138,13 @@ def create_app(engine, served, max_queue: int = 64, max_batch: int = 8, batch_wa
                 except TimeoutError:
                     raise ApiError(504, "the request timed out", None, "timeout", "server_error") from None
                 if event[0] == "error":
-                    raise ApiError(event[1], event[2], None, None if event[1] < 500 else "server_error",
-                                   "server_error" if event[1] >= 500 else "invalid_request_error")
+                    raise ApiError(
+                        event[1],
+                        event[2],
+                        None,
+                        None if event[1] < 500 else "server_error",
+                        "server_error" if event[1] >= 500 else "invalid_request_error",
+                    )
                 if event[0] == "done":
                     left -= 1
                 yield index, event
@@ -166,26 +197,48 @@ class _Format:
     """Response bodies in OpenAI's shapes for completions and chat completions."""
 
     def __init__(self, endpoint, rid, model, created, prompt_tokens):
-        self.endpoint, self.rid, self.model, self.created, self.prompt_tokens = endpoint, rid, model, created, prompt_tokens
+        self.endpoint, self.rid, self.model, self.created, self.prompt_tokens = (
+            endpoint,
+            rid,
+            model,
+            created,
+            prompt_tokens,
+        )
         self.object = "chat.completion" if endpoint == "chat" else "text_completion"
 
     def usage(self, completion_tokens):
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": self.prompt_tokens + completion_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        }
 
     def choice(self, i, text, reason, delta=False):
         if self.endpoint != "chat":
             return {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
         if delta:
-            return {"index": i, "delta": {} if text is None else {"content": text}, "finish_reason": reason,
-                    "logprobs": None}
-        return {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
-                "logprobs": None}
+            return {
+                "index": i,
+                "delta": {} if text is None else {"content": text},
+                "finish_reason": reason,
+                "logprobs": None,
+            }
+        return {
+            "index": i,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": reason,
+            "logprobs": None,
+        }
 
     def whole(self, texts, reasons, completion_tokens):
-        return {"id": self.rid, "object": self.object, "created": self.created, "model": self.model,
-                "choices": [self.choice(i, t, r) for i, (t, r) in enumerate(zip(texts, reasons))],
-                "usage": self.usage(completion_tokens)}
+        return {
+            "id": self.rid,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": [self.choice(i, t, r) for i, (t, r) in enumerate(zip(texts, reasons))],
+            "usage": self.usage(completion_tokens),
+        }
 
     def chunk(self, choices, usage=None):
         obj = "chat.completion.chunk" if self.endpoint == "chat" else "text_completion"
@@ -197,8 +250,12 @@ class _Format:
 
 async def _sse(fmt: _Format, events, n: int, include_usage: bool):
     if fmt.endpoint == "chat":  # the first chunk names the role, as OpenAI's does
-        yield fmt.chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-                          "logprobs": None} for i in range(n)])
+        yield fmt.chunk(
+            [
+                {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}
+                for i in range(n)
+            ]
+        )
     tokens = 0
     try:
         async for i, event in events:

@@ -6,6 +6,7 @@ queued jobs that the engine can batch with it (the same `engine.group(adapter)`)
 Results travel back to each job's asyncio queue as events:
 ("delta", text), ("done", finish_reason, completion_tokens), ("error", http_status, message).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +60,13 @@ class Batcher:
         self.pending: collections.deque[Job] = collections.deque()
         self.cv = threading.Condition()
         self.closing = False
-        self.stats = {"batches": 0, "requests": 0, "largest_batch": 0, "rejected_full": 0,
-                      "recent_batches": collections.deque(maxlen=32)}
+        self.stats = {
+            "batches": 0,
+            "requests": 0,
+            "largest_batch": 0,
+            "rejected_full": 0,
+            "recent_batches": collections.deque(maxlen=32),
+        }
         self.thread = threading.Thread(target=self._work, name="ptmoe-batcher", daemon=True)
 
     def start(self) -> Batcher:

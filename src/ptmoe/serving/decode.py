@@ -7,6 +7,7 @@ per-row generator (a request's `seed` makes its own tokens reproducible whatever
 with), per-row token limits, and a callback per step that can stop a row early (stop strings,
 a cancelled request).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -48,8 +49,15 @@ def make_generator(seed: int | None, device) -> torch.Generator:
 
 
 @torch.no_grad()
-def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, params: list[Sampling],
-           on_token: Callable[[int, int], bool], eos_ids: list[int], adapter_names=None) -> None:
+def decode(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    params: list[Sampling],
+    on_token: Callable[[int, int], bool],
+    eos_ids: list[int],
+    adapter_names=None,
+) -> None:
     """Decode every row until its limit, an EOS token, or `on_token(row, token)` returns True (stop).
     EOS tokens are passed to on_token too, then the row stops."""
     order = torch.sort(attention_mask, dim=1, stable=True).indices  # pads first: left padding
@@ -58,8 +66,9 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, params:
     B, device = input_ids.shape[0], input_ids.device
     x, mask, pos, _ = model.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
     cache = DynamicCache(config=lm.config)
-    out = lm(inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache,
-             use_cache=True, logits_to_keep=1)
+    out = lm(
+        inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1
+    )
     next_pos = pos[:, -1:] + 1
     gens = [None if p.temperature <= 0 else make_generator(p.seed, device) for p in params]
     done = [p.max_tokens <= 0 for p in params]

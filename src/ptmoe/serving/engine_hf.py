@@ -4,6 +4,7 @@ A batch holds jobs of one group: the base model plus every prompt adapter can't 
 (the base has no prompt), so the groups are "prompt" (all prompt adapters, mixed per row with
 `adapter_names`), "base", and one group per weight-method adapter.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,8 +49,15 @@ class HFEngine:
             return stream.stopped or job.expired
 
         with torch.inference_mode():
-            decode(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                   [j.sampling for j in jobs], on_token, eos, adapter_names=names)
+            decode(
+                model,
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                [j.sampling for j in jobs],
+                on_token,
+                eos,
+                adapter_names=names,
+            )
         for job, stream, n in zip(jobs, streams, counts):
             finish(job, stream, n)
 

@@ -9,6 +9,7 @@ tensor/pipeline-parallel options pass through `--vllm-arg`.
 Answers stream token by token as vLLM steps; queued requests join the running batch between steps.
 Anything that starts this engine must sit under `if __name__ == "__main__":` (vLLM spawns processes).
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,10 @@ def check_supported(base_name: str, methods: dict[str, str]) -> None:
     model_folder(base_name)
     unsupported = {n: m for n, m in methods.items() if m != "lora" and get_method(m).kind != "prompt"}
     if unsupported:
-        raise ValueError(f"--engine vllm: adapters {unsupported} change the weights in a way vLLM can't load; "
-                         "serve them with --engine hf (a full fine-tune: serve its exported folder as --model)")
+        raise ValueError(
+            f"--engine vllm: adapters {unsupported} change the weights in a way vLLM can't load; "
+            "serve them with --engine hf (a full fine-tune: serve its exported folder as --model)"
+        )
 
 
 class VLLMEngine:
@@ -64,8 +67,13 @@ class VLLMEngine:
             folder = path if is_peft_folder(path) else export_peft(path, Path(self._tmp.name) / name)
             self.loras[name] = LoRARequest(name, i + 1, str(folder))
         cpu = not torch.cuda.is_available()
-        kw = {"model": model_folder(served.base_name), "enable_prompt_embeds": True,
-              "dtype": "float32" if cpu else "auto", "max_model_len": min(served.max_model_len(), 4096), "seed": 0}
+        kw = {
+            "model": model_folder(served.base_name),
+            "enable_prompt_embeds": True,
+            "dtype": "float32" if cpu else "auto",
+            "max_model_len": min(served.max_model_len(), 4096),
+            "seed": 0,
+        }
         if self.loras:
             ranks = [served.weights[n].config.r for n in self.loras]
             kw.update(enable_lora=True, max_loras=len(self.loras), max_lora_rank=_lora_rank_slot(max(ranks)))
@@ -99,10 +107,16 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        return SamplingParams(output_kind=RequestOutputKind.CUMULATIVE,  # every step's tokens: streaming
-                              max_tokens=job.sampling.max_tokens, temperature=job.sampling.temperature,
-                              top_p=job.sampling.top_p, seed=job.sampling.seed, stop=job.stop or None,
-                              stop_token_ids=self.served.eos_ids(), skip_special_tokens=True)
+        return SamplingParams(
+            output_kind=RequestOutputKind.CUMULATIVE,  # every step's tokens: streaming
+            max_tokens=job.sampling.max_tokens,
+            temperature=job.sampling.temperature,
+            top_p=job.sampling.top_p,
+            seed=job.sampling.seed,
+            stop=job.stop or None,
+            stop_token_ids=self.served.eos_ids(),
+            skip_special_tokens=True,
+        )
 
     def run(self, jobs, more=None) -> None:
         """Step vLLM's engine until every job is done, streaming each step's new tokens; between steps,
@@ -113,8 +127,9 @@ class VLLMEngine:
 
         def add(new):
             for job in new:
-                internal = self.llm.enqueue([self._prompt(job)], [self._params(job)], use_tqdm=False,
-                                            lora_request=[self.loras.get(job.adapter)])[0]
+                internal = self.llm.enqueue(
+                    [self._prompt(job)], [self._params(job)], use_tqdm=False, lora_request=[self.loras.get(job.adapter)]
+                )[0]
                 # enqueue answers vLLM's internal id "N-suffix"; outputs carry the request's own id "N"
                 stream = TextStream(self.served.tokenizer, job.stop, eos)
                 live[internal.rsplit("-", 1)[0]] = [job, stream, 0, internal]
@@ -155,4 +170,3 @@ class VLLMEngine:
 def _lora_rank_slot(r: int) -> int:
     """vLLM takes max_lora_rank from a fixed set of sizes."""
     return next((s for s in (8, 16, 32, 64, 128, 256, 320, 512) if s >= r), r)
-

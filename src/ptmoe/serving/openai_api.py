@@ -3,6 +3,7 @@
 Types are checked strictly (a string is not a number, a bool is not an integer); fields the server
 does not implement are refused when set to anything but their default, unknown fields are ignored.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 class ApiError(Exception):
     """An OpenAI-style error: HTTP status, message, the offending field, a short code."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
 

@@ -1,5 +1,6 @@
 """Running the app: uvicorn in the foreground (the CLI) or in a background thread (tests, the load
 benchmark), both on a real socket."""
+
 from __future__ import annotations
 
 import threading

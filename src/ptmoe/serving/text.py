@@ -1,6 +1,7 @@
 """Token ids -> text deltas for one request, with stop strings. One place for both engines, so a
 streamed answer is the same text as the whole one: each delta is the newly decoded suffix, held back
 while it may still be the start of a stop string or ends in an incomplete UTF-8 character."""
+
 from __future__ import annotations
 
 import threading
@@ -45,6 +46,6 @@ class TextStream:
     def _take(self, upto: int) -> str:
         if upto <= self.sent:
             return ""
-        delta = self.text[self.sent:upto]
+        delta = self.text[self.sent : upto]
         self.sent = upto
         return delta

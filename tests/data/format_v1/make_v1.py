@@ -1,5 +1,6 @@
 """Writes tests/data/format_v1: adapters saved by the FORMAT_VERSION 1 code (commit ec6a8ec) on the tiny
 model, and the logits each gives on a fixed batch."""
+
 import sys
 
 import torch
@@ -9,9 +10,15 @@ from ptmoe.collate import pad_batch
 from ptmoe.model import PtmoeModel
 from ptmoe.models import load_shape
 
-OPTS = {"pt": {"num_tokens": 3}, "dpt": {"num_tokens": 3, "rank": 2}, "smop": {"num_tokens": 4, "experts": 2},
-        "ptmoe": {"num_tokens": 3, "experts": 2, "rank": 2, "router_input_norm": "standardize"},
-        "attempt": {"num_tokens": 3, "num_random_sources": 1}, "lora": {"r": 1}, "hydralora": {"r": 1, "heads": 2}}
+OPTS = {
+    "pt": {"num_tokens": 3},
+    "dpt": {"num_tokens": 3, "rank": 2},
+    "smop": {"num_tokens": 4, "experts": 2},
+    "ptmoe": {"num_tokens": 3, "experts": 2, "rank": 2, "router_input_norm": "standardize"},
+    "attempt": {"num_tokens": 3, "num_random_sources": 1},
+    "lora": {"r": 1},
+    "hydralora": {"r": 1, "heads": 2},
+}
 out = sys.argv[1]
 expected = {}
 for method, opts in OPTS.items():
@@ -27,7 +34,9 @@ for method, opts in OPTS.items():
         model(b["input_ids"], b["attention_mask"], return_logits=True)  # router statistics
     model.eval()
     with torch.no_grad():
-        expected[method] = model(b["input_ids"], b["attention_mask"], return_logits=True).logits[:, -1].contiguous()  # last position
+        expected[method] = (
+            model(b["input_ids"], b["attention_mask"], return_logits=True).logits[:, -1].contiguous()
+        )  # last position
     model.save_pretrained(f"{out}/{method}")
     expected["input_ids"], expected["attention_mask"] = b["input_ids"].contiguous(), b["attention_mask"].contiguous()
 save_file(expected, f"{out}/expected_logits.safetensors")

@@ -1,0 +1,127 @@
+"""The table of `ptmoe compare`: per-question scores of finished runs, paired bootstrap intervals of
+each method's difference to the baseline, and the markdown / JSON layout of the paper's tables."""
+
+from __future__ import annotations
+
+import random
+
+from ..metrics import PRIMARY, question_scores
+from .presets import apply_preset
+
+
+def per_question(runs: list[dict]) -> dict[str, list[float]]:
+    """Per eval set, each question's primary score (F1 or accuracy) averaged over seeds."""
+    out = {}
+    for r in runs:
+        for spec, preds in r["eval"]["predictions"].items():
+            task = r["eval"]["sets"][spec]["task"]
+            scores = [question_scores(task, p["prediction"], p["answers"])[PRIMARY[task]] for p in preds]
+            prev = out.setdefault(spec, [0.0] * len(scores))
+            out[spec] = [a + b / len(runs) for a, b in zip(prev, scores)]
+    return out
+
+
+def paired_bootstrap(a: dict, b: dict, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean over sets of (a - b) per question, with a 95% interval resampling questions within each set."""
+    rng = random.Random(seed)
+    sets = [s for s in a if s in b]
+    diffs = {s: [x - y for x, y in zip(a[s], b[s])] for s in sets}
+    point = sum(sum(d) / len(d) for d in diffs.values()) / len(sets)
+    stats = []
+    for _ in range(n):
+        tot = 0.0
+        for d in diffs.values():
+            tot += sum(d[rng.randrange(len(d))] for _ in range(len(d))) / len(d)
+        stats.append(tot / len(sets))
+    stats.sort()
+    return point, stats[int(0.025 * n)], stats[int(0.975 * n) - 1]
+
+
+def build_table(finished: dict, baseline: str) -> dict:
+    sets = []
+    for runs in finished.values():
+        for s in runs[0]["eval"]["sets"]:
+            if s not in sets:
+                sets.append(s)
+    rows = {}
+    base_q = per_question(finished[baseline]) if baseline in finished else None
+    for name, runs in finished.items():
+        mean = lambda f: sum(f(r) for r in runs) / len(runs)
+        # lr: the rate the run trained at (after a preset scaled it); wall: train + eval per run
+        row = {
+            "method": runs[0]["config"]["method"],
+            "params": runs[0]["eval"]["num_trainable"],
+            "seeds": len(runs),
+            "lr": apply_preset(runs[0]["config"])["train"]["lr"],
+            "wall_s": mean(lambda r: r["train"]["wall_s"] + r["eval"]["wall_s"]),
+            "sets": {},
+        }
+        for s in sets:
+            r0 = runs[0]["eval"]["sets"].get(s)
+            if r0 is None:
+                continue
+            keys = ("f1", "em") if r0["task"] == "qa" else ("accuracy",)
+            row["sets"][s] = {k: mean(lambda r: r["eval"]["sets"][s][k]) for k in keys}
+        row["average"] = {k: mean(lambda r: r["eval"]["average"][k]) for k in runs[0]["eval"]["average"]}
+        if (runs[0]["eval"].get("router") or {}).get("usage_entropy_bits") is not None:
+            row["usage_entropy_bits"] = mean(lambda r: r["eval"]["router"]["usage_entropy_bits"])
+            row["train_usage_entropy_bits"] = mean(lambda r: r["train"]["router"]["usage_entropy_bits"])
+            # eval expert share per set, per seed (expert numbers mean nothing across seeds)
+            row["router_per_set"] = {
+                str(r["config"]["seed"]): {s: v["expert_share"] for s, v in r["eval"]["router"]["per_set"].items()}
+                for r in runs
+            }
+        if base_q is not None and name != baseline:
+            row["diff_vs_baseline"] = paired_bootstrap(per_question(runs), base_q)
+        rows[name] = row
+    return {"baseline": baseline, "sets": sets, "rows": rows, "markdown": markdown(rows, sets, baseline)}
+
+
+def short(s: str) -> str:
+    return s.replace("squad_shifts_", "").replace("/heldout", "").replace("/test", "")
+
+
+def markdown(rows: dict, sets: list[str], baseline: str) -> str:
+    metric = lambda r, s: (
+        f"{r['sets'][s]['f1']:.2f} / {r['sets'][s]['em']:.2f}"
+        if "f1" in r["sets"].get(s, {})
+        else f"{r['sets'][s]['accuracy']:.2f}"
+        if s in r["sets"]
+        else ""
+    )
+    head = (
+        ["method", "params"]
+        + [short(s) for s in sets]
+        + ["avg", f"Δ vs {baseline} [95% CI]", "seeds", "lr", "usage H train / eval (bits)", "min / run"]
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        a = r["average"]
+        avg = f"{a['f1']:.2f} / {a['em']:.2f}" if "f1" in a else f"{a.get('accuracy', 0):.2f}"
+        d = r.get("diff_vs_baseline")
+        diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" if d else ""
+        h = f"{r['train_usage_entropy_bits']:.2f} / {r['usage_entropy_bits']:.2f}" if "usage_entropy_bits" in r else ""
+        lines.append(
+            "| "
+            + " | ".join(
+                [name, f"{r['params']:,}"]
+                + [metric(r, s) for s in sets]
+                + [avg, diff, str(r["seeds"]), f"{r['lr']:g}", h, f"{r['wall_s'] / 60:.1f}"]
+            )
+            + " |"
+        )
+    lines.append("")
+    lines.append(
+        "QA cells: F1 / EM; math cells: accuracy. Δ: paired bootstrap over questions "
+        "(F1 or accuracy, mean over sets). lr: the learning rate trained at (after the sweep and "
+        "any preset scaling). Usage H: entropy of the expert shares over the training run and over "
+        "the evaluation questions (1 bit = two experts used equally). min / run: train + evaluate."
+    )
+    routed = {n: r for n, r in rows.items() if r.get("router_per_set")}
+    if routed:
+        lines += ["", "Expert share per evaluation set, per seed:", ""]
+        for name, r in routed.items():
+            for seed, per_set in r["router_per_set"].items():
+                cells = ", ".join(f"{short(s)} " + "/".join(f"{x:.0%}" for x in v) for s, v in per_set.items())
+                lines.append(f"- {name}, seed {seed}: {cells}")
+    return "\n".join(lines)
