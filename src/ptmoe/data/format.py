@@ -134,16 +134,20 @@ def encode_eval(example, tokenizer, max_length, max_new_tokens):
     return _prompt_ids(example, tokenizer, max_length - max_new_tokens)
 
 
+def _encode_one(ex, tokenizer, max_length, max_new_tokens, train):
+    """{"input_ids"(, "labels")} of one example as training or evaluation sees it, or None if it can't fit."""
+    if train:
+        return encode_train(ex, tokenizer, max_length)
+    ids = encode_eval(ex, tokenizer, max_length, max_new_tokens)
+    return None if ids is None else {"input_ids": ids}
+
+
 def encode_dataset(examples, tokenizer, max_length, train=True, max_new_tokens=32):
     """(encoded, n_dropped). Each encoded item has "input_ids", "index" (position in
     examples) and, for training, "labels"."""
     out, dropped = [], 0
     for i, ex in enumerate(examples):
-        if train:
-            enc = encode_train(ex, tokenizer, max_length)
-        else:
-            ids = encode_eval(ex, tokenizer, max_length, max_new_tokens)
-            enc = None if ids is None else {"input_ids": ids}
+        enc = _encode_one(ex, tokenizer, max_length, max_new_tokens, train)
         if enc is None:
             dropped += 1
             continue
@@ -183,11 +187,7 @@ def encode(examples, tokenizer, train: bool = False, max_length: int = 512, max_
         if train and not ex.get("answers"):
             raise ValueError(f"example {i}: training needs 'answers' (or 'answer')")
         ex.setdefault("answers", [])  # without them a too-long passage cannot be cut around the answer
-        if train:
-            enc = encode_train(ex, tokenizer, max_length)
-        else:
-            ids = encode_eval(ex, tokenizer, max_length, max_new_tokens)
-            enc = None if ids is None else {"input_ids": ids}
+        enc = _encode_one(ex, tokenizer, max_length, max_new_tokens, train)
         if enc is None:
             raise ValueError(f"example {i}: does not fit max_length={max_length}")
         rows.append(enc)
