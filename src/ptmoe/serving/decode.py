@@ -1,7 +1,7 @@
 """Batched KV-cached decoding with per-row sampling, for the server's hf engine.
 
 The same steps as `PtmoeModel.generate` (left-aligned inputs, `model.build_inputs` injects each
-row's prompt once at prefill, position ids follow the real tokens, a DynamicCache), so a row at
+row's prompt once at prefill, then `generation.CachedDecoder`'s KV-cached steps), so a row at
 temperature 0 gets exactly generate's tokens. What it adds: temperature / top-p sampling with a
 per-row generator (a request's `seed` makes its own tokens reproducible whatever it is batched
 with), per-row token limits, and a callback per step that can stop a row early (stop strings,
@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+
+from ..generation import CachedDecoder, left_align
 
 
 @dataclass
@@ -60,23 +61,17 @@ def decode(
 ) -> None:
     """Decode every row until its limit, an EOS token, or `on_token(row, token)` returns True (stop).
     EOS tokens are passed to on_token too, then the row stops."""
-    order = torch.sort(attention_mask, dim=1, stable=True).indices  # pads first: left padding
-    input_ids, attention_mask = input_ids.gather(1, order), attention_mask.gather(1, order)
-    lm = model.lm
+    input_ids, attention_mask = left_align(input_ids, attention_mask)
     B, device = input_ids.shape[0], input_ids.device
     x, mask, pos, _ = model.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
-    cache = DynamicCache(config=lm.config)
-    out = lm(
-        inputs_embeds=x, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1
-    )
-    next_pos = pos[:, -1:] + 1
+    decoder = CachedDecoder(model.lm, x, mask, pos)
     gens = [None if p.temperature <= 0 else make_generator(p.seed, device) for p in params]
     done = [p.max_tokens <= 0 for p in params]
     eos = set(eos_ids)
     pad = 0
     step = 0
     while not all(done):
-        logits = out.logits[:, -1]
+        logits = decoder.logits
         toks = []
         for i in range(B):
             if done[i]:
@@ -89,7 +84,4 @@ def decode(
         step += 1
         if all(done):
             break
-        tok = torch.tensor(toks, device=device)[:, None]
-        mask = torch.cat([mask, mask.new_ones(B, 1)], 1)
-        out = lm(input_ids=tok, attention_mask=mask, position_ids=next_pos, past_key_values=cache, use_cache=True)
-        next_pos = next_pos + 1
+        decoder.step(torch.tensor(toks, device=device))
