@@ -19,7 +19,7 @@ from pathlib import Path
 from string import Template
 
 from ..data.format import user_text
-from ..metrics import math_correct, qa_scores
+from ..metrics import math_correct, qa_scores, stop_answer
 
 TEMPLATES = Path(__file__).parent / "tasks"
 TASKS = ("ptmoe_squad", "ptmoe_gsm8k", "ptmoe_mathqa")
@@ -33,9 +33,7 @@ def doc_to_text(doc: dict) -> str:
 
 
 def first_line(text: str) -> str:
-    """A QA answer: the generation up to its first line break (`recipes.evaluate.stop_answer`)."""
-    from ..recipes.evaluate import stop_answer
-
+    """A QA answer: the generation up to its first line break (`metrics.stop_answer`)."""
     return stop_answer(text, "qa")
 
 

@@ -105,8 +105,7 @@ def run(args):
 def gain_parts(before: dict, after: dict) -> tuple[float, float]:
     """The F1 gain split by question: those where the base model's reply already contained a gold answer
     (what changed is the form of the answer) and the rest (what changed is the answer)."""
-    from ..metrics import normalize_answer, qa_scores
-    from .evaluate import stop_answer
+    from ..metrics import normalize_answer, qa_scores, stop_answer
 
     fmt = content = 0.0
     n_sets = 0

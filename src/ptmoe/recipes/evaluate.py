@@ -14,7 +14,7 @@ from ..adapted import AdaptedModel
 from ..base_models import load_base_model
 from ..collate import pad_batch
 from ..device import default_device, resolve_dtype
-from ..metrics import average, set_scores, stop_answer  # noqa: F401  (stop_answer: former home)
+from ..metrics import average, set_scores
 from .config import ConfigError, load_config
 from .routing import RouterMonitor, plot_usage
 
