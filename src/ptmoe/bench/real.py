@@ -16,8 +16,8 @@ from .common import _dev_batch, _ours, _peft_pt, _squad, _sync, _train_step, _un
 def bench_real(base, tok, args, device, log) -> dict:
     from transformers import DataCollatorForSeq2Seq
 
-    from .collate import length_grouped_batches, pad_batch
-    from .data import format as fmt
+    from ..collate import length_grouped_batches, pad_batch
+    from ..data import format as fmt
 
     B, T = args.batch_size, args.prompt_length
     encoded = []
@@ -97,8 +97,8 @@ def bench_real(base, tok, args, device, log) -> dict:
 
 
 def bench_generate(base, tok, args, device, log) -> dict:
-    from .collate import pad_batch
-    from .data import format as fmt
+    from ..collate import pad_batch
+    from ..data import format as fmt
 
     B, T, M = args.batch_size, args.prompt_length, args.max_new_tokens
     prompts = []

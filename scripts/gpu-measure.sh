@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Every measurement the docs leave to a GPU, in one call on one GPU machine, within a deadline:
+#   1. the speed table of bench/RESULTS.md (Llama-3.2-1B shape, bf16, batch 8 x 512), with the GPU to itself;
+#   2. side by side until the deadline: the 300-step QA protocol (configs/compare-qa-gpu.yaml), the 60-step
+#      QA table (configs/compare-qa.yaml, the CPU protocol: same runs, only faster) and the four ablations
+#      (configs/ablation-*.yaml, one process each);
+#   3. every table from the runs that finished, and those runs (results, logs, configs and adapters; no
+#      optimizer checkpoints) packed into OUTDIR/runs.tar.xz, to unpack into runs/ elsewhere.
+# Usage: bash scripts/gpu-measure.sh OUTDIR [DEADLINE_S]
+# Runs are stored by config hash, so the same command resumes what a deadline stopped.
+set -u
+outdir=${1:?usage: bash scripts/gpu-measure.sh OUTDIR [DEADLINE_S]}
+deadline=${2:-3600}
+ptmoe="${PTMOE:-ptmoe}"
+start=$(date +%s)
+left() { echo $((deadline - ($(date +%s) - start))); }
+mkdir -p "$outdir"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$outdir/device.txt" 2>&1
+
+echo "[gpu-measure] 1. speed table ($(left) s left)"
+timeout $(($(left) / 4)) $ptmoe bench --model shape:llama-3.2-1b --device cuda --dtype bf16 --batch-size 8 \
+    --seq-len 512 --prompt-length 40 --out bench/gpu-llama1b 2>&1 | tee "$outdir/bench.log"
+cp bench/gpu-llama1b/bench.md "$outdir/bench.md" 2>/dev/null
+
+# leave a minute for the reports and the packing
+stop=$(($(left) - 60))
+echo "[gpu-measure] 2. comparisons side by side for ${stop} s"
+pids=()
+for config in configs/compare-qa-gpu.yaml configs/compare-qa.yaml; do
+    PTMOE="$ptmoe" bash scripts/compare-gpu.sh "$config" "$stop" >"$outdir/$(basename "$config" .yaml).md" 2>&1 &
+    pids+=($!)
+done
+for config in configs/ablation-*.yaml; do
+    (OMP_NUM_THREADS=1 timeout "$stop" $ptmoe compare "$config" </dev/null >"$outdir/$(basename "$config" .yaml).log" 2>&1
+     $ptmoe compare "$config" --report >"$outdir/$(basename "$config" .yaml).md" 2>&1) &
+    pids+=($!)
+done
+wait "${pids[@]}"
+
+echo "[gpu-measure] 3. packing ($(left) s left)"
+dirs=$(for c in configs/compare-qa-gpu.yaml configs/compare-qa.yaml configs/ablation-*.yaml; do
+    python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["output_dir"])' "$c"; done)
+# shellcheck disable=SC2086
+tar cJf "$outdir/runs.tar.xz" --exclude=checkpoint --exclude=tensorboard $dirs 2>/dev/null
+ls -la "$outdir"
+tail -n 30 "$outdir"/*.md
