@@ -289,8 +289,8 @@ def test_config_show_prints_every_key_resolved(cfg_file, capsys):
         node = shown
         for part in key.split("."):
             node = node[part]
-    assert shown["train"]["lr"] == pytest.approx(1.5e-4)  # the default preset's 3x, expanded
-    assert shown["method_options"]["router_input_norm"] == "standardize" and shown["preset"] is None
+    assert shown["train"]["lr"] == pytest.approx(5e-5)  # the default (paper) preset keeps the rate
+    assert shown["method_options"]["top_k"] == 1 and shown["preset"] is None  # the preset, expanded
     assert shown["method_options"]["router_temperature"] == 1.0  # every option, defaults included
     assert shown["data"]["train"] == [str(cfg_file.parent / "data" / "train.jsonl")]
 

@@ -358,7 +358,7 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
                 "method": m,
                 "method_options": OPTS[m],
                 "train": {"lr": LR[m]},
-                **({"preset": "default"} if m == "ptmoe" else {}),
+                **({"preset": "balanced"} if m == "ptmoe" else {}),
             }
             for m in METHODS
         ],
@@ -561,9 +561,9 @@ def test_paper_preset():
     assert (o["noise_std"], o["top_k"], o["weighting"], o["noise"]) == (0.01, 1, "probationary", "multiplicative")
     assert o["load_balance"] == 0.0 and cfg["preset"] is None and cfg["train"]["lr"] == 0.3
     assert o["router_input_norm"] == "none" and o["init_noise"] == 0.0
-    default = apply_preset(load_config(None, ["method=ptmoe", "preset=default"]))["method_options"]
-    assert default["router_input_norm"] == "standardize" and default["load_balance"] > 0
-    assert (default["top_k"], default["weighting"]) == (1, "probationary")
+    balanced = apply_preset(load_config(None, ["method=ptmoe", "preset=balanced"]))["method_options"]
+    assert balanced["router_input_norm"] == "standardize" and balanced["load_balance"] > 0
+    assert (balanced["top_k"], balanced["weighting"]) == (1, "probationary")
     assert apply_preset(cfg) == cfg  # applied once
     explicit = apply_preset(load_config(None, ["method=ptmoe", "preset=paper", "method_options={top_k: 2}"]))
     assert explicit["method_options"]["top_k"] == 2 and explicit["method_options"]["noise_std"] == 0.01

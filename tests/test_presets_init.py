@@ -53,12 +53,12 @@ def write(path, rows):
     return str(path)
 
 
-def test_both_presets_init_from_the_task_instruction(tmp_path):
+def test_every_preset_inits_from_the_task_instruction(tmp_path):
     qa = write(
         tmp_path / "qa.jsonl", [{"context": "The sky is blue.", "question": "What is blue?", "answers": ["sky"]}]
     )
     math = write(tmp_path / "math.jsonl", [{"question": "2+2?", "answer": "2+2=4\n#### 4"}])
-    for preset in ("paper", "default"):
+    for preset in ("paper", "balanced", "default"):
         assert PRESETS["ptmoe"][preset]["method_options"]["init_text"] == TASK_TEXT
         cfg = apply_preset(load_config(None, ["method=ptmoe", f"preset={preset}", f"data.train=['{qa}']"]))
         assert task_init_text(cfg)["init_text"] == QA_INSTRUCTION
@@ -72,6 +72,13 @@ def test_both_presets_init_from_the_task_instruction(tmp_path):
         1,
         "probationary",
     )
+    # default is the recipe that won the post-fix QA table (docs/parity.md): the paper's, at its rate
+    assert apply_preset(load_config(None, ["method=ptmoe", "preset=default"])) == apply_preset(
+        load_config(None, ["method=ptmoe", "preset=paper"])
+    )
+    # balanced, the default before the routing fix, keeps its experts apart and its 3x rate
+    cfg = apply_preset(load_config(None, ["method=ptmoe", "preset=balanced", "train.lr=0.01"]))
+    assert cfg["method_options"]["router_input_norm"] == "standardize" and cfg["train"]["lr"] == 0.03
     # an explicit init text wins over the preset's
     cfg = apply_preset(load_config(None, ["method=ptmoe", "preset=paper", "method_options={init_text: hi}"]))
     assert task_init_text(cfg)["init_text"] == "hi"

@@ -71,7 +71,7 @@ class RouterMonitor:
             self.log(
                 f"[router] warning: expert {s['expert_share'].index(max(s['expert_share']))} takes "
                 f"{max(s['expert_share']):.0%} of examples: the router has collapsed onto one expert "
-                f"(try preset: default, i.e. router_input_norm: standardize with load_balance)"
+                f"(try preset: balanced, i.e. router_input_norm: standardize with load_balance)"
             )
             self.warned = True
         if reset:
