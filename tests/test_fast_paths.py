@@ -176,3 +176,17 @@ def test_bench_smoke(tmp_path):
     assert rows["forward"]["x_forward"] == 1.0
     md = (out / "bench.md").read_text()
     assert "ptmoe bench" in md and "| ptmoe |" in md
+
+
+def test_bench_real_and_generate_parts(tmp_path):
+    """The real-data and generation parts end to end (they once imported modules that had moved)."""
+    from ptmoe.cli import main
+
+    out = tmp_path / "bench"
+    args = "--model shape:tiny --device cpu --batch-size 2 --seq-len 512 --steps 1 --warmup 0"
+    args += " --parts real,generate --real-examples 4 --gen-examples 2 --max-new-tokens 2"
+    assert main(["bench", *args.split(), "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert {"real", "generate"} <= set(result)
+    md = (out / "bench.md").read_text()
+    assert "PEFT prompt tuning generate" in md and "DataCollatorForSeq2Seq" in md
