@@ -1,6 +1,7 @@
 """How many distinct passages the evaluation questions of a config are asked about, per set.
 
-`ptmoe eval` takes the first `data.max_eval_examples` questions of each set in file order; a routed
+`ptmoe eval` takes `data.max_eval_examples` questions of each set, the first ones in file order unless
+`data.eval_sample: per_passage`; a routed
 prompt reads mostly the passage, so questions on one passage route alike and a set's expert share
 is worth as many draws as it has passages (see docs/parity.md, "Why the demo's expert shares differ").
 
@@ -9,7 +10,7 @@ is worth as many draws as it has passages (see docs/parity.md, "Why the demo's e
 
 import argparse
 
-from ptmoe.data import load_examples
+from ptmoe.data import eval_subset, load_examples
 from ptmoe.recipes.compare import shared_config
 from ptmoe.recipes.config import merge, parse_override
 
@@ -28,7 +29,7 @@ def main():
     n = cfg["data"]["max_eval_examples"]
     print("| set | questions | passages |\n|---|---|---|")
     for spec in cfg["data"]["eval"]:
-        ex = list(load_examples(spec, log=lambda *a: None))[:n]
+        ex = eval_subset(list(load_examples(spec, log=lambda *a: None)), n, cfg["data"]["eval_sample"])
         print(f"| {spec} | {len(ex)} | {len({e.get('context', '') for e in ex})} |")
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ptmoe.collate import pad_batch
-from ptmoe.data import load_examples
+from ptmoe.data import eval_subset, load_examples
 from ptmoe.data.format import encode_dataset, special_ids
 from ptmoe.methods.base import masked_mean
 from ptmoe.model import PtmoeModel, context_mask
@@ -82,7 +82,8 @@ def main():
     train_rows, _ = load_sources(cfg, tok, log=lambda *a: None)
     eval_rows, passages = [], set()
     for spec in cfg["data"]["eval"]:
-        ex = list(load_examples(spec, log=lambda *a: None))[: cfg["data"]["max_eval_examples"]]
+        d = cfg["data"]
+        ex = eval_subset(list(load_examples(spec, log=lambda *a: None)), d["max_eval_examples"], d["eval_sample"])
         passages |= {(spec, e.get("context", "")) for e in ex}
         task = ex[0].get("task", "qa")
         enc, _ = encode_dataset(

@@ -320,3 +320,17 @@ def load_examples(
     if out.n_skipped:
         log(f"{spec}: skipped {out.n_skipped} bad rows")
     return out
+
+
+def eval_subset(examples: list[dict], n: int | None, sample: str = "first") -> list[dict]:
+    """The questions of one evaluation set: the first n (`first`), or one question per passage in turn
+    (`per_passage`: the first question of each passage in file order, then the second, ...), since the
+    questions on one passage are correlated: 64 questions on 3 passages are worth about 3 draws."""
+    if sample == "first" or n is None or n >= len(examples):
+        return examples[:n]
+    by_passage: dict[str, list[dict]] = {}
+    for ex in examples:
+        by_passage.setdefault(ex.get("context") or ex["question"], []).append(ex)
+    rounds = max(map(len, by_passage.values()))
+    spread = [qs[r] for r in range(rounds) for qs in by_passage.values() if r < len(qs)]
+    return spread[:n]

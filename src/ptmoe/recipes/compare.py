@@ -76,7 +76,8 @@ def run_key(cfg: dict) -> str:
     if ident.get("method") in ROUTED:
         ident["routing_rule"] = ROUTING_RULE
     # keys added after runs were stored hash as before while unset, so stored runs are still found
-    ident["data"] = {k: v for k, v in ident["data"].items() if not (k in ("columns", "task") and v is None)}
+    added = {"columns": None, "task": None, "eval_sample": "first"}
+    ident["data"] = {k: v for k, v in ident["data"].items() if not (k in added and v == added[k])}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

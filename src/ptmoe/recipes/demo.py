@@ -14,10 +14,9 @@ from .config import load_config
 from .runs import fresh_folder
 
 DEMO_CONFIG = Path(str(files("ptmoe") / "configs" / "demo.yaml"))  # package data: found in any install
-# Stored measurement (made before the routing fix of issue 14; to be re-measured) at the demo's budget (60 steps of batch 8, SmolLM2-135M-Instruct, CPU), from
-# docs/parity.md "QA at the CPU budget": the SQuAD held-out column of the QA-mix comparison, 3 seeds each.
-# docs/parity.md, "After the fix": configs/compare-qa.yaml, 3 seeds; SQuAD held-out F1 / EM, and Δ F1 vs PT
-# on the mean of the 8 sets with its 95% interval
+# Stored measurement at the demo's budget (60 steps of batch 8, SmolLM2-135M-Instruct), from docs/parity.md
+# "After the fix" (configs/compare-qa.yaml, 3 seeds): SQuAD held-out F1 / EM, and Δ F1 vs PT on the mean
+# of the 8 sets with its 95% interval
 PARITY_60_STEPS = {"pt": (45.34, 38.67), "ptmoe (default)": (42.96, 40.00), "delta": (-1.09, -2.85, 0.65)}
 
 

@@ -162,7 +162,12 @@ SCHEMA: dict[str, tuple] = {
     "data.task": (None, choice("qa", "math", null=True), "force the task of generic rows; null: inferred"),
     "data.mix_temperature": (1.0, number(0, strict=True), "multi-source sampling p_i ∝ n_i^(1/T); 1: concatenate"),
     "data.max_train_examples": (None, integer(1, null=True), "per training source, after the validation slice"),
-    "data.max_eval_examples": (200, integer(1, null=True), "per evaluation set (the first N)"),
+    "data.max_eval_examples": (200, integer(1, null=True), "per evaluation set (see data.eval_sample)"),
+    "data.eval_sample": (
+        "first",
+        choice("first", "per_passage"),
+        "which max_eval_examples questions: the first N, or one per passage in turn (less correlated)",
+    ),
     "data.valid_examples": (64, integer(0), "held back from the training sources for validation and selection"),
     "data.max_length": (512, integer(16), "tokens per example; long QA passages are cut around the answer"),
     "data.skip_bad": (False, boolean(), "skip malformed rows (counted) instead of stopping at the first"),

@@ -1,0 +1,29 @@
+"""data.eval_sample: `per_passage` spreads an evaluation set's questions over its passages (questions on
+one passage are correlated), `first` keeps the first N; stored runs keep their keys."""
+
+import copy
+
+from ptmoe.data import eval_subset
+from ptmoe.recipes.compare import run_key
+from ptmoe.recipes.config import load_config
+
+
+def rows(passages):
+    return [{"id": f"{p}{q}", "context": p, "question": f"q{q}"} for p, n in passages for q in range(n)]
+
+
+def test_per_passage_takes_one_question_per_passage_in_turn():
+    ex = rows([("A", 3), ("B", 1), ("C", 2)])
+    assert [e["id"] for e in eval_subset(ex, 4, "first")] == ["A0", "A1", "A2", "B0"]
+    assert [e["id"] for e in eval_subset(ex, 4, "per_passage")] == ["A0", "B0", "C0", "A1"]
+    assert [e["id"] for e in eval_subset(ex, 6, "per_passage")] == [e["id"] for e in ex]  # all: file order
+    assert eval_subset(ex, None, "per_passage") == ex
+
+
+def test_the_new_key_leaves_stored_run_keys_alone():
+    cfg = load_config(None, ["method=pt"])
+    assert cfg["data"]["eval_sample"] == "first"
+    older = copy.deepcopy(cfg)
+    del older["data"]["eval_sample"]  # a config from before the key existed
+    assert run_key(cfg) == run_key(older)
+    assert run_key(load_config(None, ["method=pt", "data.eval_sample=per_passage"])) != run_key(cfg)
