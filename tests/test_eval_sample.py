@@ -27,3 +27,22 @@ def test_the_new_key_leaves_stored_run_keys_alone():
     del older["data"]["eval_sample"]  # a config from before the key existed
     assert run_key(cfg) == run_key(older)
     assert run_key(load_config(None, ["method=pt", "data.eval_sample=per_passage"])) != run_key(cfg)
+
+
+def test_train_max_length_shortens_training_rows_only(tmp_path):
+    import json
+
+    from ptmoe.base_models import load_shape
+    from ptmoe.recipes.train_data import load_sources
+
+    _, tok = load_shape("tiny")
+    passage = " ".join(f"w{i}" for i in range(60)) + " the answer is here. " + " ".join(f"v{i}" for i in range(60))
+    row = {"context": passage, "question": "Where is the answer?", "answers": ["here"]}
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for _ in range(6)))
+    spec = [f"data.train=['{tmp_path / 'qa.jsonl'}']", "data.valid_examples=2", "data.max_length=1024"]
+    full, _ = load_sources(load_config(None, spec), tok, log=lambda *a: None)
+    short, valid = load_sources(load_config(None, [*spec, "data.train_max_length=300"]), tok, log=lambda *a: None)
+    assert max(len(r["input_ids"]) for r in full) > 300
+    assert max(len(r["input_ids"]) for r in short + valid) <= 300
+    assert all("here" in tok.decode(r["input_ids"]) for r in short)  # the window keeps the answer
+    assert load_config(None, [*spec, "data.train_max_length=300"])["data"]["max_length"] == 1024  # eval keeps its own

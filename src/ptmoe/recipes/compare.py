@@ -76,7 +76,7 @@ def run_key(cfg: dict) -> str:
     if ident.get("method") in ROUTED:
         ident["routing_rule"] = ROUTING_RULE
     # keys added after runs were stored hash as before while unset, so stored runs are still found
-    added = {"columns": None, "task": None, "eval_sample": "first"}
+    added = {"columns": None, "task": None, "eval_sample": "first", "train_max_length": None}
     ident["data"] = {k: v for k, v in ident["data"].items() if not (k in added and v == added[k])}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

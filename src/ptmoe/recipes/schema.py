@@ -170,6 +170,11 @@ SCHEMA: dict[str, tuple] = {
     ),
     "data.valid_examples": (64, integer(0), "held back from the training sources for validation and selection"),
     "data.max_length": (512, integer(16), "tokens per example; long QA passages are cut around the answer"),
+    "data.train_max_length": (
+        None,
+        integer(16, null=True),
+        "tokens per training and validation row (null: data.max_length); shorter rows train faster",
+    ),
     "data.skip_bad": (False, boolean(), "skip malformed rows (counted) instead of stopping at the first"),
     "train.steps": (200, integer(1), "optimizer steps"),
     "train.batch_size": (8, integer(1), "examples per step (global, whatever the process count)"),

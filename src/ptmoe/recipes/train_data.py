@@ -58,20 +58,21 @@ def encode_sources(cfg: dict, sources: list, valid: list, rng: random.Random, to
     from ..data.format import encode_dataset
 
     d = cfg["data"]
+    key, n = ("train_max_length", d["train_max_length"]) if d["train_max_length"] else ("max_length", d["max_length"])
     per_source = []
     for spec, ex in sources:
-        enc, dropped = encode_dataset(ex, tok, d["max_length"], train=True)
+        enc, dropped = encode_dataset(ex, tok, n, train=True)
         if dropped:
             log(
                 f"[data] {spec}: dropped {dropped} of {len(ex)} training examples that do not fit "
-                f"data.max_length={d['max_length']} (the answer falls outside any window of the passage)"
+                f"data.{key}={n} (the answer falls outside any window of the passage)"
             )
         if not enc:
             raise ConfigError(f"data.train: {spec} has no usable examples")
         for e in enc:
             e["set"] = ex[e["index"]].get("set", spec)
         per_source.append(enc)
-    valid_rows, _ = encode_dataset(valid, tok, d["max_length"], train=True)
+    valid_rows, _ = encode_dataset(valid, tok, n, train=True)
     return mix_sources(per_source, d["mix_temperature"], rng), valid_rows
 
 
