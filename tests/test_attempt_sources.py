@@ -120,7 +120,8 @@ def test_routed_runs_from_before_the_routing_fix_are_never_reused():
 
     def old_key(cfg):  # the key before the fix: the expanded config alone
         ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}
-        ident["data"] = {k: v for k, v in ident["data"].items() if k not in ("columns", "task")}  # added unset later
+        added_later = ("columns", "task", "eval_sample", "train_max_length")  # at their defaults here
+        ident["data"] = {k: v for k, v in ident["data"].items() if k not in added_later}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     for method in ("smop", "ptmoe", "attempt"):
