@@ -10,7 +10,7 @@ is worth as many draws as it has passages (see docs/parity.md, "Why the demo's e
 
 import argparse
 
-from ptmoe.data import eval_subset, load_examples
+from ptmoe.data import load_eval_set
 from ptmoe.recipes.compare import shared_config
 from ptmoe.recipes.config import merge, parse_override
 
@@ -26,10 +26,9 @@ def main():
     for item in args.overrides:
         raw = merge(raw, parse_override(item))
     cfg = shared_config(raw, args.config)
-    n = cfg["data"]["max_eval_examples"]
     print("| set | questions | passages |\n|---|---|---|")
     for spec in cfg["data"]["eval"]:
-        ex = eval_subset(list(load_examples(spec, log=lambda *a: None)), n, cfg["data"]["eval_sample"])
+        ex = load_eval_set(spec, cfg["data"], log=lambda *a: None)
         print(f"| {spec} | {len(ex)} | {len({e.get('context', '') for e in ex})} |")
 
 

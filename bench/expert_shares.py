@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ptmoe.collate import pad_batch
-from ptmoe.data import eval_subset, load_examples
+from ptmoe.data import load_eval_set
 from ptmoe.data.format import encode_dataset, special_ids
 from ptmoe.methods.base import masked_mean
 from ptmoe.model import PtmoeModel, context_mask
@@ -82,8 +82,7 @@ def main():
     train_rows, _ = load_sources(cfg, tok, log=lambda *a: None)
     eval_rows, passages = [], set()
     for spec in cfg["data"]["eval"]:
-        d = cfg["data"]
-        ex = eval_subset(list(load_examples(spec, log=lambda *a: None)), d["max_eval_examples"], d["eval_sample"])
+        ex = load_eval_set(spec, cfg["data"], log=lambda *a: None)
         passages |= {(spec, e.get("context", "")) for e in ex}
         task = ex[0].get("task", "qa")
         enc, _ = encode_dataset(

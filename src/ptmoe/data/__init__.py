@@ -1,6 +1,6 @@
 """Data layer: prepared benchmark sets, local/HF readers, prompt formatting."""
 
-from .readers import DataError, eval_subset, load_examples
+from .readers import DataError, eval_subset, load_eval_set, load_examples
 from .sources import list_sets, load_split, prepare
 
-__all__ = ["DataError", "eval_subset", "load_examples", "list_sets", "load_split", "prepare"]
+__all__ = ["DataError", "eval_subset", "load_eval_set", "load_examples", "list_sets", "load_split", "prepare"]

@@ -334,3 +334,11 @@ def eval_subset(examples: list[dict], n: int | None, sample: str = "first") -> l
     rounds = max(map(len, by_passage.values()))
     spread = [qs[r] for r in range(rounds) for qs in by_passage.values() if r < len(qs)]
     return spread[:n]
+
+
+def load_eval_set(spec, data: dict, log=print) -> list[dict]:
+    """The questions of one evaluation set as `ptmoe eval` asks them, by a resolved config's `data`
+    section (columns, task, skip_bad, max_eval_examples, eval_sample): one place, so the train-eval
+    overlap warning and the bench scripts see exactly the evaluated questions."""
+    examples = load_examples(spec, columns=data["columns"], task=data["task"], skip_bad=data["skip_bad"], log=log)
+    return eval_subset(list(examples), data["max_eval_examples"], data["eval_sample"])

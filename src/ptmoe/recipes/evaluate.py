@@ -79,7 +79,7 @@ def score_set(examples, texts) -> dict:
 def evaluate(
     cfg: dict, adapter: str | None = None, out_dir: str | None = None, model=None, tok=None, log=print, progress=True
 ) -> dict:
-    from ..data import eval_subset, load_examples
+    from ..data import load_eval_set
 
     device = default_device()
     if model is None:
@@ -97,11 +97,7 @@ def evaluate(
     }
     t0 = time.time()
     for spec in d["eval"]:
-        examples = eval_subset(
-            list(load_examples(spec, columns=d.get("columns"), task=d.get("task"), skip_bad=d["skip_bad"], log=log)),
-            d["max_eval_examples"],
-            d["eval_sample"],
-        )
+        examples = load_eval_set(spec, d, log=log)
         if not examples:
             raise ConfigError(f"data.eval: {spec} has no examples")
         task = examples[0].get("task", "qa")

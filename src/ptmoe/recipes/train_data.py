@@ -14,7 +14,7 @@ def read_sources(cfg: dict, log=print) -> tuple[list, list, random.Random]:
     """Training examples per source, with the validation slice held back from each (never taken from the
     evaluation sets), read before any model loads so a bad file fails at once. Warns when training and
     evaluation share questions."""
-    from ..data import eval_subset, load_examples
+    from ..data import load_eval_set, load_examples
 
     d = cfg["data"]
     rng = random.Random(cfg["seed"])
@@ -38,9 +38,7 @@ def read_sources(cfg: dict, log=print) -> tuple[list, list, random.Random]:
         sources.append((spec, ex))
     seen = {_question_key(e) for _, ex in sources for e in ex} | {_question_key(e) for e in valid}
     for spec in d["eval"]:
-        shared = sum(
-            _question_key(e) in seen for e in eval_subset(list(read(spec)), d["max_eval_examples"], d["eval_sample"])
-        )
+        shared = sum(_question_key(e) in seen for e in load_eval_set(spec, d, log=log))
         if shared:
             log(
                 f"[data] warning: {shared} questions of the evaluation set {spec} are also in the training "
