@@ -17,7 +17,9 @@ set -u
 outdir=${1:?usage: bash scripts/gpu-measure.sh OUTDIR [DEADLINE_S [CONFIG ...]]}
 deadline=${2:-3600}
 shift $(($# < 2 ? $# : 2))
-configs=("$@")
+# one process per method (compare-gpu.sh) for these; one process per config for the ablations by default
+split=("$@") single=()
+[ ${#split[@]} -eq 0 ] && split=(configs/compare-qa-gpu.yaml configs/compare-qa.yaml) single=(configs/ablation-*.yaml)
 ptmoe="${PTMOE:-ptmoe}"
 start=$(date +%s)
 left() { echo $((deadline - ($(date +%s) - start))); }
@@ -36,27 +38,19 @@ fi
 stop=$(($(left) - 60))
 echo "[gpu-measure] 2. comparisons side by side for ${stop} s"
 pids=()
-if [ ${#configs[@]} -gt 0 ]; then
-    for config in "${configs[@]}"; do
-        PTMOE="$ptmoe" bash scripts/compare-gpu.sh "$config" "$stop" >"$work/$(basename "$config" .yaml).md" 2>&1 &
-        pids+=($!)
-    done
-else
-    configs=(configs/compare-qa-gpu.yaml configs/compare-qa.yaml configs/ablation-*.yaml)
-    for config in configs/compare-qa-gpu.yaml configs/compare-qa.yaml; do
-        PTMOE="$ptmoe" bash scripts/compare-gpu.sh "$config" "$stop" >"$work/$(basename "$config" .yaml).md" 2>&1 &
-        pids+=($!)
-    done
-    for config in configs/ablation-*.yaml; do
-        (OMP_NUM_THREADS=1 timeout "$stop" $ptmoe compare "$config" </dev/null >"$work/$(basename "$config" .yaml).log" 2>&1
-         $ptmoe compare "$config" --report >"$work/$(basename "$config" .yaml).md" 2>&1) &
-        pids+=($!)
-    done
-fi
+for config in "${split[@]}"; do
+    PTMOE="$ptmoe" bash scripts/compare-gpu.sh "$config" "$stop" >"$work/$(basename "$config" .yaml).md" 2>&1 &
+    pids+=($!)
+done
+for config in "${single[@]}"; do
+    (OMP_NUM_THREADS=1 timeout "$stop" $ptmoe compare "$config" </dev/null >"$work/$(basename "$config" .yaml).log" 2>&1
+     $ptmoe compare "$config" --report >"$work/$(basename "$config" .yaml).md" 2>&1) &
+    pids+=($!)
+done
 wait "${pids[@]}"
 
 echo "[gpu-measure] 3. packing ($(left) s left)"
-dirs=$(for c in "${configs[@]}"; do
+dirs=$(for c in "${split[@]}" "${single[@]}"; do
     python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["output_dir"])' "$c"; done)
 # shellcheck disable=SC2086
 tar cJf "$outdir/runs.tar.xz" --exclude=checkpoint --exclude=tensorboard $dirs 2>/dev/null
