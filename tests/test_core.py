@@ -508,7 +508,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(method):
 
     loss0, g0 = grads()
     model.gradient_checkpointing_enable()
-    assert model.lm.is_gradient_checkpointing
+    flag = "is_activation_checkpointing"  # transformers 5.2x; the older name warns there
+    assert getattr(model.lm, flag if hasattr(model.lm, flag) else "is_gradient_checkpointing")
     loss1, g1 = grads()
     torch.testing.assert_close(loss0, loss1, rtol=1e-6, atol=1e-6)
     assert len(g0) == len(g1) > 0

@@ -328,26 +328,44 @@ def test_ctrl_c_says_where_to_resume(cfg_file, tmp_path):
 
 # ---- 8. no deprecation warnings from our own calls; 9. the demo's account of its gain -------------------------
 def test_training_step_and_generation_emit_no_deprecation_warnings():
+    """Ours: a deprecation warning whose caller (the innermost frame outside the library that warned and
+    torch's module call) is ptmoe's code; one PEFT raises from its own call of transformers is not."""
+    import traceback
     import warnings
 
     from ptmoe import PtmoeModel, encode
     from ptmoe.models import load_shape
+
+    ours = []
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, (DeprecationWarning, FutureWarning)):
+            return
+        stack = traceback.extract_stack()[:-1]
+        caller = next(
+            f.filename
+            for f in reversed(stack)
+            if not any(s in f.filename for s in ("/transformers/", "/torch/", "warnings"))
+        )
+        if "/ptmoe/" in caller or caller == __file__:
+            ours.append(f"{filename}:{lineno}: {message} (called from {caller})")
 
     base, tok = load_shape("tiny")
     rows = [
         {"context": "The sun is yellow.", "question": "What colour is the sun?", "answers": ["yellow"]},
         {"context": "The long river is blue and wide.", "question": "What colour is the river?", "answers": ["blue"]},
     ]
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = record
         for method, opts in (("ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}), ("lora", {"r": 1})):
             model = PtmoeModel(base, method, opts, tok)
+            model.gradient_checkpointing_enable()
             b = encode(rows, tok, train=True)
             model(b["input_ids"], b["attention_mask"], labels=b["labels"]).loss.backward()
             q = encode(rows, tok)
             model.generate(q["input_ids"], q["attention_mask"], max_new_tokens=3, eos_token_id=tok.eos_token_id)
-    bad = [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
-    assert not bad, [f"{w.filename}:{w.lineno}: {w.message}" for w in bad]
+    assert not ours, ours
 
 
 def test_demo_splits_the_gain_into_format_and_content():

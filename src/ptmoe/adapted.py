@@ -77,7 +77,12 @@ class AdaptedModel(nn.Module):
         return sum(p.numel() for p in self.trainable_parameters())
 
     def gradient_checkpointing_enable(self):
-        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # non-reentrant, so the prompt gets gradients through checkpointed layers. transformers 5.2x renamed
+        # the call (the old name warns on every use); PeftModel forwards either name to its base model
+        if hasattr(self.lm, "activation_checkpointing_enable"):
+            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # ---- inputs, loss, generation ---------------------------------------------------------------------
     def build_inputs(self, input_ids, attention_mask, labels=None, adapter_names=None):

@@ -3,8 +3,16 @@ prompt is computed and injected once; decode steps feed one token per row."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import DynamicCache
+
+
+def cache_argument(lm) -> str:
+    """The name the model's forward takes its KV cache by: `cache` from transformers 5.2x on, where
+    `past_key_values` is deprecated (a FutureWarning on every call), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(type(lm).forward).parameters else "past_key_values"
 
 
 def left_align(input_ids, attention_mask=None):
@@ -22,13 +30,14 @@ class CachedDecoder:
 
     def __init__(self, lm, inputs_embeds, attention_mask, position_ids):
         self.lm, self.cache = lm, DynamicCache(config=lm.config)
+        self.cache_kw = {cache_argument(lm): self.cache}
         out = lm(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,
+            **self.cache_kw,
         )
         self.logits = out.logits[:, -1]
         self.mask, self.next_pos = attention_mask, position_ids[:, -1:] + 1
@@ -40,8 +49,8 @@ class CachedDecoder:
             input_ids=tokens[:, None],
             attention_mask=self.mask,
             position_ids=self.next_pos,
-            past_key_values=self.cache,
             use_cache=True,
+            **self.cache_kw,
         )
         self.next_pos = self.next_pos + 1
         self.logits = out.logits[:, -1]
