@@ -14,7 +14,8 @@ from .config import load_config
 from .runs import fresh_folder
 
 DEMO_CONFIG = Path(str(files("ptmoe") / "configs" / "demo.yaml"))  # package data: found in any install
-# Stored measurement at the demo's budget (60 steps of batch 8, SmolLM2-135M-Instruct), from docs/parity.md
+# Stored measurement on as many training examples as the demo's (480: 60 steps of batch 8; the demo takes
+# 120 of 4), SmolLM2-135M-Instruct, from docs/parity.md
 # "After the fix" (configs/compare-qa.yaml, 3 seeds): SQuAD held-out F1 / EM, and Δ F1 vs PT on the mean
 # of the 8 sets with its 95% interval
 PARITY_60_STEPS = {"pt": (45.34, 38.67), "ptmoe (default)": (42.96, 40.00), "delta": (-1.09, -2.85, 0.65)}
@@ -65,7 +66,7 @@ def run(args):
     pt, ours = PARITY_60_STEPS["pt"], PARITY_60_STEPS["ptmoe (default)"]
     d = PARITY_60_STEPS["delta"]
     print(
-        f"[demo] against plain prompt tuning at this budget (a stored measurement, docs/parity.md: 60 steps of "
+        f"[demo] against plain prompt tuning on as many training examples (a stored measurement, docs/parity.md: 60 steps of "
         f"batch 8 on the 4-source QA mix, 3 seeds, SQuAD held-out column): prompt tuning F1 / EM "
         f"{pt[0]:.2f} / {pt[1]:.2f}, PT-MoE (default) {ours[0]:.2f} / {ours[1]:.2f}; on the mean of all 8 sets "
         f"PT-MoE is {d[0]:+.2f} F1 from prompt tuning (95% interval {d[1]:+.2f} to {d[2]:+.2f}): no difference shown"
