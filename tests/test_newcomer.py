@@ -326,6 +326,25 @@ def test_ctrl_c_says_where_to_resume(cfg_file, tmp_path):
     assert f"resume with: ptmoe train {cfg_file} train.steps=100000 --resume" in err
 
 
+def test_ctrl_c_waits_for_the_step_to_end_and_a_second_one_does_not():
+    """The first SIGINT only sets the flag the loop reads after a step (so it never lands inside a save or
+    TensorBoard's writer, where a KeyboardInterrupt can leave a lock held and hang the exit)."""
+    from ptmoe.recipes.train import interrupt_at_step_end
+
+    before = signal.getsignal(signal.SIGINT)
+    requested, restore = interrupt_at_step_end()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs between bytecodes of this thread
+        assert requested.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 # ---- 8. no deprecation warnings from our own calls; 9. the demo's account of its gain -------------------------
 def test_training_step_and_generation_emit_no_deprecation_warnings():
     """Ours: a deprecation warning whose caller (the innermost frame outside the library that warned and

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -97,6 +99,24 @@ def param_groups(model: AdaptedModel, lr: float, lr_groups: dict, weight_decay: 
 
 
 # ---- the loop ------------------------------------------------------------------------------------
+def interrupt_at_step_end():
+    """-> (event, restore). Ctrl-C during training sets the event, which the loop reads once a step is
+    done, so the interrupt never lands inside a save, a log write or TensorBoard's writer (a
+    KeyboardInterrupt there can leave a lock held, and the exit then hangs); a second Ctrl-C interrupts
+    at once. restore() puts the previous handler back."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # handlers live on the main thread
+        return requested, lambda: None
+
+    def on_sigint(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    return requested, lambda: signal.signal(signal.SIGINT, previous)
+
+
 @torch.no_grad()
 def validation_loss(model, rows, batch_size, pad_id, accelerator) -> float | None:
     if not rows:
@@ -200,6 +220,7 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
     model.train()
     t0, tokens_seen, window_loss, window_n = time.time(), 0, 0.0, 0
     start_time = time.time()
+    interrupt, restore_sigint = interrupt_at_step_end()
     try:
         while step < t["steps"]:
             for _ in range(t["grad_accum"]):
@@ -275,6 +296,12 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
                     )
             if stop_after is not None and step >= stop_after:
                 break
+            requested = interrupt.is_set()
+            if world > 1:  # every process stops after the same step, or the next collective would hang
+                votes = accelerator.reduce(torch.tensor([float(requested)], device=accelerator.device), "sum")
+                requested = bool(votes.item() > 0)
+            if requested:
+                raise KeyboardInterrupt
         stop_if_not_finite(None, "weights", step)
     except KeyboardInterrupt:
         raise RunStopped(
@@ -283,6 +310,7 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
             resumable=(ckpt / "trainer_state.json").exists(),
         ) from None
     finally:
+        restore_sigint()
         bar.close()
         if is_main:
             log_file.close()
