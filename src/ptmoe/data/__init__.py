@@ -1,6 +1,15 @@
 """Data layer: prepared benchmark sets, local/HF readers, prompt formatting."""
 
-from .readers import DataError, eval_subset, load_eval_set, load_examples
+from .readers import DataError, eval_subset, load_eval_set, load_examples, load_set
 from .sources import list_sets, load_split, prepare
 
-__all__ = ["DataError", "eval_subset", "load_eval_set", "load_examples", "list_sets", "load_split", "prepare"]
+__all__ = [
+    "DataError",
+    "eval_subset",
+    "load_eval_set",
+    "load_examples",
+    "load_set",
+    "list_sets",
+    "load_split",
+    "prepare",
+]

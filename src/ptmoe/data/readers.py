@@ -336,9 +336,14 @@ def eval_subset(examples: list[dict], n: int | None, sample: str = "first") -> l
     return spread[:n]
 
 
+def load_set(spec, data: dict, log=print) -> Examples:
+    """One data set as a config's `data` section reads it (columns, task, skip_bad): one place for
+    training sources, evaluation sets and the task-text init alike."""
+    return load_examples(spec, columns=data.get("columns"), task=data.get("task"), skip_bad=data["skip_bad"], log=log)
+
+
 def load_eval_set(spec, data: dict, log=print) -> list[dict]:
     """The questions of one evaluation set as `ptmoe eval` asks them, by a resolved config's `data`
-    section (columns, task, skip_bad, max_eval_examples, eval_sample): one place, so the train-eval
-    overlap warning and the bench scripts see exactly the evaluated questions."""
-    examples = load_examples(spec, columns=data["columns"], task=data["task"], skip_bad=data["skip_bad"], log=log)
-    return eval_subset(list(examples), data["max_eval_examples"], data["eval_sample"])
+    section (load_set's keys, max_eval_examples, eval_sample): one place, so the train-eval overlap
+    warning and the bench scripts see exactly the evaluated questions."""
+    return eval_subset(list(load_set(spec, data, log)), data["max_eval_examples"], data["eval_sample"])

@@ -101,18 +101,11 @@ def task_init_text(cfg: dict) -> dict:
     opts = cfg["method_options"]
     if opts.get("init_text") != TASK_TEXT:
         return opts
-    from ..data import load_examples
+    from ..data import load_set
 
-    tasks, d = [], cfg["data"]
-    for spec in d["train"]:
-        first = next(
-            iter(
-                load_examples(
-                    spec, columns=d.get("columns"), task=d.get("task"), skip_bad=d["skip_bad"], log=lambda *a: None
-                )
-            ),
-            {},
-        )
+    tasks = []
+    for spec in cfg["data"]["train"]:
+        first = next(iter(load_set(spec, cfg["data"], log=lambda *a: None)), {})
         task = first.get("task", "qa")
         if task not in tasks:
             tasks.append(task)

@@ -14,14 +14,13 @@ def read_sources(cfg: dict, log=print) -> tuple[list, list, random.Random]:
     """Training examples per source, with the validation slice held back from each (never taken from the
     evaluation sets), read before any model loads so a bad file fails at once. Warns when training and
     evaluation share questions."""
-    from ..data import load_eval_set, load_examples
+    from ..data import load_eval_set, load_set
 
     d = cfg["data"]
     rng = random.Random(cfg["seed"])
     sources, valid = [], []
-    read = lambda spec: load_examples(spec, columns=d["columns"], task=d["task"], skip_bad=d["skip_bad"], log=log)
     for spec in d["train"]:
-        examples = read(spec)
+        examples = load_set(spec, d, log)
         ex, skipped = list(examples), examples.n_skipped
         n_read = len(ex)
         rng.shuffle(ex)
