@@ -14,6 +14,11 @@ Every run is stored under output_dir/runs/<hash of its config>/; a finished run 
 so an interrupted comparison resumes where it stopped. `--report` trains nothing: it builds the
 table from the runs that have finished (a comparison spread over sessions, or run in parallel
 with --only).
+
+A comparison is planned as a list of steps, one per run, each naming the steps whose results its
+config needs (ATTEMPT's source prompts, then the sweep's points for the seeds). Two executors run
+them: in order in this process (the reference), or as Ray tasks (`--executor ray`, compare_ray.py),
+where every run whose inputs are ready starts at once. Both read and write the same run store.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..methods import get_method
@@ -34,6 +40,13 @@ from .presets import apply_preset
 from .runs import NON_FINITE, RunStopped
 
 COMPARE_KEYS = {"methods", "seeds", "sweep", "baseline"}
+EXECUTORS = ("sequential", "ray")
+RAY_FLAGS = {
+    "address": "--address",
+    "gpus_per_run": "--gpus-per-run",
+    "cpus_per_run": "--cpus-per-run",
+    "retries": "--retries",
+}
 
 
 def add_arguments(p):
@@ -42,6 +55,21 @@ def add_arguments(p):
     p.add_argument("--only", help="comma-separated method names to run (the table shows only these)")
     p.add_argument(
         "--report", action="store_true", help="train nothing: build the table from the finished runs of every method"
+    )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="sequential",
+        help="sequential: one run after another in this process; ray: every run a Ray task, as many at once as "
+        "the resources allow (pip install -e .[ray])",
+    )
+    p.add_argument(
+        "--address", help="ray: a running Ray cluster (host:port, ray://host:port or auto); default a local one"
+    )
+    p.add_argument("--gpus-per-run", type=float, help="ray: GPUs per run, a fraction shares one (e.g. 0.1); default 0")
+    p.add_argument("--cpus-per-run", type=float, help="ray: CPU cores per run, also its thread count; default 1")
+    p.add_argument(
+        "--retries", type=int, help="ray: times a failed run is retried before the table shows it failed; default 1"
     )
 
 
@@ -57,9 +85,17 @@ def run(args):
         unknown = [n for n in only if n not in names]
         if unknown:
             raise ConfigError(f"--only: no method named {unknown[0]!r} in {path}; known: {', '.join(map(str, names))}")
-    table = compare(raw, str(path), only=only, report=args.report)
+    ray_options = None
+    given = [flag for key, flag in RAY_FLAGS.items() if getattr(args, key, None) is not None]
+    if args.executor == "ray":
+        from .compare_ray import RayOptions
+
+        ray_options = RayOptions.from_args(args)
+    elif given:
+        raise ConfigError(f"{given[0]}: applies to --executor ray only")
+    table = compare(raw, str(path), only=only, report=args.report, ray_options=ray_options)
     print(table["markdown"])
-    return 0
+    return 1 if table["failed"] else 0
 
 
 # Methods whose prompt reads the input. Their runs from before the routing fix (main ec6a8ec) pooled
@@ -79,6 +115,15 @@ def run_key(cfg: dict) -> str:
     added = {"columns": None, "task": None, "eval_sample": "first", "train_max_length": None}
     ident["data"] = {k: v for k, v in ident["data"].items() if not (k in added and v == added[k])}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_folder(root: Path, cfg: dict) -> Path:
+    return root / "runs" / run_key(cfg)
+
+
+def stored_result(root: Path, cfg: dict) -> dict | None:
+    done = run_folder(root, cfg) / "result.json"
+    return json.loads(done.read_text()) if done.exists() else None
 
 
 def run_once(cfg: dict, root: Path, evaluate_it: bool = True, log=print, report: bool = False) -> dict | None:
@@ -142,7 +187,128 @@ def shared_config(raw: dict, where: str) -> dict:
     return merge(DEFAULTS, {k: v for k, v in raw.items() if k not in COMPARE_KEYS}, where)
 
 
-def compare(raw: dict, where: str = "compare config", only=None, log=print, report: bool = False) -> dict:
+# ---- the plan: every run of a comparison and what it waits for ------------------------------------------------
+@dataclass(frozen=True)
+class Entry:
+    """One methods entry, checked: its config before source prompts and sweep are filled in."""
+
+    name: str
+    raw: dict  # the entry as written, without source_runs
+    cfg: dict
+    shared: dict
+    where: str
+    source_runs: dict | None  # ATTEMPT: overrides of its source prompt runs (None: no such runs)
+    sweep: dict | None
+
+    def config(self, sources: list[dict]) -> dict:
+        """The entry's config once its source prompt runs (if any) have finished."""
+        if self.source_runs is None:
+            return copy.deepcopy(self.cfg)
+        paths = [str(Path(r["train"]["output_dir"]) / "best") for r in sources]
+        entry = {**self.raw, "method_options": {**(self.raw.get("method_options") or {}), "source_prompts": paths}}
+        return method_config(self.shared, entry, self.where)
+
+    def source_configs(self) -> list[tuple[str, dict]]:
+        """ATTEMPT's source prompts as its paper makes them: one prompt-tuning run per training source."""
+        T = (self.raw.get("method_options") or {}).get("num_tokens", 40)
+        out = []
+        for spec in self.shared["data"]["train"]:
+            over = merge(
+                {
+                    "method": "pt",
+                    "preset": None,
+                    "method_options": {"num_tokens": T},
+                    "seed": 0,
+                    "data": {"train": [spec]},
+                },
+                self.source_runs,
+            )
+            out.append((spec, validate(merge(self.shared, over, f"methods[{self.name}]: source_runs"))))
+        return out
+
+    def sweep_rates(self) -> list[float]:
+        lrs = (self.sweep or {}).get("lrs", {})
+        lrs = lrs.get(self.cfg["method"], lrs.get("default")) if isinstance(lrs, dict) else lrs
+        return [float(lr) for lr in lrs or []]
+
+    def sweep_point(self, cfg: dict, lr: float) -> dict:
+        """A short run at one learning rate, scored by its validation loss."""
+        c = copy.deepcopy(cfg)
+        c["train"].update(lr=lr, steps=int(self.sweep.get("steps", 30)), save_every=10**9)
+        c["data"]["valid_examples"] = int(self.sweep.get("valid_examples", c["data"]["valid_examples"]))
+        return c
+
+
+def sweep_scores(results: list[dict]) -> dict[float, float]:
+    """Validation loss per learning rate of finished sweep runs."""
+    return {r["config"]["train"]["lr"]: r["train"]["best_valid_loss"] for r in results}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of a comparison. Its config is `cfg` when known from the config file alone, else
+    built from the results of the steps it needs: the entry's source prompt runs, then its sweep runs."""
+
+    method: str  # the methods entry it belongs to (the first one, when entries share a run)
+    role: str  # "source" (an ATTEMPT source prompt), "sweep" (one learning rate) or "seed"
+    param: object  # the training source, the learning rate or the seed
+    evaluate: bool
+    needs: tuple = ()
+    n_sources: int = 0  # how many of `needs` are source prompt runs
+    cfg: dict | None = None
+    entry: Entry | None = None
+
+    def config(self, results: list[dict]) -> dict:
+        if self.cfg is not None:
+            return copy.deepcopy(self.cfg)
+        cfg = self.entry.config(results[: self.n_sources])
+        if self.role == "sweep":
+            return self.entry.sweep_point(cfg, self.param)
+        scores = sweep_scores(results[self.n_sources :])
+        if scores:
+            cfg["train"]["lr"] = min(scores, key=lambda k: scores[k])
+        cfg["seed"] = self.param
+        return cfg
+
+    def label(self) -> str:
+        what = {"source": "source prompt run (pt on {})", "sweep": "sweep lr {}", "seed": "seed {}"}[self.role]
+        return f"{self.method}: {what.format(self.param)}"
+
+    def describe(self, cfg: dict, results: list[dict]) -> str:
+        """The line said when the run starts."""
+        if self.role != "seed":
+            return f"[compare] {self.label()}"
+        scores = sweep_scores(results[self.n_sources :])
+        sweep = f"; sweep valid loss {scores} -> lr {cfg['train']['lr']}" if scores else ""
+        return f"[compare] {self.method} seed {self.param} (lr {cfg['train']['lr']}{sweep})"
+
+
+@dataclass
+class Plan:
+    root: Path
+    entries: list[Entry]
+    steps: list[Step] = field(default_factory=list)
+    seed_steps: dict[str, list[int]] = field(default_factory=dict)  # entry name -> its seed runs
+    index: dict[str, int] = field(default_factory=dict)  # a run's identity -> its step
+
+    def add(self, step: Step) -> int:
+        """The step's index; a run two entries share (the same config) is one step, so that two
+        Ray tasks never train into the same folder. A config known now is identified by its key,
+        one built later by what builds it (the sweep's rate left out: the sweep chooses it)."""
+        if step.cfg is not None:
+            ident = run_key(step.cfg)
+        else:
+            blank = copy.deepcopy(step.entry.cfg)
+            blank["train"]["lr"] = 0.0 if step.entry.sweep_rates() else blank["train"]["lr"]
+            ident = json.dumps([step.role, step.param, run_key(blank), step.needs, step.evaluate])
+        if ident not in self.index:
+            self.index[ident] = len(self.steps)
+            self.steps.append(step)
+        return self.index[ident]
+
+
+def plan_comparison(raw: dict, where: str, only=None) -> Plan:
+    """Check every entry (before anything trains) and list the runs with what each waits for."""
     shared = shared_config(raw, where)
     methods = raw.get("methods") or []
     if not methods:
@@ -150,111 +316,116 @@ def compare(raw: dict, where: str = "compare config", only=None, log=print, repo
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(type(x) is int for x in seeds):
         raise ConfigError(f"{where}: seeds: must be a non-empty list of integers, got {seeds!r}")
-    sweep = raw.get("sweep")
     root = Path(str(shared["output_dir"]).format(method="compare", seed=0))
     # every entry checked before anything trains (an ATTEMPT entry's source runs are filled in later)
     configs = [(entry, method_config(shared, _without(entry, "source_runs"), where)) for entry in methods]
-    root.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    finished, used = {}, []  # used: every stored run behind the table, sweeps included
+    plan = Plan(root, [])
     for entry, cfg in configs:  # source prompts (ATTEMPT's): checked before anything trains
-        takes_sources = "source_prompts" in {f.name for f in dataclasses.fields(get_method(cfg["method"]).config_cls)}
-        if "source_runs" in entry and (not takes_sources or not isinstance(entry["source_runs"] or {}, dict)):
-            raise ConfigError(
-                f"{where}: methods[{entry.get('name')}]: 'source_runs' is a mapping of "
-                f"train-config overrides, for methods with source prompts (attempt) only"
-            )
-        if takes_sources and "source_runs" not in entry:
-            opts = cfg["method_options"]
-            if not opts.get("source_prompts") and not opts.get("num_random_sources"):
-                raise ConfigError(f"{where}: methods[{entry.get('name')}]: {NO_SOURCE}")
+        check_sources(entry, cfg, where)
     for entry, cfg in configs:
-        name = entry.get("name")
-        if only and name not in only:
+        if only and entry.get("name") not in only:
             continue
-        if "source_runs" in entry:
-            entry = dict(entry)
-            paths = source_prompt_runs(shared, entry.pop("source_runs") or {}, entry, root, log, report, used)
-            if paths is None:
-                log(f"[compare] {name}: source prompt runs not finished")
-                continue
-            entry["method_options"] = {**(entry.get("method_options") or {}), "source_prompts": paths}
-            cfg = method_config(shared, entry, where)
-        if sweep:
-            cfg["train"]["lr"] = sweep_lr(cfg, sweep, root, log, report, used)
-            if cfg["train"]["lr"] is None:
-                log(f"[compare] {name}: learning-rate sweep not finished")
-                continue
-        runs = []
-        for seed in seeds:
-            c = copy.deepcopy(cfg)
-            c["seed"] = seed
-            if not report:
-                log(f"[compare] {name} seed {seed} (lr {c['train']['lr']})")
-            res = run_once(c, root, log=log, report=report)
-            if res is not None:
-                runs.append(res)
-                used.append(res)
-        if runs:
-            finished[name] = runs
-        elif report:
-            log(f"[compare] {name}: no finished run")
+        sources = (entry["source_runs"] or {}) if "source_runs" in entry else None
+        e = Entry(entry["name"], _without(entry, "source_runs"), cfg, shared, where, sources, raw.get("sweep"))
+        plan.entries.append(e)
+        add_entry_steps(plan, e, seeds)
+    return plan
+
+
+def check_sources(entry: dict, cfg: dict, where: str) -> None:
+    takes_sources = "source_prompts" in {f.name for f in dataclasses.fields(get_method(cfg["method"]).config_cls)}
+    if "source_runs" in entry and (not takes_sources or not isinstance(entry["source_runs"] or {}, dict)):
+        raise ConfigError(
+            f"{where}: methods[{entry.get('name')}]: 'source_runs' is a mapping of "
+            f"train-config overrides, for methods with source prompts (attempt) only"
+        )
+    if takes_sources and "source_runs" not in entry:
+        opts = cfg["method_options"]
+        if not opts.get("source_prompts") and not opts.get("num_random_sources"):
+            raise ConfigError(f"{where}: methods[{entry.get('name')}]: {NO_SOURCE}")
+
+
+def add_entry_steps(plan: Plan, e: Entry, seeds: list[int]) -> None:
+    """The entry's runs: source prompts, then sweep points, then seeds (each needing all before it)."""
+    static = e.source_runs is None  # without source prompts every config is known now
+    sources = () if static else tuple(plan.add(Step(e.name, "source", s, False, cfg=c)) for s, c in e.source_configs())
+    n = len(sources)
+    sweeps = tuple(
+        plan.add(Step(e.name, "sweep", lr, False, sources, n, e.sweep_point(e.cfg, lr) if static else None, e))
+        for lr in e.sweep_rates()
+    )
+    plan.seed_steps[e.name] = [
+        plan.add(
+            Step(
+                e.name,
+                "seed",
+                seed,
+                True,
+                sources + sweeps,
+                n,
+                {**e.cfg, "seed": seed} if static and not sweeps else None,
+                e,
+            )
+        )
+        for seed in seeds
+    ]
+
+
+# ---- the sequential executor (the reference) and the table -------------------------------------------------
+def run_in_order(plan: Plan, log=print, report: bool = False) -> list[dict | None]:
+    """Every step in this process, one after another; a step whose inputs have not finished
+    (report mode) is skipped (None)."""
+    results = []
+    for step in plan.steps:
+        needed = [results[i] for i in step.needs]
+        if any(r is None for r in needed):
+            results.append(None)
+            continue
+        cfg = step.config(needed)
+        if not report:
+            log(step.describe(cfg, needed))
+        results.append(run_once(cfg, plan.root, evaluate_it=step.evaluate, log=log, report=report))
+    return results
+
+
+def compare(
+    raw: dict, where: str = "compare config", only=None, log=print, report: bool = False, ray_options=None
+) -> dict:
+    """Plan, run (in order, or on Ray with `ray_options`), and write the table. Ray: a run that fails
+    after its retries is shown failed in the table; the others go on."""
+    plan = plan_comparison(raw, where, only)
+    plan.root.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    failed: dict[int, str] = {}
+    if ray_options is not None and not report:
+        from .compare_ray import run_on_ray
+
+        results, failed = run_on_ray(plan, ray_options, log=log)
+    else:
+        results = run_in_order(plan, log=log, report=report)
+    return write_table(plan, results, failed, raw.get("baseline", "pt"), where, log, t0)
+
+
+def write_table(plan: Plan, results: list, failed: dict[int, str], baseline: str, where: str, log, t0: float) -> dict:
+    finished, failures = {}, {}
+    for e in plan.entries:
+        seeds = plan.seed_steps[e.name]
+        runs = [results[i] for i in seeds if results[i] is not None]
+        failures[e.name] = [failed[i] for i in seeds if i in failed]
+        if runs or failures[e.name]:
+            finished[e.name] = runs
+        else:
+            log(f"[compare] {e.name}: no finished run")
     if not finished:
-        raise ConfigError(f"{where}: no finished runs to report under {root}")
-    table = build_table(finished, raw.get("baseline", "pt"))
-    used = list({r["key"]: r for r in used}.values())  # a source run shared by entries counts once
+        raise ConfigError(f"{where}: no finished runs to report under {plan.root}")
+    table = build_table(finished, baseline, {k: v for k, v in failures.items() if v})
+    used = list({r["key"]: r for r in results if r is not None}.values())  # sweeps and source runs included
     table["run_hours"] = sum(r["train"]["wall_s"] + r.get("eval", {}).get("wall_s", 0) for r in used) / 3600
     table["markdown"] += (
         f"\n\nCompute behind this table: {len(used)} runs (learning-rate sweeps included), "
         f"{table['run_hours']:.1f} h of training and evaluation."
     )
     table["wall_s_this_invocation"] = time.time() - t0
-    (root / "compare.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
-    (root / "compare.md").write_text(table["markdown"])
+    (plan.root / "compare.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
+    (plan.root / "compare.md").write_text(table["markdown"])
     return table
-
-
-def source_prompt_runs(
-    shared: dict, overrides: dict, entry: dict, root: Path, log, report: bool, used: list
-) -> list[str] | None:
-    """ATTEMPT's source prompts as its paper makes them: one prompt-tuning run per training source;
-    the best adapter folder of each (None in report mode while one is missing)."""
-    T = (entry.get("method_options") or {}).get("num_tokens", 40)
-    paths = []
-    for spec in shared["data"]["train"]:
-        over = merge(
-            {"method": "pt", "preset": None, "method_options": {"num_tokens": T}, "seed": 0, "data": {"train": [spec]}},
-            overrides,
-        )
-        cfg = validate(merge(shared, over, f"methods[{entry.get('name')}]: source_runs"))
-        if not report:
-            log(f"[compare] {entry.get('name')}: source prompt run (pt on {spec})")
-        res = run_once(cfg, root, evaluate_it=False, log=log, report=report)
-        if res is None:
-            return None
-        used.append(res)
-        paths.append(str(Path(res["train"]["output_dir"]) / "best"))
-    return paths
-
-
-def sweep_lr(cfg: dict, sweep: dict, root: Path, log, report: bool, used: list) -> float | None:
-    """Pick the learning rate with the lowest validation loss after a short run
-    (None in report mode while a sweep run is missing); each finished sweep run is added to `used`."""
-    lrs = sweep.get("lrs", {})
-    lrs = lrs.get(cfg["method"], lrs.get("default")) if isinstance(lrs, dict) else lrs
-    if not lrs:
-        return cfg["train"]["lr"]
-    scores = {}
-    for lr in lrs:
-        c = copy.deepcopy(cfg)
-        c["train"].update(lr=float(lr), steps=int(sweep.get("steps", 30)), save_every=10**9)
-        c["data"]["valid_examples"] = int(sweep.get("valid_examples", c["data"]["valid_examples"]))
-        res = run_once(c, root, evaluate_it=False, log=log, report=report)
-        if res is None:
-            return None
-        used.append(res)
-        scores[float(lr)] = res["train"]["best_valid_loss"]
-    best = min(scores, key=lambda k: scores[k])
-    if not report:
-        log(f"[compare] {cfg['method']}: sweep valid loss {scores} -> lr {best}")
-    return best

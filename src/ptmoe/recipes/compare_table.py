@@ -37,15 +37,21 @@ def paired_bootstrap(a: dict, b: dict, n: int = 2000, seed: int = 0) -> tuple[fl
     return point, stats[int(0.025 * n)], stats[int(0.975 * n) - 1]
 
 
-def build_table(finished: dict, baseline: str) -> dict:
+def build_table(finished: dict, baseline: str, failed: dict | None = None) -> dict:
+    """finished: method name -> its finished seed runs (none when all failed); failed: method name ->
+    one line per run that failed (the Ray executor), shown in the table, never dropped."""
+    failed = failed or {}
     sets = []
     for runs in finished.values():
-        for s in runs[0]["eval"]["sets"]:
+        for s in runs[0]["eval"]["sets"] if runs else []:
             if s not in sets:
                 sets.append(s)
     rows = {}
-    base_q = per_question(finished[baseline]) if baseline in finished else None
+    base_q = per_question(finished[baseline]) if finished.get(baseline) else None
     for name, runs in finished.items():
+        if not runs:
+            rows[name] = {"failed": failed[name]}
+            continue
         mean = lambda f: sum(f(r) for r in runs) / len(runs)
         # lr: the rate the run trained at (after a preset scaled it); wall: train + eval per run
         row = {
@@ -73,8 +79,20 @@ def build_table(finished: dict, baseline: str) -> dict:
             }
         if base_q is not None and name != baseline:
             row["diff_vs_baseline"] = paired_bootstrap(per_question(runs), base_q)
+        if failed.get(name):
+            row["failed"] = failed[name]
         rows[name] = row
-    return {"baseline": baseline, "sets": sets, "rows": rows, "markdown": markdown(rows, sets, baseline)}
+    return {
+        "baseline": baseline,
+        "sets": sets,
+        "rows": rows,
+        "failed": {n: r["failed"] for n, r in rows.items() if r.get("failed")},
+        "markdown": markdown(rows, sets, baseline),
+    }
+
+
+def seeds_cell(row: dict) -> str:
+    return f"{row['seeds']} ({len(row['failed'])} failed)" if row.get("failed") else str(row["seeds"])
 
 
 def short(s: str) -> str:
@@ -96,6 +114,9 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
+        if "average" not in r:  # every run of the method failed
+            lines.append("| " + " | ".join([name, "failed"] + [""] * (len(head) - 2)) + " |")
+            continue
         a = r["average"]
         avg = f"{a['f1']:.2f} / {a['em']:.2f}" if "f1" in a else f"{a.get('accuracy', 0):.2f}"
         d = r.get("diff_vs_baseline")
@@ -106,7 +127,7 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
             + " | ".join(
                 [name, f"{r['params']:,}"]
                 + [metric(r, s) for s in sets]
-                + [avg, diff, str(r["seeds"]), f"{r['lr']:g}", h, f"{r['wall_s'] / 60:.1f}"]
+                + [avg, diff, seeds_cell(r), f"{r['lr']:g}", h, f"{r['wall_s'] / 60:.1f}"]
             )
             + " |"
         )
@@ -117,6 +138,10 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
         "any preset scaling). Usage H: entropy of the expert shares over the training run and over "
         "the evaluation questions (1 bit = two experts used equally). min / run: train + evaluate."
     )
+    failed = {n: r["failed"] for n, r in rows.items() if r.get("failed")}
+    if failed:
+        lines += ["", "Failed runs (after their retries; the rows above average the runs that finished):", ""]
+        lines += [f"- {name}: {line}" for name, msgs in failed.items() for line in msgs]
     routed = {n: r for n, r in rows.items() if r.get("router_per_set")}
     if routed:
         lines += ["", "Expert share per evaluation set, per seed:", ""]
