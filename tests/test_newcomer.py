@@ -202,6 +202,33 @@ def test_generate_row_naming_an_unloaded_adapter_is_an_error(tmp_path, capsys):
     assert "'qa' not given with --adapter" in one_error_line(capsys, "generate")
 
 
+def test_a_max_length_under_the_bare_prompt_names_the_option_to_raise(cfg_file, capsys):
+    """The tiny model's tokenizer spends one token per byte: the QA instruction alone is over 50 tokens, so
+    at 64 no example fits whatever the passage; the message says so, not that answers fall outside a window."""
+    from ptmoe.base_models import load_shape
+    from ptmoe.data.format import QA_INSTRUCTION
+
+    tok = load_shape("tiny")[1]
+    assert len(tok(QA_INSTRUCTION, add_special_tokens=False)["input_ids"]) > 50
+    for option in ("data.max_length", "data.train_max_length"):
+        assert cli_main(["train", str(cfg_file), f"{option}=64"]) == 2
+        line = one_error_line(capsys, "train")
+        assert ": no example fits: " in line
+        assert "whose prompt without its passage (instruction, question and answer) is already" in line
+        assert f"over {option}=64: raise {option}" in line and "outside any window" not in line, line
+        tokens = int(line.split("is already ")[1].split(" tokens")[0])
+        assert tokens > 64 + len("Passage: ")  # what the prompt needs beyond the instruction, with no passage
+
+
+def test_an_override_without_its_equals_sign_is_named_wherever_it_stands(cfg_file, capsys):
+    for argv in (["train.lr", "--overwrite"], ["--overwrite", "train.lr"]):
+        assert cli_main(["train", str(cfg_file), *argv]) == 2
+        assert "override 'train.lr': expected key=value" in one_error_line(capsys, "train")
+    with pytest.raises(SystemExit):  # an unknown flag is still argparse's error
+        cli_main(["train", str(cfg_file), "--overwrite", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
 # ---- 4. overrides anywhere, method switching ---------------------------------------------------------------
 def test_overrides_after_flags(cfg_file, tmp_path, monkeypatch, capsys):
     assert cli_main(["train", str(cfg_file)]) == 0

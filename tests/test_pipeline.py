@@ -411,53 +411,6 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
     assert snapshot() == before
 
 
-def test_compare_gpu_script_runs_one_process_per_method_and_resumes(data, tmp_path):
-    """scripts/compare-gpu.sh (the GPU command of docs/parity.md) on CPU: one log per method, the
-    overrides reach every run, the table covers all methods, and a second call trains nothing."""
-    import yaml
-
-    root = tmp_path / "cmp"
-    cfg = {
-        "model": "shape:tiny",
-        "output_dir": str(root),
-        "data": {
-            "train": [str(data / "train.jsonl")],
-            "eval": [str(data / "eval.jsonl")],
-            "valid_examples": 2,
-            "max_eval_examples": 2,
-        },
-        "train": {"steps": 5, "batch_size": 2, "save_every": 2},
-        "eval": {"batch_size": 4, "max_new_tokens": {"qa": 3}},
-        "baseline": "PT",
-        "seeds": [0],
-        "methods": [
-            {"name": "PT", "method": "pt", "method_options": OPTS["pt"]},
-            {"name": "PT-MoE (default)", "method": "ptmoe", "preset": "default", "method_options": OPTS["ptmoe"]},
-        ],
-    }
-    path = tmp_path / "compare.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    env = {
-        **os.environ,
-        "PTMOE": f"{sys.executable} -m ptmoe",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
-    }
-    script = Path(__file__).resolve().parents[1] / "scripts" / "compare-gpu.sh"
-    run = lambda: subprocess.run(
-        ["bash", str(script), str(path), "300", "train.steps=2"], env=env, capture_output=True, text=True, timeout=300
-    )
-    out = run()
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert sorted(p.name for p in (root / "logs").iterdir()) == ["PT.log", "PT_MoE__default_.log"]
-    assert "| PT | " in out.stdout and "| PT-MoE (default) | " in out.stdout
-    results = [json.loads(r.read_text()) for r in (root / "runs").glob("*/result.json")]
-    assert len(results) == 2 and all(r["train"]["steps"] == 2 for r in results)
-    stamps = {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("*")}
-    assert run().returncode == 0
-    assert {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("*")} == stamps
-
-
 # ---- generate with several adapters ------------------------------------------------------------------------------
 def test_generate_mixes_two_adapters_in_one_file(tmp_path, capsys):
     _, tok = load_shape("tiny")

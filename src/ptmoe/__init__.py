@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 # Imported on first use, so `ptmoe --help` and `ptmoe data list` start without torch.
 _EXPORTS = {
     "AdaptedModel": "adapted",
-    "PtmoeModel": "model",
+    "PtmoeModel": "adapted",  # the former name of AdaptedModel
     "AdapterError": "persistence",
     "load_base_model": "base_models",
     "DEFAULT_MODEL": "base_models",
@@ -23,4 +23,4 @@ def __getattr__(name):
     import importlib
 
     module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-    return getattr(module, "REGISTRY" if name == "METHODS" else name)
+    return getattr(module, {"METHODS": "REGISTRY", "PtmoeModel": "AdaptedModel"}.get(name, name))

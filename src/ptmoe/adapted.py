@@ -153,10 +153,14 @@ class AdaptedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, base: nn.Module, tokenizer=None, adapter_name: str = "default"):
-        from .interop.peft_format import is_peft_folder, load_peft
+        from .interop.peft_format import is_peft_folder, read_peft
 
         if is_peft_folder(directory):  # a Hugging Face PEFT prompt-tuning or LoRA folder
-            return load_peft(directory, base, tokenizer, adapter_name)
+            method, options, fill = read_peft(directory, base)
+            model = cls(base, method, options, tokenizer, adapter_name=adapter_name)
+            fill(model)
+            model.peft_source = str(directory)
+            return model
         meta = persistence.read_adapter_config(directory)
         where = Path(directory) / CONFIG_NAME
         config = make_config(meta["method"], meta["config"], where=str(where))
@@ -168,10 +172,11 @@ class AdaptedModel(nn.Module):
 
     def load_adapter(self, directory, adapter_name: str):
         """Add another adapter (same base model) for mixed-adapter batches: both must be mixable."""
-        from .interop.peft_format import is_peft_folder, load_peft_prompt
+        from .interop.peft_format import check_mixable, is_peft_folder
 
         if is_peft_folder(directory) and self.spec.mixable:  # PEFT prompt tuning
-            self.adapters[adapter_name] = load_peft_prompt(directory, self.lm)
+            check_mixable(directory)
+            self.adapters[adapter_name] = type(self).from_pretrained(directory, self.lm).prompt_module
             return
         meta = persistence.read_adapter_config(directory)
         where = Path(directory) / CONFIG_NAME

@@ -25,6 +25,11 @@ COMMANDS = {
     "serve": ("ptmoe.recipes.serve", "An OpenAI-compatible HTTP server for the base model and adapters"),
     "config": ("ptmoe.recipes.config", "Show a resolved config (every default) or write the config reference"),
 }
+DESCRIPTION = (
+    "Fine-tune a frozen causal language model with PT-MoE soft prompts or a baseline (prompt tuning, DPT, "
+    "SMoP, ATTEMPT, LoRA, HydraLoRA, full fine-tuning): train, evaluate, compare, answer, serve and export "
+    "adapters. `ptmoe COMMAND --help` describes a command; `ptmoe demo` runs the main example."
+)
 OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # a dotted key=value override
 
 # short flags for the most used method options
@@ -81,7 +86,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ptmoe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ptmoe", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     argv = sys.argv[1:] if argv is None else argv
@@ -117,15 +122,16 @@ def main(argv: list[str] | None = None) -> int:
 def place_overrides(args, extra: list[str], parser) -> None:
     """key=value overrides may come anywhere, also after flags (`eval cfg.yaml --adapter X data.max_eval_examples=4`):
     argparse leaves those it could not place in `extra`; they join the overrides (the first non-override
-    word is the config file when none was given)."""
+    word is the config file when none was given). Any other word joins them too, so that an override
+    missing its `=` is named as one wherever it stands."""
     if extra and hasattr(args, "overrides"):
         for item in extra:
-            if OVERRIDE.match(item):
-                args.overrides.append(item)
-            elif hasattr(args, "config") and args.config is None and not item.startswith("-"):
+            if item.startswith("-"):
+                parser.error(f"unrecognized arguments: {item}")
+            elif hasattr(args, "config") and args.config is None and not OVERRIDE.match(item):
                 args.config = item
             else:
-                parser.error(f"unrecognized arguments: {item}")
+                args.overrides.append(item)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
 

@@ -120,6 +120,13 @@ def _prompt_ids(example, tokenizer, room):
     return None
 
 
+def prompt_floor(example, tokenizer) -> int:
+    """Tokens a training example needs however short its passage is cut: the prompt with an empty
+    passage (instruction, question, chat template) and the target. Over max_length, no window helps."""
+    prompt = _ids(tokenizer, build_prompt_text(example, tokenizer, context=""), True)
+    return len(prompt) + len(_ids(tokenizer, target_text(example, tokenizer), False))
+
+
 def encode_train(example, tokenizer, max_length):
     """{"input_ids", "labels"} with labels -100 on the prompt, or None if it can't fit."""
     target = _ids(tokenizer, target_text(example, tokenizer), False)

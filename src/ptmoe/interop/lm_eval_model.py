@@ -3,7 +3,7 @@
 It is lm-eval's own Hugging Face class (HFLM: tokenisation, request ordering, batching, stop-sequence
 handling, chat templates) with two model calls replaced so that every method's adapter is applied:
   - log-likelihoods run through `PtmoeModel.build_inputs` with the continuation marked as labels, so an
-    input-dependent prompt is routed on the context alone (`ptmoe.model.context_mask`), never on the
+    input-dependent prompt is routed on the context alone (`ptmoe.inputs.context_mask`), never on the
     continuation being scored;
   - generation runs `PtmoeModel.generate` (greedy, KV cache, the prompt injected once at prefill).
 Registered by importing this module; `ptmoe lm-eval ...` does that before lm-eval's own CLI runs.
@@ -18,8 +18,8 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import Collator
 from tqdm.auto import tqdm
 
+from ..base_models import DEFAULT_MODEL
 from ..data.format import render_user_turn, special_ids
-from ..models import DEFAULT_MODEL
 
 GREEDY_ONLY = ("do_sample", "temperature")
 

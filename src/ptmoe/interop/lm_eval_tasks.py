@@ -73,8 +73,8 @@ def _mathqa_with_options(prepared: Path, raw: Path, out: Path) -> Path:
 
 def write_tasks(out_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Write the task YAMLs (paths filled in) and utils.py into out_dir (default: <cache>/lm_eval_tasks)."""
+    from ..base_models import cache_dir as default_cache
     from ..data.fetch import data_dir
-    from ..models import cache_dir as default_cache
 
     data = data_dir(cache_dir)
     prepared = data / "prepared"

@@ -3,8 +3,10 @@
 export_peft: a ptmoe `pt` adapter becomes a PEFT PROMPT_TUNING adapter (its T x H prompt is PEFT's
 `prompt_embeddings`), a `lora` adapter a PEFT LoRA adapter (ptmoe's LoRA is PEFT's: same tensors).
 Both are written with PEFT's own config classes and load with `PeftModel.from_pretrained`.
-load_peft: a PEFT prompt-tuning or LoRA folder (made by PEFT or by export_peft) becomes a PtmoeModel
-of method `pt` or `lora`, so eval / generate / serve / compare take it like any ptmoe adapter.
+read_peft: a PEFT prompt-tuning or LoRA folder (made by PEFT or by export_peft) read as a ptmoe method
+(`pt` or `lora`), its options and how to fill its tensors in; `AdaptedModel.from_pretrained` builds the
+model from them, so eval / generate / serve / compare take it like any ptmoe adapter. (This module
+never imports the model class: the model imports it.)
 PEFT folders carry no embedding fingerprint: the base check compares the recorded base model name
 (when there is one) and every tensor's shape with the base model's.
 """
@@ -12,6 +14,7 @@ PEFT folders carry no embedding fingerprint: the base check compares the recorde
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from ..fsutil import atomic_dir
 from ..methods import REGISTRY
-from ..model import CONFIG_NAME, WEIGHTS_NAME, AdapterError, PtmoeModel
+from ..persistence import CONFIG_NAME, WEIGHTS_NAME, AdapterError, read_adapter_config
 from .model_card import HF_IDS, write_model_card
 
 # what PEFT cannot express, per method
@@ -70,7 +73,7 @@ def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
     """Write the PEFT form of a ptmoe adapter folder into out_dir (never over an existing one unless asked)."""
     from peft import LoraConfig, PromptTuningConfig
 
-    meta = PtmoeModel.read_adapter_config(adapter_dir)
+    meta = read_adapter_config(adapter_dir)
     method, where = meta["method"], Path(adapter_dir) / CONFIG_NAME
     peft_type = REGISTRY[method].peft_type if method in REGISTRY else None
     if peft_type is None:
@@ -112,8 +115,9 @@ def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
 
 
 # ---- import -------------------------------------------------------------------------------------------
-def load_peft(directory, base, tokenizer=None, adapter_name: str = "default") -> PtmoeModel:
-    """A PEFT PROMPT_TUNING or LORA folder as a ptmoe `pt` / `lora` model on `base`."""
+def read_peft(directory, base) -> tuple[str, dict, Callable]:
+    """A PEFT PROMPT_TUNING or LORA folder checked against `base`: (method, options, fill), where
+    fill(model) loads the folder's tensors into the model built with that method and those options."""
     directory = Path(directory)
     where = directory / CONFIG_NAME
     cfg = json.loads(where.read_text())
@@ -136,27 +140,22 @@ def load_peft(directory, base, tokenizer=None, adapter_name: str = "default") ->
         raise AdapterError(f"{where}: adapter was made for base model {want!r}, but this base model is {have!r}")
     peft_type = cfg["peft_type"]
     if peft_type == "PROMPT_TUNING":
-        model = _load_prompt_tuning(cfg, state, base, tokenizer, adapter_name, where)
-    elif peft_type == "LORA":
-        model = _load_lora(cfg, state, base, tokenizer, adapter_name, where)
-    else:
-        raise AdapterError(f"{where}: peft_type {peft_type!r} is not supported; ptmoe loads PROMPT_TUNING and LORA")
-    model.peft_source = str(directory)
-    return model
+        return _prompt_tuning(cfg, state, base, where)
+    if peft_type == "LORA":
+        return _lora(cfg, state, where)
+    raise AdapterError(f"{where}: peft_type {peft_type!r} is not supported; ptmoe loads PROMPT_TUNING and LORA")
 
 
-def load_peft_prompt(directory, lm):
-    """The soft prompt of a PEFT PROMPT_TUNING folder, as a module to add to a loaded model
-    (`PtmoeModel.load_adapter`, for batches mixing several prompt adapters)."""
+def check_mixable(directory) -> None:
+    """Only a PEFT prompt-tuning folder joins batches that mix several prompt adapters."""
     kind = json.loads((Path(directory) / CONFIG_NAME).read_text()).get("peft_type")
     if kind != "PROMPT_TUNING":
         raise AdapterError(
             f"{Path(directory) / CONFIG_NAME}: only prompt methods can be mixed in one batch (this is PEFT {kind})"
         )
-    return load_peft(directory, lm).prompt_module
 
 
-def _load_prompt_tuning(cfg, state, base, tokenizer, adapter_name, where) -> PtmoeModel:
+def _prompt_tuning(cfg, state, base, where):
     if (cfg.get("num_transformer_submodules") or 1) != 1:
         raise AdapterError(
             f"{where}: num_transformer_submodules {cfg['num_transformer_submodules']}: "
@@ -170,13 +169,15 @@ def _load_prompt_tuning(cfg, state, base, tokenizer, adapter_name, where) -> Ptm
             f"{where}: prompt_embeddings of shape {shape} (token_dim {cfg.get('token_dim')}) "
             f"do not fit {T} virtual tokens of this base model's hidden size {H}"
         )
-    model = PtmoeModel(base, "pt", {"num_tokens": T}, tokenizer, adapter_name=adapter_name)
-    with torch.no_grad():
-        model.prompt_module.prompt.copy_(prompt.float())
-    return model
+
+    def fill(model):
+        with torch.no_grad():
+            model.prompt_module.prompt.copy_(prompt.float())
+
+    return "pt", {"num_tokens": T}, fill
 
 
-def _load_lora(cfg, state, base, tokenizer, adapter_name, where) -> PtmoeModel:
+def _lora(cfg, state, where):
     from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 
     defaults = LoraConfig().to_dict()
@@ -197,14 +198,16 @@ def _load_lora(cfg, state, base, tokenizer, adapter_name, where) -> PtmoeModel:
         "dropout": cfg.get("lora_dropout", 0.0),
         "target_modules": sorted(targets),
     }
-    model = PtmoeModel(base, "lora", opts, tokenizer, adapter_name=adapter_name)
-    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model.base).items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != got:
-        diff = sorted(set(expected) ^ set(got)) or sorted(k for k in expected if expected[k] != got[k])
-        raise AdapterError(
-            f"{where}: tensors do not fit this base model with r={cfg['r']} on {sorted(targets)}: "
-            f"e.g. {diff[:2]} (file {[got.get(k) for k in diff[:2]]}, model {[expected.get(k) for k in diff[:2]]})"
-        )
-    set_peft_model_state_dict(model.base, state)
-    return model
+
+    def fill(model):
+        expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model.base).items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != got:
+            diff = sorted(set(expected) ^ set(got)) or sorted(k for k in expected if expected[k] != got[k])
+            raise AdapterError(
+                f"{where}: tensors do not fit this base model with r={cfg['r']} on {sorted(targets)}: "
+                f"e.g. {diff[:2]} (file {[got.get(k) for k in diff[:2]]}, model {[expected.get(k) for k in diff[:2]]})"
+            )
+        set_peft_model_state_dict(model.base, state)
+
+    return "lora", opts, fill

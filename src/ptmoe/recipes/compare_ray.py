@@ -26,7 +26,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compare import Plan, Step, run_folder, run_once, stored_result
+from .compare_plan import Plan, Step, run_folder, run_once, stored_result
 from .runs import RunStopped
 from .schema import ConfigError
 

@@ -164,9 +164,9 @@ def validate(cfg: dict) -> dict:
         for p in parents:
             node = node[p]
         node[leaf] = kind.check(node[leaf], key)
+    from ..base_models import check_model_name
     from ..data.readers import parse_columns
     from ..methods import make_config
-    from ..models import check_model_name
     from .presets import apply_preset
 
     try:

@@ -34,7 +34,7 @@ default: the recipe that measured best after the routing fix, today `paper`. On 
          [+2.41, +6.36] (paired, mean over 8 sets) and `balanced` with normalized weighting by 0.60
          on the average (31.46 against 30.86). Its router sends every input to one expert in each
          seed: on this model, what PT-MoE gains it does not gain from routing.
-Every preset routes on the prompt alone (`ptmoe.model.context_mask`), in training as at inference.
+Every preset routes on the prompt alone (`ptmoe.inputs.context_mask`), in training as at inference.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from ..models import DEFAULT_MODEL
+from ..base_models import DEFAULT_MODEL
 
 
 def add_arguments(p):
@@ -63,10 +63,10 @@ def build(args):
     if vllm_options and args.engine != "vllm":
         raise ValueError("--vllm-arg: only with --engine vllm")
     if args.engine == "vllm":
-        from ..model import PtmoeModel
+        from ..persistence import read_adapter_config
         from ..serving.engine_vllm import check_supported
 
-        check_supported(args.model, {n: PtmoeModel.read_adapter_config(p)["method"] for n, p in adapters.items()})
+        check_supported(args.model, {n: read_adapter_config(p)["method"] for n, p in adapters.items()})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     served = load_served(args.model, adapters, device=device)
     if args.engine == "vllm":

@@ -60,17 +60,36 @@ def encode_sources(cfg: dict, sources: list, valid: list, rng: random.Random, to
     for spec, ex in sources:
         enc, dropped = encode_dataset(ex, tok, n, train=True)
         if dropped:
-            log(
-                f"[data] {spec}: dropped {dropped} of {len(ex)} training examples that do not fit "
-                f"data.{key}={n} (the answer falls outside any window of the passage)"
-            )
-        if not enc:
-            raise ConfigError(f"data.train: {spec} has no usable examples")
+            note = why_dropped(ex, enc, tok, f"data.{key}", n)
+            if not enc:
+                raise ConfigError(f"data.train: {spec}: no example fits: {note}")
+            log(f"[data] {spec}: dropped {dropped} of {len(ex)} training examples: {note}")
         for e in enc:
             e["set"] = ex[e["index"]].get("set", spec)
         per_source.append(enc)
     valid_rows, _ = encode_dataset(valid, tok, n, train=True)
     return mix_sources(per_source, d["mix_temperature"], rng), valid_rows
+
+
+def why_dropped(examples: list, encoded: list, tok, option: str, n: int) -> str:
+    """Why examples did not fit: a prompt that is too long even without its passage (raise the option),
+    or an answer outside every window of the passage that fits."""
+    from ..data.format import prompt_floor
+
+    kept = {e["index"] for e in encoded}
+    floors = [prompt_floor(x, tok) for i, x in enumerate(examples) if i not in kept]
+    over = [f for f in floors if f > n]
+    reasons = []
+    if over:
+        reasons.append(
+            f"{len(over)} whose prompt without its passage (instruction, question and answer) is already "
+            f"{min(over)} tokens or more, over {option}={n}: raise {option}"
+        )
+    if len(over) < len(floors):
+        reasons.append(
+            f"{len(floors) - len(over)} whose answer falls outside any window of the passage that fits {option}={n}"
+        )
+    return "; ".join(reasons)
 
 
 def mix_sources(per_source: list[list], temperature: float, rng: random.Random) -> list:

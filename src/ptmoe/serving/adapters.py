@@ -1,4 +1,4 @@
-"""The models a server holds: one base model, every prompt adapter on it (one PtmoeModel, so their
+"""The models a server holds: one base model, every prompt adapter on it (one AdaptedModel, so their
 requests share batches), and each weight-method adapter (LoRA, HydraLoRA, a full fine-tune) on its
 own copy of the base (those change the weights, so they are never batched with anything else)."""
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
+from ..adapted import AdaptedModel
+from ..base_models import load_base_model
 from ..data.format import special_ids
 from ..methods import get_method
-from ..model import PtmoeModel
-from ..models import load_base_model
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
@@ -39,9 +39,9 @@ def parse_adapter_args(items: list[str], base_name: str) -> dict[str, str]:
 class Served:
     base_name: str
     tokenizer: object
-    base: PtmoeModel  # the untouched base model (requests naming the base model)
-    prompt: PtmoeModel | None = None  # every prompt adapter, mixed per row
-    weights: dict[str, PtmoeModel] = field(default_factory=dict)  # name -> its own model
+    base: AdaptedModel  # the untouched base model (requests naming the base model)
+    prompt: AdaptedModel | None = None  # every prompt adapter, mixed per row
+    weights: dict[str, AdaptedModel] = field(default_factory=dict)  # name -> its own model
     methods: dict[str, str] = field(default_factory=dict)  # adapter name -> method
     paths: dict[str, str] = field(default_factory=dict)
 
@@ -49,7 +49,7 @@ class Served:
     def names(self) -> list[str]:
         return [self.base_name, *self.methods]
 
-    def model_for(self, name: str) -> PtmoeModel:
+    def model_for(self, name: str) -> AdaptedModel:
         if name == self.base_name:
             return self.base
         return self.weights.get(name, self.prompt)
@@ -67,7 +67,7 @@ class Served:
         return int(getattr(self.base.lm.config, "max_position_embeddings", 2048))
 
 
-def _frozen(model: PtmoeModel, device) -> PtmoeModel:
+def _frozen(model: AdaptedModel, device) -> AdaptedModel:
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -76,23 +76,23 @@ def _frozen(model: PtmoeModel, device) -> PtmoeModel:
 
 def load_served(base_name: str, adapters: dict[str, str], device="cpu", dtype=torch.float32) -> Served:
     """Read every adapter config first (a bad folder fails before any model loads), then the models."""
-    metas = {n: PtmoeModel.read_adapter_config(p) for n, p in adapters.items()}
+    metas = {n: AdaptedModel.read_adapter_config(p) for n, p in adapters.items()}
     for meta in metas.values():
         get_method(meta["method"])  # an unknown method is named before loading
     base, tok = load_base_model(base_name, dtype=dtype)
-    served = Served(base_name, tok, _frozen(PtmoeModel(base, "ft", {}, tok), device), paths=dict(adapters))
+    served = Served(base_name, tok, _frozen(AdaptedModel(base, "ft", {}, tok), device), paths=dict(adapters))
     for name, path in adapters.items():
         method = metas[name]["method"]
         served.methods[name] = method
         if get_method(method).mixable:
             if served.prompt is None:
                 served.prompt = _frozen(
-                    PtmoeModel.from_pretrained(path, served.base.lm, tok, adapter_name=name), device
+                    AdaptedModel.from_pretrained(path, served.base.lm, tok, adapter_name=name), device
                 )
             else:
                 served.prompt.load_adapter(path, name)
                 _frozen(served.prompt, device)
         else:  # changes the weights: its own copy of the base model
             own, _ = load_base_model(base_name, dtype=dtype)
-            served.weights[name] = _frozen(PtmoeModel.from_pretrained(path, own, tok, adapter_name=name), device)
+            served.weights[name] = _frozen(AdaptedModel.from_pretrained(path, own, tok, adapter_name=name), device)
     return served

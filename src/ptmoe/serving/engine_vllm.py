@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from ..base_models import PACKAGED, cache_dir
 from ..interop.peft_format import export_peft, is_peft_folder
 from ..methods import get_method
-from ..models import PACKAGED, cache_dir
 from .adapters import Served
 from .engine_hf import finish
 from .text import TextStream
