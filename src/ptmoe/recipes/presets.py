@@ -1,6 +1,6 @@
 """Named recipes for the routed methods (`preset: paper` or `preset: default` in a config).
 
-Sources: /work/shared/PAPER.md ("what the paper says, and how we read it") and the paper summaries
+Sources: shared/PAPER.md of the project ("what the paper says, and how we read it") and the paper summaries
 it was drawn from (shared/seeds/002: "applies Gaussian noise during training for exploration",
 "Critical path: 1) Router initialization and noise schedule (0.01 std Gaussian during training);
 2) SVD initialization of A_i and B from task-relevant text embeddings; 3) Selective probationary
