@@ -46,7 +46,14 @@ def local_ray():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])]))
         mp.setenv("OMP_NUM_THREADS", "1")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        for attempt in range(3):  # Ray gives its node 30 s to start: on a loaded shared machine, try again
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
     yield ray
     ray.shutdown()
 
