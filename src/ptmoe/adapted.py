@@ -67,6 +67,26 @@ class AdaptedModel(nn.Module):
         """What the active adapter's router chose on its last call (None: not routed, or not called)."""
         return self.adapter.routing
 
+    def set_row_sources(self, sets: list[str] | None) -> None:
+        """Tell the adapters which data set each row of the next call comes from (only an adapter that
+        routes by source, the oracle bracket, reads it)."""
+        for adapter in self.adapters.values():
+            adapter.row_sources = sets
+
+    @torch.no_grad()
+    def init_from_data(self, rows: list[dict], seed: int = 0):
+        """Let the adapter start from encoded training rows (what its prompt may read of each: the
+        context before the answer, `context_mask`). Returns the adapter's note, or None."""
+        embed = self.lm.get_input_embeddings()
+        device = embed.weight.device
+        texts = []
+        for r in rows:
+            ids = torch.tensor(r["input_ids"], device=device)[None]
+            mask = context_mask(torch.ones_like(ids), torch.tensor(r["labels"], device=device)[None])
+            texts.append(embed(ids[mask.bool()]).float())
+        pooled = torch.stack([t.mean(0) for t in texts])
+        return self.adapter.init_from_data(pooled, texts, torch.Generator().manual_seed(seed))
+
     def aux_loss(self) -> torch.Tensor | None:
         return self.adapter.aux_loss
 

@@ -95,18 +95,36 @@ def apply_preset(cfg: dict) -> dict:
     return cfg
 
 
+def resolve_method_options(cfg: dict) -> dict:
+    """The method options a model is built with: init_text "@task" resolved, and for the oracle
+    (route_by: source) the training sources in expert order."""
+    opts = task_init_text(cfg)
+    if opts.get("route_by") == "source" and not opts.get("sources"):
+        sources = list(cfg["data"]["train"])
+        if opts.get("experts") != len(sources):
+            raise ValueError(
+                f"method_options.route_by: source needs experts = the number of data.train sources ({len(sources)}), "
+                f"got experts={opts.get('experts')}"
+            )
+        opts = {**opts, "sources": [first_example(spec, cfg).get("set", spec) for spec in sources]}
+    return opts
+
+
+def first_example(spec: str, cfg: dict) -> dict:
+    from ..data import load_set
+
+    return next(iter(load_set(spec, cfg["data"], log=lambda *a: None)), {})
+
+
 def task_init_text(cfg: dict) -> dict:
     """Method options with init_text "@task" replaced by the instruction of the task of each training
     source (QA and math instructions joined when a mix has both), read from its first example."""
     opts = cfg["method_options"]
     if opts.get("init_text") != TASK_TEXT:
         return opts
-    from ..data import load_set
-
     tasks = []
     for spec in cfg["data"]["train"]:
-        first = next(iter(load_set(spec, cfg["data"], log=lambda *a: None)), {})
-        task = first.get("task", "qa")
+        task = first_example(spec, cfg).get("task", "qa")
         if task not in tasks:
             tasks.append(task)
     text = "\n".join(MATH_INSTRUCTION if t == "math" else QA_INSTRUCTION for t in tasks)

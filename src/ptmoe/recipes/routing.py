@@ -15,6 +15,18 @@ def usage_entropy_bits(counts: list[float]) -> float:
     return abs(-sum(c / total * math.log2(c / total) for c in counts if c > 0))  # abs: no "-0.00"
 
 
+def mutual_information_bits(per_set_usage: dict[str, list[float]]) -> float:
+    """I(set; expert) in bits from the expert counts of each data set: H(expert) - H(expert | set).
+    1 bit: two equally large sets each served by its own expert; 0: every set shares the same mix."""
+    joint = {s: [float(c) for c in counts] for s, counts in per_set_usage.items()}
+    total = sum(sum(c) for c in joint.values())
+    if total <= 0:
+        return 0.0
+    experts = [sum(c[e] for c in joint.values()) for e in range(len(next(iter(joint.values()))))]
+    conditional = sum(sum(c) / total * usage_entropy_bits(c) for c in joint.values())
+    return max(0.0, usage_entropy_bits(experts) - conditional)
+
+
 class RouterMonitor:
     """Accumulates the routing of each forward (the model's `routing` record) by data set."""
 
@@ -103,7 +115,10 @@ class RouterMonitor:
                 "router_confidence": acc["conf"][s] / n,
                 "router_entropy_bits": acc["ent"][s] / n,
             }
-        return {**self._summarise(acc), "per_set": per_set} if per_set else {}
+        if not per_set:
+            return {}
+        mi = mutual_information_bits({s: acc["usage"][s].tolist() for s in per_set})
+        return {**self._summarise(acc), "mutual_information_bits": mi, "per_set": per_set}
 
 
 def plot_usage(summary: dict, path) -> None:
