@@ -2,6 +2,7 @@
 routing mechanisms against plain reference computations."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -213,3 +214,18 @@ def test_option_errors_name_the_option():
         tiny_model(experts=3, groups=2)
     with pytest.raises(ValueError, match="one expert per training source"):
         tiny_model(route_by="source", sources=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("name", ["routing-mix", "routing-qa-gpu"])
+def test_routing_configs_parse_and_bracket_the_routed_rows(name):
+    import yaml
+
+    from ptmoe.recipes.compare import method_config, shared_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    shared = shared_config(raw, str(path))
+    opts = {m["name"]: method_config(shared, m, str(path))["method_options"] for m in raw["methods"]}
+    assert raw["baseline"] == "PT" and opts["PT-MoE 1 expert"]["experts"] == 1
+    oracle = opts["PT-MoE oracle"]
+    assert oracle["route_by"] == "source" and oracle["experts"] == len(raw["data"]["train"])

@@ -74,6 +74,15 @@ PRESETS = {
         },
     },
 }
+PRESETS["ptmoe"]["clustered"] = {
+    "method_options": {
+        **PRESETS["ptmoe"]["paper"]["method_options"],
+        "router_init": "kmeans",
+        "router_input_norm": "standardize",
+        "load_balance": 0.1,
+        "z_loss": 0.001,
+    }
+}
 PRESETS["ptmoe"]["default"] = PRESETS["ptmoe"]["paper"]  # the measured winner (docstring)
 
 

@@ -139,7 +139,13 @@ def plot_usage(summary: dict, path) -> None:
         ax.bar(names, shares[:, e], bottom=bottom, label=f"expert {e}")
         bottom += shares[:, e]
     ax.set_ylabel("share of examples")
-    ax.set_title("PT-MoE expert usage per data set")
+    title = "expert usage per data set"
+    if "mutual_information_bits" in summary:
+        title += f"; MI(set; expert) {summary['mutual_information_bits']:.2f} bit"
+    value = (summary.get("routing_value") or {}).get("value")
+    if value:
+        title += f"\nrouting value {value[0]:+.2f} [{value[1]:+.2f}, {value[2]:+.2f}] F1 vs the best forced routing"
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     plt.xticks(rotation=30, ha="right", fontsize=8)
     fig.tight_layout()

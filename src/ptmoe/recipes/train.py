@@ -73,8 +73,9 @@ def output_dir(cfg: dict) -> Path:
 
 
 def build_model(cfg: dict, device: torch.device):
+    options = resolve_method_options(cfg)  # may read the data: its errors come before the model loads
     base, tok = load_base_model(cfg["model"], resolve_dtype(cfg["dtype"], device))
-    model = AdaptedModel(base.to(device), cfg["method"], resolve_method_options(cfg), tok, seed=cfg["seed"])
+    model = AdaptedModel(base.to(device), cfg["method"], options, tok, seed=cfg["seed"])
     return model, tok
 
 
