@@ -19,8 +19,9 @@ cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--prepare" ]; then
     cache="${PTMOE_CACHE:-$HOME/.cache/ptmoe}"
-    grep -qx '/.devcache/' .git/info/exclude 2>/dev/null || echo '/.devcache/' >>.git/info/exclude
-    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
+    exclude=$(git rev-parse --git-path info/exclude)  # (a worktree's is the main checkout's)
+    mkdir -p "$(dirname "$exclude")"
+    for d in /.devcache/ /.whl/; do grep -qx "$d" "$exclude" 2>/dev/null || echo "$d" >>"$exclude"; done
     mkdir -p .devcache/data/prepared .devcache/models/smollm2-135m-instruct .whl
     cp -r "$cache/data/prepared/squad" .devcache/data/prepared/ || exit 1
     # the 1B shape's tokenizer is the embedded model's: its folder without the weights

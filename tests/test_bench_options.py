@@ -63,3 +63,11 @@ def test_liger_on_a_cpu_is_one_line_before_any_model_loads(capsys):
     err = capsys.readouterr().err
     assert "--liger: Liger Kernel runs Triton kernels on CUDA only; this run is on cpu" in err, err
     assert "Traceback" not in err and "no/such-model" not in err, err
+
+
+def test_profile_reads_device_busy_time_and_the_gaps_between_kernels():
+    """The profile part's reading of a CUDA trace: overlapping kernels count once, gaps between them."""
+    from ptmoe.bench.profile import _busy_and_gaps
+
+    assert _busy_and_gaps([(20.0, 30.0), (0.0, 10.0), (5.0, 12.0), (12.0, 13.0)]) == (23.0, 30.0, [7.0])
+    assert _busy_and_gaps([]) == (0.0, 0.0, [])
