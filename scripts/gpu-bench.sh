@@ -11,8 +11,8 @@
 # The device call (bench/RESULTS.md has it whole) carries .devcache and .whl made by --prepare.
 # Settings by environment (defaults: the issue's): DEVICE=cuda MODEL=shape:llama-3.2-1b DTYPE=bf16
 # BATCH=8 SEQ=512 STEPS=10 REAL=256 GEN=64 NEW=32 METHODS= (the first run's; empty: all of bench's).
-# On a CPU in a few minutes:
-#   DEVICE=cpu MODEL=shape:tiny DTYPE=fp32 BATCH=2 SEQ=64 STEPS=1 REAL=4 GEN=4 NEW=4 METHODS=forward,peft-pt,ptmoe \
+# On a CPU in a few minutes (the tiny shape's byte tokenizer needs SEQ=512 for SQuAD):
+#   DEVICE=cpu MODEL=shape:tiny DTYPE=fp32 BATCH=2 SEQ=512 STEPS=1 REAL=4 GEN=4 NEW=4 METHODS=forward,peft-pt,ptmoe \
 #     OMP_NUM_THREADS=1 bash scripts/gpu-bench.sh /tmp/gb 600
 set -u
 cd "$(dirname "$0")/.."

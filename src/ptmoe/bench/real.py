@@ -111,6 +111,8 @@ def _gen_batches(tok, args, device):
             prompts.append(ids)
         if len(prompts) == args.gen_examples:
             break
+    if not prompts:
+        raise ValueError(f"generation part: no held-out SQuAD question fits in --seq-len {args.seq_len}")
     prompts.sort(key=len)  # the same length-sorted batches for both
     batches = [prompts[i : i + B] for i in range(0, len(prompts), B)]
     pad_id = special_ids(tok)[0]
