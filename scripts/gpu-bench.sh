@@ -64,7 +64,7 @@ bench() {
 
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$work/device.txt" 2>&1
 # 1. the headline: every part with PEFT side by side, the defaults (our generate: static cache, compiled)
-bench main 3 --parts synthetic,real,generate ${METHODS:+--methods "$METHODS"}
+bench main 2 --parts synthetic,real,generate ${METHODS:+--methods "$METHODS"}
 # 2. the fast path: its greedy tokens against the plain path's, and its profile beside PEFT's
 bench fast 3 --parts tokens,profile
 # 3. the plain path (dynamic cache, eager): generation and profile, as before this issue
