@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import persistence
-from .generation import greedy_decode, left_align
+from .generation import check_cache, greedy_decode, left_align
 from .inputs import context_mask, mixed_prompts, prepend_prompt
 from .loss import label_loss, logits_and_loss
 from .methods import PROMPT, Adapter, MethodConfig, Routing, get_method, make_config
@@ -139,15 +139,19 @@ class AdaptedModel(nn.Module):
         eos_token_id=None,
         pad_token_id: int = 0,
         adapter_names=None,
+        cache: str | None = None,
     ) -> torch.Tensor:
         """Greedy decoding with the KV cache; the prompt is computed and injected once, at prefill.
-        Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS."""
+        Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS.
+        `cache`: "dynamic", "static" (CUDA: with compiled decode steps) or None (static on CUDA only);
+        see `generation`. Every choice gives the same tokens."""
+        check_cache(cache)
         input_ids, attention_mask = left_align(input_ids, attention_mask)
         was_training = self.training
         self.eval()
         try:
             x, mask, pos, _ = self.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
-            return greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id)
+            return greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, cache)
         finally:
             self.train(was_training)
 
