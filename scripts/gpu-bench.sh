@@ -63,10 +63,10 @@ bench() {
 }
 
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$work/device.txt" 2>&1
-# 1. the headline: every part with PEFT side by side, the defaults (our generate: static cache, compiled)
-bench main 2 --parts synthetic,real,generate ${METHODS:+--methods "$METHODS"}
+# 1. the headline: every part with PEFT side by side, our generate on the static cache (compiled on CUDA)
+bench main 2 --parts synthetic,real,generate --gen-cache static ${METHODS:+--methods "$METHODS"}
 # 2. the fast path: its greedy tokens against the plain path's, and its profile beside PEFT's
-bench fast 3 --parts tokens,profile
+bench fast 3 --parts tokens,profile --gen-cache static
 # 3. the plain path (dynamic cache, eager): generation and profile, as before this issue
 bench plain 4 --parts generate,profile --gen-cache dynamic
 # 4. the backbone options, each against the same forward and PEFT

@@ -143,7 +143,7 @@ class AdaptedModel(nn.Module):
     ) -> torch.Tensor:
         """Greedy decoding with the KV cache; the prompt is computed and injected once, at prefill.
         Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS.
-        `cache`: "dynamic", "static" (CUDA: with compiled decode steps) or None (static on CUDA only);
+        `cache`: "dynamic", "static" (CUDA: with compiled decode steps) or None (dynamic; generation.py);
         see `generation`. Every choice gives the same tokens."""
         check_cache(cache)
         input_ids, attention_mask = left_align(input_ids, attention_mask)

@@ -4,8 +4,9 @@ prompt is computed and injected once; decode steps feed one token per row.
 Two caches (`cache=`): "dynamic" (transformers' DynamicCache, grown by one position a step; eager) and
 "static" (transformers' StaticCache, preallocated, so every decode step has the same shapes; on CUDA
 its decode steps run through `torch.compile` in "reduce-overhead" mode, i.e. replayed CUDA graphs).
-The default (None) is "static" on CUDA and "dynamic" elsewhere (on a CPU each step is compute-bound:
-nothing to gain). Both give the same greedy tokens. No decode step waits for the device: the attention
+The default (None) is "dynamic" everywhere until the compiled static path has been run on a GPU and
+shown the same tokens there (`scripts/gpu-bench.sh`, bench/RESULTS.md): no session has had a GPU since
+it was written, and every GPU evaluation would go through it. Both give the same greedy tokens on CPU. No decode step waits for the device: the attention
 mask is one preallocated tensor (sliced, never rebuilt), positions advance on the device, and whether
 every row has ended is asked only every few steps on CUDA (tokens past the last EOS are trimmed after)."""
 
@@ -27,7 +28,8 @@ def cache_argument(lm) -> str:
 
 
 def default_cache(device) -> str:
-    return "static" if torch.device(device).type == "cuda" else "dynamic"
+    # "static" on CUDA once verified there (module docstring); on a CPU each step is compute-bound anyway
+    return "dynamic"
 
 
 def check_cache(cache: str | None) -> None:
