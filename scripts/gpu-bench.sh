@@ -8,7 +8,7 @@
 # Usage:
 #   bash scripts/gpu-bench.sh --prepare        # here, once: the data, tokenizer and Liger wheel to carry
 #   bash scripts/gpu-bench.sh OUTDIR [DEADLINE_S]
-# The device call (bench/RESULTS.md has it whole) carries .devcache and .whl made by --prepare.
+# The device call (benchmarks/RESULTS.md has it whole) carries .devcache and .whl made by --prepare.
 # Settings by environment (defaults: the issue's): DEVICE=cuda MODEL=shape:llama-3.2-1b DTYPE=bf16
 # BATCH=8 SEQ=512 STEPS=10 REAL=256 GEN=64 NEW=32 METHODS= (the first run's; empty: all of bench's).
 # On a CPU in a few minutes (the tiny shape's byte tokenizer needs SEQ=512 for SQuAD):

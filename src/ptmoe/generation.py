@@ -5,7 +5,7 @@ Two caches (`cache=`): "dynamic" (transformers' DynamicCache, grown by one posit
 "static" (transformers' StaticCache, preallocated, so every decode step has the same shapes; on CUDA
 its decode steps run through `torch.compile` in "reduce-overhead" mode, i.e. replayed CUDA graphs).
 The default (None) is "dynamic" everywhere until the compiled static path has been run on a GPU and
-shown the same tokens there (`scripts/gpu-bench.sh`, bench/RESULTS.md): no session has had a GPU since
+shown the same tokens there (`scripts/gpu-bench.sh`, benchmarks/RESULTS.md): no session has had a GPU since
 it was written, and every GPU evaluation would go through it. Both give the same greedy tokens on CPU. No decode step waits for the device: the attention
 mask is one preallocated tensor (sliced, never rebuilt), positions advance on the device, and whether
 every row has ended is asked only every few steps on CUDA (tokens past the last EOS are trimmed after)."""

@@ -41,7 +41,7 @@ def check(args, device) -> None:
     if args.liger and device.type != "cuda":
         raise ValueError(f"--liger: Liger Kernel runs Triton kernels on CUDA only; this run is on {device.type}")
     if args.liger and importlib.util.find_spec("liger_kernel") is None:
-        raise ValueError("--liger: liger-kernel is not installed (pip install liger-kernel; see bench/RESULTS.md)")
+        raise ValueError("--liger: liger-kernel is not installed (pip install liger-kernel; see benchmarks/RESULTS.md)")
 
 
 def apply(base, args, log) -> None:

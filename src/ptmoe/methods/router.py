@@ -8,7 +8,7 @@ first. Why: mean-pooled embeddings of real inputs share one large common compone
 SmolLM2 QA mix the mean vector has norm 0.76, the per-input deviation 0.24), so a randomly
 initialised router gives every input nearly the same logits (logit-difference std 0.014; one expert
 gets 99% of inputs before any training) and training only deepens it. Standardised, the same router
-separates inputs (std 1.41, a 49/51 split). Measured by `python bench/router_input.py
+separates inputs (std 1.41, a 49/51 split). Measured by `python benchmarks/router_input.py
 configs/compare-qa.yaml`.
 
 Mechanisms that make experts specialise (docs/routing.md measures each): a Switch balance loss and

@@ -11,7 +11,7 @@ paper:   each choice follows the text.
            0.01, training only"; multiplicative is how a published review reads it and how SMoP
            applies it (PAPER.md, row "exploration noise"). At 0.01 it moves a logit of a few
            hundredths by about 1.6e-4 and flips 1 in 10,000 top-1 choices at initialisation
-           (bench/noise_exploration.py): it hardly explores. Additive N(0, 0.01^2) and SMoP's
+           (benchmarks/noise_exploration.py): it hardly explores. Additive N(0, 0.01^2) and SMoP's
            sigma = 1 are in configs/ablation-routing.yaml (docs/ablations.md).
          - top-1 selection with probationary scaling w = p on the chosen expert (seeds/002 item 3;
            "selective probationary" is the paper's best routing ablation).
@@ -28,7 +28,7 @@ balanced: the paper's top-1 probationary routing, noise and SVD init from the ta
          probability-scaled prompt moves more slowly. Why: with the paper's settings the router
          sends every example to one expert within ten steps; pooled embeddings of all inputs share
          one large component, so a linear router gives them nearly the same logits (router.py,
-         bench/router_input.py). This was the default until the routing fix of issue 14.
+         benchmarks/router_input.py). This was the default until the routing fix of issue 14.
 default: the recipe that measured best after the routing fix, today `paper`. On the 60-step QA
          table (configs/compare-qa.yaml, 3 seeds, docs/parity.md) `paper` beat `balanced` by +4.33 F1
          [+2.41, +6.36] (paired, mean over 8 sets) and `balanced` with normalized weighting by 0.60
