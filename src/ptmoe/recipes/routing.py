@@ -79,11 +79,12 @@ class RouterMonitor:
 
     def summary(self, reset: bool = False) -> dict:
         s = self._summarise(self.window)
-        if s and len(s["expert_share"]) > 1 and max(s["expert_share"]) >= self.threshold and not self.warned:
+        warn = self.threshold > 0 and not self.warned  # 0: no warning (the demo says what routing is worth instead)
+        if s and len(s["expert_share"]) > 1 and max(s["expert_share"]) >= self.threshold and warn:
             self.log(
                 f"[router] warning: expert {s['expert_share'].index(max(s['expert_share']))} takes "
                 f"{max(s['expert_share']):.0%} of examples: the router has collapsed onto one expert "
-                f"(try preset: balanced, i.e. router_input_norm: standardize with load_balance)"
+                f"(docs/routing.md: what each remedy measured; preset: balanced keeps both experts in use)"
             )
             self.warned = True
         if reset:
