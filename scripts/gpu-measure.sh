@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every measurement the docs leave to a GPU, in one call on one GPU machine, within a deadline:
-#   1. the speed table of bench/RESULTS.md (Llama-3.2-1B shape, bf16, batch 8 x 512), with the GPU to itself;
+#   1. the speed table of benchmarks/RESULTS.md (Llama-3.2-1B shape, bf16, batch 8 x 512), with the GPU to itself;
 #   2. until the deadline, every run of the comparisons on one Ray instance started here: the 300-step QA
 #      protocol (configs/compare-qa-gpu.yaml), the 60-step QA table (configs/compare-qa.yaml, the CPU
 #      protocol: same runs, only faster) and the four ablations (configs/ablation-*.yaml), each config one
@@ -32,8 +32,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"
 if [ "${BENCH:-1}" != 0 ]; then
     echo "[gpu-measure] 1. speed table ($(left) s left)"
     timeout $(($(left) / 4)) $ptmoe bench --model shape:llama-3.2-1b --device cuda --dtype bf16 --batch-size 8 \
-        --seq-len 512 --prompt-length 40 --out bench/gpu-llama1b 2>&1 | tee "$work/bench.log"
-    cp bench/gpu-llama1b/bench.md bench/gpu-llama1b/bench.json "$outdir/" 2>/dev/null
+        --seq-len 512 --prompt-length 40 --out benchmarks/gpu-llama1b 2>&1 | tee "$work/bench.log"
+    cp benchmarks/gpu-llama1b/bench.md benchmarks/gpu-llama1b/bench.json "$outdir/" 2>/dev/null
 fi
 
 # leave a minute for the reports and the packing

@@ -1,4 +1,4 @@
-"""bench/routing_leak.py on a tiny model (issue 14): the training forward routes every row as the
+"""benchmarks/routing_leak.py on a tiny model (issue 14): the training forward routes every row as the
 prompt alone (0 rows differ), through build_inputs and through forward()/generate() end to end, while
 the pre-fix rule (the whole attention mask) does not."""
 
@@ -13,7 +13,7 @@ from ptmoe.models import load_shape
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 spec = importlib.util.spec_from_file_location(
-    "routing_leak", Path(__file__).resolve().parents[1] / "bench" / "routing_leak.py"
+    "routing_leak", Path(__file__).resolve().parents[1] / "benchmarks" / "routing_leak.py"
 )
 routing_leak = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(routing_leak)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import persistence
-from .generation import greedy_decode, left_align
+from .generation import check_cache, greedy_decode, left_align
 from .inputs import context_mask, mixed_prompts, prepend_prompt
 from .loss import label_loss, logits_and_loss
 from .methods import PROMPT, Adapter, MethodConfig, Routing, get_method, make_config
@@ -66,6 +66,26 @@ class AdaptedModel(nn.Module):
     def routing(self) -> Routing | None:
         """What the active adapter's router chose on its last call (None: not routed, or not called)."""
         return self.adapter.routing
+
+    def set_row_sources(self, sets: list[str] | None) -> None:
+        """Tell the adapters which data set each row of the next call comes from (only an adapter that
+        routes by source, the oracle bracket, reads it)."""
+        for adapter in self.adapters.values():
+            adapter.row_sources = sets
+
+    @torch.no_grad()
+    def init_from_data(self, rows: list[dict], seed: int = 0):
+        """Let the adapter start from encoded training rows (what its prompt may read of each: the
+        context before the answer, `context_mask`). Returns the adapter's note, or None."""
+        embed = self.lm.get_input_embeddings()
+        device = embed.weight.device
+        texts = []
+        for r in rows:
+            ids = torch.tensor(r["input_ids"], device=device)[None]
+            mask = context_mask(torch.ones_like(ids), torch.tensor(r["labels"], device=device)[None])
+            texts.append(embed(ids[mask.bool()]).float())
+        pooled = torch.stack([t.mean(0) for t in texts])
+        return self.adapter.init_from_data(pooled, texts, torch.Generator().manual_seed(seed))
 
     def aux_loss(self) -> torch.Tensor | None:
         return self.adapter.aux_loss
@@ -119,15 +139,19 @@ class AdaptedModel(nn.Module):
         eos_token_id=None,
         pad_token_id: int = 0,
         adapter_names=None,
+        cache: str | None = None,
     ) -> torch.Tensor:
         """Greedy decoding with the KV cache; the prompt is computed and injected once, at prefill.
-        Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS."""
+        Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS.
+        `cache`: "dynamic", "static" (CUDA: with compiled decode steps) or None (dynamic; generation.py);
+        see `generation`. Every choice gives the same tokens."""
+        check_cache(cache)
         input_ids, attention_mask = left_align(input_ids, attention_mask)
         was_training = self.training
         self.eval()
         try:
             x, mask, pos, _ = self.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
-            return greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id)
+            return greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, cache)
         finally:
             self.train(was_training)
 

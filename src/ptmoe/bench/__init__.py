@@ -12,7 +12,14 @@ Three parts (``--parts``):
   Tokens/s of real (non-pad) tokens over one pass, collation included.
 * ``generate``: batched greedy generation on held-out SQuAD questions, the same batches for both:
   AdaptedModel.generate vs PEFT prompt tuning's ``generate`` (EOS ignored: both make exactly
-  ``--max-new-tokens`` tokens, so the work is the same).
+  ``--max-new-tokens`` tokens, so the work is the same). Our generate's KV cache: ``--gen-cache``.
+* ``tokens`` (not in the default): our generate's fast path (``--gen-cache``) against the plain one
+  (dynamic cache, eager) on the same questions: how many rows get the same greedy tokens.
+* ``profile`` (not in the default): one batch of each generate under ``torch.profiler``: host
+  operations per new token, host syncs, and on CUDA the device's busy share, the idle gaps between
+  kernels and the top kernels (`profile.py`).
+
+Backbone speed options shared by every contender (``--attn``, ``--compile``, ``--liger``): `options.py`.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the measured steps (weights included).
 On CPU there is no allocator peak counter, so one extra step runs under ``torch.profiler`` with
@@ -30,9 +37,11 @@ from pathlib import Path
 import torch
 
 from ..device import DTYPES, default_device, resolve_dtype
+from . import options
 
 SYNTH_METHODS = ("forward", "peft-pt", "peft-lora", "pt", "dpt", "smop", "ptmoe")
-PARTS = ("synthetic", "real", "generate")
+PARTS = ("synthetic", "real", "generate", "profile", "tokens")
+DEFAULT_PARTS = ("synthetic", "real", "generate")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,12 +73,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=",".join(SYNTH_METHODS),
         help="comma list of forward, peft-pt, peft-lora and our methods by name (lora, hydralora: rank 8)",
     )
-    p.add_argument("--parts", default=",".join(PARTS), help=f"comma list from {','.join(PARTS)}")
+    p.add_argument(
+        "--parts",
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma list from {','.join(PARTS)} (default: {','.join(DEFAULT_PARTS)})",
+    )
     p.add_argument("--real-examples", type=int, default=256, help="SQuAD training examples in the real part")
     p.add_argument("--real-method", default="ptmoe", help="our method in the real-data part")
     p.add_argument("--gen-examples", type=int, default=64, help="held-out questions in the generation part")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--compile", action="store_true", help="torch.compile the decoder (all methods)")
+    options.add_arguments(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for bench.json and bench.md")
@@ -79,7 +92,8 @@ def run(args) -> int:
     from ..base_models import load_base_model
     from ..methods import REGISTRY
     from .common import FORWARD, PEFT, _device_desc, _versions
-    from .real import bench_generate, bench_real
+    from .profile import bench_profile
+    from .real import bench_generate, bench_real, check_tokens
     from .report import to_markdown
     from .synthetic import bench_synthetic
 
@@ -98,14 +112,13 @@ def run(args) -> int:
     for p in parts:
         if p not in PARTS:
             raise ValueError(f"--parts: unknown {p!r}; known: {', '.join(PARTS)}")
+    options.check(args, device)
     torch.manual_seed(args.seed)
     base, tok = load_base_model(args.model, dtype)
     base.to(device)
     for p in base.parameters():
         p.requires_grad_(False)
-    if args.compile:
-        backbone = getattr(base, base.base_model_prefix)
-        backbone.compile(dynamic=True)
+    options.apply(base, args, log)
     result = {
         "command": "ptmoe bench " + " ".join(sys.argv[2:])
         if sys.argv[1:2] == ["bench"]
@@ -121,19 +134,30 @@ def run(args) -> int:
             "steps": args.steps,
             "warmup": args.warmup,
             "compile": args.compile,
+            "liger": args.liger,
+            "gen_cache": args.gen_cache,
             "attn_implementation": getattr(base.config, "_attn_implementation", None),
         },
     }
     log(f"[bench] {args.model} on {result['device']}, {dtype_name}")
-    if "synthetic" in parts:
-        log("[bench] synthetic batch")
-        result["synthetic"] = bench_synthetic(base, tok, args, device, methods, log)
-    if "real" in parts:
-        log("[bench] real data (SQuAD train)")
-        result["real"] = bench_real(base, tok, args, device, log)
-    if "generate" in parts:
-        log("[bench] generation (SQuAD held-out)")
-        result["generate"] = bench_generate(base, tok, args, device, log)
+    runners = {  # part -> (what the log says, how it runs)
+        "synthetic": ("synthetic batch", lambda: bench_synthetic(base, tok, args, device, methods, log)),
+        "real": ("real data (SQuAD train)", lambda: bench_real(base, tok, args, device, log)),
+        "generate": ("generation (SQuAD held-out)", lambda: bench_generate(base, tok, args, device, log)),
+        "profile": (
+            "generate under torch.profiler (one batch each)",
+            lambda: bench_profile(base, tok, args, device, log),
+        ),
+        "tokens": (
+            "our generate: the fast path's tokens against the plain path's",
+            lambda: check_tokens(base, tok, args, device, log),
+        ),
+    }
+    for part in PARTS:
+        if part in parts:
+            what, run_part = runners[part]
+            log(f"[bench] {what}")
+            result[part] = run_part()
     md = to_markdown(result)
     print(md)
     if args.out:

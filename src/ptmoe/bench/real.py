@@ -10,7 +10,9 @@ import time
 import torch
 
 from ..data.format import special_ids
+from ..generation import default_cache
 from .common import _dev_batch, _ours, _peft_pt, _squad, _sync, _train_step, _unwrap
+from .options import generate_cache
 
 
 def bench_real(base, tok, args, device, log) -> dict:
@@ -96,11 +98,12 @@ def bench_real(base, tok, args, device, log) -> dict:
     return out
 
 
-def bench_generate(base, tok, args, device, log) -> dict:
+def _gen_batches(tok, args, device):
+    """The held-out questions in length-sorted batches, collate(batch, side), the part's description."""
     from ..collate import pad_batch
     from ..data import format as fmt
 
-    B, T, M = args.batch_size, args.prompt_length, args.max_new_tokens
+    B, M = args.batch_size, args.max_new_tokens
     prompts = []
     for ex in _squad("squad/heldout", args.gen_examples, args.seed):
         ids = fmt.encode_eval(ex, tok, args.seq_len + M, M)
@@ -108,6 +111,8 @@ def bench_generate(base, tok, args, device, log) -> dict:
             prompts.append(ids)
         if len(prompts) == args.gen_examples:
             break
+    if not prompts:
+        raise ValueError(f"generation part: no held-out SQuAD question fits in --seq-len {args.seq_len}")
     prompts.sort(key=len)  # the same length-sorted batches for both
     batches = [prompts[i : i + B] for i in range(0, len(prompts), B)]
     pad_id = special_ids(tok)[0]
@@ -116,14 +121,31 @@ def bench_generate(base, tok, args, device, log) -> dict:
         "batches": len(batches),
         "max_new_tokens": M,
         "prompt_tokens": sum(map(len, prompts)),
+        "cache": generate_cache(args) or default_cache(device),
     }
+    collate = lambda b, side: _dev_batch(pad_batch([{"input_ids": p} for p in b], pad_id, side), device)
+    return batches, collate, out
+
+
+def generation_contenders(base, tok, args, device):
+    """The held-out questions in batches (the same for both) and the two contenders: -> batches,
+    {name: (generate(batch) -> new tokens made, padding side)}, collate(batch, side), the part's
+    description, PEFT's model (to unwrap when done)."""
+    T, M = args.prompt_length, args.max_new_tokens
+    batches, collate, out = _gen_batches(tok, args, device)
+    pad_id = special_ids(tok)[0]
 
     torch.manual_seed(args.seed)
     ours = _ours(base, "pt", T, tok).eval()
 
     def gen_ours(batch):
         new = ours.generate(
-            batch["input_ids"], batch["attention_mask"], max_new_tokens=M, eos_token_id=None, pad_token_id=pad_id
+            batch["input_ids"],
+            batch["attention_mask"],
+            max_new_tokens=M,
+            eos_token_id=None,
+            pad_token_id=pad_id,
+            cache=generate_cache(args),
         )
         return new.numel()
 
@@ -144,9 +166,21 @@ def bench_generate(base, tok, args, device, log) -> dict:
 
     # ours pads on the right (generate left-aligns itself); HF generate needs left padding
     pipes = {"ours": (gen_ours, "right"), "peft_pt": (gen_peft, "left")}
-    collate = lambda b, side: _dev_batch(pad_batch([{"input_ids": p} for p in b], pad_id, side), device)
-    for fn, side in pipes.values():  # warm-up
-        fn(collate(batches[0], side))
+    return batches, pipes, collate, out, peft_model
+
+
+def bench_generate(base, tok, args, device, log) -> dict:
+    batches, pipes, collate, out, peft_model = generation_contenders(base, tok, args, device)
+    # warm-up: on CUDA every batch (each new shape of the static cache compiles once: that time is
+    # reported apart, as warmup_seconds), elsewhere the first batch
+    warm = batches if device.type == "cuda" else batches[:1]
+    warmup = {}
+    for k, (fn, side) in pipes.items():
+        t0 = time.perf_counter()
+        for b in warm:
+            fn(collate(b, side))
+        _sync(device)
+        warmup[k] = time.perf_counter() - t0
     secs, made = {k: 0.0 for k in pipes}, {k: 0 for k in pipes}
     for b in batches:  # lockstep, as in the real-data part
         for k, (fn, side) in pipes.items():
@@ -158,12 +192,40 @@ def bench_generate(base, tok, args, device, log) -> dict:
     for k in pipes:
         out[k] = {
             "seconds": secs[k],
-            "examples_per_s": len(prompts) / secs[k],
+            "examples_per_s": out["examples"] / secs[k],
             "new_tokens_per_s": made[k] / secs[k],
             "new_tokens": made[k],
+            "warmup_seconds": warmup[k],
         }
     log(f"  ours (pt)      {out['ours']['new_tokens_per_s']:9.1f} new tokens/s")
     log(f"  peft-pt        {out['peft_pt']['new_tokens_per_s']:9.1f} new tokens/s")
     _unwrap(peft_model)  # (the models are freed on return: the closures above hold them until then)
     out["x_peft_pt"] = out["ours"]["new_tokens_per_s"] / out["peft_pt"]["new_tokens_per_s"]
+    return out
+
+
+def check_tokens(base, tok, args, device, log) -> dict:
+    """Our generate's fast path (``--gen-cache``, default per device) against the plain one (dynamic
+    cache, eager): the same greedy tokens for every held-out question? Rows that differ are listed
+    with the first step where they part."""
+    batches, collate, out = _gen_batches(tok, args, device)
+    fast = out["cache"]
+    torch.manual_seed(args.seed)
+    model = _ours(base, "pt", args.prompt_length, tok).eval()
+    pad_id = special_ids(tok)[0]
+    differ = []
+    for i, b in enumerate(batches):
+        batch = collate(b, "left")
+        got = {
+            cache: model.generate(
+                batch["input_ids"], batch["attention_mask"], args.max_new_tokens, None, pad_id, cache=cache
+            )
+            for cache in ("dynamic", fast)
+        }
+        for r in range(len(b)):
+            parted = (got["dynamic"][r] != got[fast][r]).nonzero()
+            if len(parted):
+                differ.append({"row": i * args.batch_size + r, "first_step": int(parted[0, 0])})
+    out.update(plain="dynamic", rows_equal=out["examples"] - len(differ), differ=differ)
+    log(f"  {fast} cache vs dynamic: {out['rows_equal']}/{out['examples']} rows the same tokens")
     return out

@@ -95,6 +95,7 @@ class Routing:
     selected: torch.Tensor  # [B, N] 1 where an expert is selected; all ones for a dense mixture
     weights: torch.Tensor  # [B, N] the weight each expert got (detached)
     balance_loss: torch.Tensor | None = None  # load-balancing term N * sum_i f_i P_i (carries gradient)
+    z_loss: torch.Tensor | None = None  # ST-MoE router z-loss mean(logsumexp(logits)^2) (carries gradient)
 
 
 class Adapter(nn.Module):
@@ -108,6 +109,8 @@ class Adapter(nn.Module):
         super().__init__()
         self.routing: Routing | None = None  # set by routed adapters on every call
         self.aux_loss: torch.Tensor | None = None  # e.g. load balancing, added by the trainer
+        # each row's data set, set by training and evaluation before a call: the oracle bracket routes by it
+        self.row_sources: list[str] | None = None
 
     # ---- building ---------------------------------------------------------------------------------
     @classmethod
@@ -123,6 +126,11 @@ class Adapter(nn.Module):
     # ---- use ----------------------------------------------------------------------------------------
     def soft_prompt(self, input_embeds: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor | None:
         """Each example's soft prompt [B, T, H] from what the model is given, or None (no prompt)."""
+        return None
+
+    def init_from_data(self, pooled: torch.Tensor, texts: list[torch.Tensor], generator=None):
+        """Start from the training data before the first step (pooled inputs [M, H] and each input's
+        token embeddings); returns what it did for the log, or None where the method does not."""
         return None
 
     # ---- saved state --------------------------------------------------------------------------------

@@ -1,13 +1,27 @@
 """PT-MoE (Li, Su, Collier 2025): N low-rank expert prompts P_i = A_i B with B shared,
-SVD-initialised, mixed per input by a learned router (top-k, probationary by default)."""
+SVD-initialised, mixed per input by a learned router (top-k, probationary by default).
 
-from dataclasses import dataclass
+Routing options beyond the paper's (docs/routing.md measures them): `z_loss` (ST-MoE), `assignment:
+expert_choice` in training, `router_init: orthogonal` (SMoP) or `kmeans` (router and experts from the
+training data, `init_from_data`), `groups` (two-level routing), and `route_by: source`, the oracle
+bracket: each training source has its own expert and a row is routed by the data set it comes from."""
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, masked_mean, register, svd_factors
-from .router import Router
+from .router import ASSIGNMENTS, INPUT_NORMS, NOISE_KINDS, WEIGHTINGS, Router
+
+CHOICES = {
+    "weighting": WEIGHTINGS,
+    "noise": NOISE_KINDS,
+    "router_input_norm": INPUT_NORMS,
+    "assignment": ASSIGNMENTS,
+    "router_init": ("normal", "orthogonal", "kmeans"),
+    "route_by": ("input", "source"),
+}
 
 
 @dataclass
@@ -24,6 +38,25 @@ class PTMoEConfig(MethodConfig):
     init_text: str | None = None  # SVD init text; else sampled vocabulary tokens
     init_noise: float = 0.0  # per-expert perturbation of A_i (relative std) to break symmetry
     load_balance: float = 0.0  # weight of the load-balancing loss (0 in the paper)
+    z_loss: float = 0.0  # weight of the ST-MoE router z-loss (0 in the paper)
+    assignment: str = "top_k"  # expert_choice: each expert takes an equal share of a training batch
+    router_init: str = "normal"  # orthogonal (SMoP); kmeans: router and A_i from the training data
+    groups: int = 1  # > 1: hierarchical routing, a group first, then an expert within it
+    route_by: str = "input"  # source: the oracle, one expert per training source, routed by the row's set
+    sources: list[str] = field(default_factory=list)  # route_by source: the training sources, in expert order
+
+    def validate(self, where: str = "config") -> None:
+        super().validate(where)
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{where}: option {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.groups < 1 or self.experts % self.groups:
+            raise ValueError(f"{where}: option 'groups' must divide experts={self.experts}, got {self.groups}")
+        if self.route_by == "source" and self.sources and len(self.sources) != self.experts:
+            raise ValueError(
+                f"{where}: route_by source needs one expert per training source: experts={self.experts}, "
+                f"{len(self.sources)} sources"
+            )
 
 
 class PTMoEPrompt(PromptModule):
@@ -41,7 +74,9 @@ class PTMoEPrompt(PromptModule):
             As = As + torch.randn(As.shape, generator=generator) * cfg.init_noise * A.std()
         self.A = nn.Parameter(As)  # [N, T, R]
         self.B = nn.Parameter(B)  # [R, H]
-        self.load_balance = cfg.load_balance
+        self.load_balance, self.z_loss = cfg.load_balance, cfg.z_loss
+        self.route_by, self.sources = cfg.route_by, list(cfg.sources)
+        self.data_init = cfg.router_init == "kmeans"
         self.router = Router(
             H,
             cfg.experts,
@@ -52,19 +87,84 @@ class PTMoEPrompt(PromptModule):
             weighting=cfg.weighting,
             temperature=cfg.router_temperature,
             input_norm=cfg.router_input_norm,
+            assignment=cfg.assignment,
+            init="orthogonal" if cfg.router_init == "orthogonal" else "normal",
+            groups=cfg.groups,
         )
 
     def forward(self, input_embeds, attention_mask):
-        weights, self.routing = self.router(masked_mean(input_embeds, attention_mask))
-        if self.load_balance > 0:
-            self.aux_loss = self.load_balance * self.routing.balance_loss
+        given = self.source_experts(input_embeds.device) if self.route_by == "source" else None
+        weights, self.routing = self.router(masked_mean(input_embeds, attention_mask), given)
+        terms = ((self.load_balance, self.routing.balance_loss), (self.z_loss, self.routing.z_loss))
+        aux = [w * t for w, t in terms if w > 0]
+        self.aux_loss = sum(aux) if aux else None
         # mix the small A_i first (B x T x R), then one matmul with the shared B
         return torch.einsum("bn,ntr->btr", weights, self.A) @ self.B
 
+    def source_experts(self, device) -> torch.Tensor:
+        """The oracle: each row's expert is the index of its training source (an evaluation set maps to
+        the source whose data set name is the longest prefix of its own: squad_shifts_nyt -> squad)."""
+        if self.row_sources is None:
+            raise ValueError("route_by source: the rows' data sets were not given (AdaptedModel.set_row_sources)")
+        return torch.tensor([source_index(s, self.sources) for s in self.row_sources], device=device)
+
+    @torch.no_grad()
+    def init_from_data(self, pooled: torch.Tensor, texts: list[torch.Tensor], generator=None) -> list[int] | None:
+        """k-means (k = experts) of the pooled training inputs as the router's starting point, and each
+        A_i from the embeddings of its cluster's most central input (projected on the shared B).
+        pooled: [M, H] router inputs; texts: the M inputs' token embeddings [len, H]. -> cluster sizes
+        (None: this adapter starts from its config, not from data)."""
+        if not self.data_init:
+            return None
+        if self.router.input_norm == "standardize":  # the statistics the router would gather, all at once
+            self.router.input_mean.copy_(pooled.mean(0))
+            self.router.input_var.copy_(pooled.var(0, unbiased=False))
+            self.router.input_count.fill_(len(pooled))
+        z = self.router.router_input(pooled)
+        centroids, assign = kmeans(z, self.router.experts, generator)
+        self.router.init_from_centroids(centroids)
+        B_pinv = torch.linalg.pinv(self.B.float())  # [H, R]
+        for i in range(self.router.experts):
+            members = (assign == i).nonzero().flatten()
+            if len(members) == 0:
+                continue
+            central = members[(z[members] - centroids[i]).norm(dim=-1).argmin()]
+            # its last T tokens: the question and passage end; the first are the template, the same in every row
+            E = texts[int(central)][-self.num_tokens :].float()
+            if len(E) < self.num_tokens:
+                E = torch.cat([E.new_zeros(self.num_tokens - len(E), E.shape[1]), E])
+            self.A[i].copy_(E.to(B_pinv) @ B_pinv)
+        return torch.bincount(assign, minlength=self.router.experts).tolist()
+
+
+def source_index(name: str, sources: list[str]) -> int:
+    if name in sources:
+        return sources.index(name)
+    dataset = name.split("/")[0]
+    matches = [(len(d), i) for i, d in enumerate(s.split("/")[0] for s in sources) if d and dataset.startswith(d)]
+    if not matches:
+        raise ValueError(f"route_by source: {name!r} matches none of the training sources {sources}")
+    return max(matches)[1]
+
+
+def kmeans(x: torch.Tensor, k: int, generator=None, iters: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means with k-means++ seeding: -> centroids [k, H], assignment [M]."""
+    centroids = x[torch.randint(len(x), (1,), generator=generator)]
+    while len(centroids) < k:  # k-means++: the next centre far from the chosen ones
+        d = torch.cdist(x, centroids).min(1).values.pow(2)
+        centroids = torch.cat([centroids, x[torch.multinomial(d / d.sum(), 1, generator=generator)]])
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(1)
+        moved = torch.stack([x[assign == i].mean(0) if (assign == i).any() else centroids[i] for i in range(k)])
+        if torch.allclose(moved, centroids):
+            break
+        centroids = moved
+    return centroids, torch.cdist(x, centroids).argmin(1)
+
 
 def _count(c, m):
-    H, N, T, R = m.hidden_size, c.experts, c.num_tokens, c.rank
-    return N * T * R + R * H + N * H + N
+    H, N, T, R, G = m.hidden_size, c.experts, c.num_tokens, c.rank, c.groups
+    return N * T * R + R * H + N * H + N + (G * H + G if G > 1 else 0)
 
 
 register(MethodSpec("ptmoe", PTMoEConfig, PTMoEPrompt, num_params=_count))

@@ -29,6 +29,15 @@ COMPARE_KEYS = {"methods", "seeds", "sweep", "baseline"}
 # each training row's answer too; the rule's name in their key means such a run is never reused.
 ROUTED = ("ptmoe", "smop", "attempt")
 ROUTING_RULE = "context_mask"
+# method options added after runs were stored: at these values a run hashes as before they existed
+ADDED_OPTIONS = {
+    "z_loss": 0.0,
+    "assignment": "top_k",
+    "router_init": "normal",
+    "groups": 1,
+    "route_by": "input",
+    "sources": [],
+}
 
 
 def run_key(cfg: dict) -> str:
@@ -41,6 +50,9 @@ def run_key(cfg: dict) -> str:
     # keys added after runs were stored hash as before while unset, so stored runs are still found
     added = {"columns": None, "task": None, "eval_sample": "first", "train_max_length": None}
     ident["data"] = {k: v for k, v in ident["data"].items() if not (k in added and v == added[k])}
+    ident["eval"] = {k: v for k, v in ident["eval"].items() if not (k == "routing_value" and v is True)}
+    opts = ident["method_options"]
+    ident["method_options"] = {k: v for k, v in opts.items() if not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -9,13 +9,22 @@ from ..metrics import PRIMARY, question_scores
 from .presets import apply_preset
 
 
+def predictions_scores(predictions: dict, tasks: dict) -> dict[str, list[float]]:
+    """Per eval set, each question's primary score (F1 or accuracy); tasks: set -> its task, or the
+    set's examples (the task of the first)."""
+    out = {}
+    for spec, preds in predictions.items():
+        task = tasks[spec] if isinstance(tasks[spec], str) else tasks[spec][0].get("task", "qa")
+        out[spec] = [question_scores(task, p["prediction"], p["answers"])[PRIMARY[task]] for p in preds]
+    return out
+
+
 def per_question(runs: list[dict]) -> dict[str, list[float]]:
     """Per eval set, each question's primary score (F1 or accuracy) averaged over seeds."""
     out = {}
     for r in runs:
-        for spec, preds in r["eval"]["predictions"].items():
-            task = r["eval"]["sets"][spec]["task"]
-            scores = [question_scores(task, p["prediction"], p["answers"])[PRIMARY[task]] for p in preds]
+        tasks = {spec: v["task"] for spec, v in r["eval"]["sets"].items()}
+        for spec, scores in predictions_scores(r["eval"]["predictions"], tasks).items():
             prev = out.setdefault(spec, [0.0] * len(scores))
             out[spec] = [a + b / len(runs) for a, b in zip(prev, scores)]
     return out
@@ -77,6 +86,16 @@ def build_table(finished: dict, baseline: str, failed: dict | None = None) -> di
                 str(r["config"]["seed"]): {s: v["expert_share"] for s, v in r["eval"]["router"]["per_set"].items()}
                 for r in runs
             }
+        values = [(r["eval"].get("router") or {}).get("routing_value") for r in runs]
+        if values and all(values):
+            # routed against each seed's best replacement, question by question, averaged over seeds
+            forced = {
+                s: [sum(v["best_replacement_scores"][s][i] for v in values) / len(values) for i in range(len(q))]
+                for s, q in values[0]["best_replacement_scores"].items()
+            }
+            row["routing_value"] = paired_bootstrap(per_question(runs), forced)
+        if all("mutual_information_bits" in (r["eval"].get("router") or {}) for r in runs):
+            row["mutual_information_bits"] = mean(lambda r: r["eval"]["router"]["mutual_information_bits"])
         if base_q is not None and name != baseline:
             row["diff_vs_baseline"] = paired_bootstrap(per_question(runs), base_q)
         if failed.get(name):
@@ -110,7 +129,8 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
     head = (
         ["method", "params"]
         + [short(s) for s in sets]
-        + ["avg", f"Δ vs {baseline} [95% CI]", "seeds", "lr", "usage H train / eval (bits)", "min / run"]
+        + ["avg", f"Δ vs {baseline} [95% CI]", "routing value [95% CI]", "MI set;expert (bits)"]
+        + ["seeds", "lr", "usage H train / eval (bits)", "min / run"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
@@ -122,12 +142,15 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
         d = r.get("diff_vs_baseline")
         diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" if d else ""
         h = f"{r['train_usage_entropy_bits']:.2f} / {r['usage_entropy_bits']:.2f}" if "usage_entropy_bits" in r else ""
+        v = r.get("routing_value")
+        value = f"{v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]" if v else ""
+        mi = f"{r['mutual_information_bits']:.2f}" if "mutual_information_bits" in r else ""
         lines.append(
             "| "
             + " | ".join(
                 [name, f"{r['params']:,}"]
                 + [metric(r, s) for s in sets]
-                + [avg, diff, seeds_cell(r), f"{r['lr']:g}", h, f"{r['wall_s'] / 60:.1f}"]
+                + [avg, diff, value, mi, seeds_cell(r), f"{r['lr']:g}", h, f"{r['wall_s'] / 60:.1f}"]
             )
             + " |"
         )
@@ -136,7 +159,10 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
         "QA cells: F1 / EM; math cells: accuracy. Δ: paired bootstrap over questions "
         "(F1 or accuracy, mean over sets). lr: the learning rate trained at (after the sweep and "
         "any preset scaling). Usage H: entropy of the expert shares over the training run and over "
-        "the evaluation questions (1 bit = two experts used equally). min / run: train + evaluate."
+        "the evaluation questions (1 bit = two experts used equally). Routing value: routed minus the "
+        "best replacement of the routing (one expert forced for every input, or the uniform mix), per "
+        "question, averaged over seeds. MI: mutual information between evaluation set and chosen expert. "
+        "min / run: train + evaluate."
     )
     failed = {n: r["failed"] for n, r in rows.items() if r.get("failed")}
     if failed:

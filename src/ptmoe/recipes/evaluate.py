@@ -14,7 +14,9 @@ from ..adapted import AdaptedModel
 from ..base_models import load_base_model
 from ..collate import pad_batch
 from ..device import default_device, resolve_dtype
+from ..methods.router import UNIFORM, replaced_routing, routers
 from ..metrics import average, set_scores
+from .compare_table import paired_bootstrap, predictions_scores
 from .config import ConfigError, load_config
 from .routing import RouterMonitor, plot_usage
 
@@ -58,6 +60,8 @@ def generate_answers(model, tok, examples, batch_size, max_length, max_new_token
     for s in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generate", file=sys.stderr):
         rows = [enc[i] for i in order[s : s + batch_size]]
         b = pad_batch(rows, pad_id, side="left")
+        sets = [examples[r["index"]].get("set", "?") for r in rows]
+        model.set_row_sources(sets)  # only the oracle bracket (route_by: source) reads them
         out = model.generate(
             b["input_ids"].to(device),
             b["attention_mask"].to(device),
@@ -66,10 +70,43 @@ def generate_answers(model, tok, examples, batch_size, max_length, max_new_token
             pad_token_id=pad_id,
         )
         if monitor is not None:
-            monitor.observe([examples[r["index"]].get("set", "?") for r in rows])
+            monitor.observe(sets)
         for r, ids in zip(rows, out.tolist()):
             texts[r["index"]] = tok.decode(ids, skip_special_tokens=True)
     return texts, dropped
+
+
+def routing_value(model, loaded: dict, routed_predictions: dict, answer, max_new: dict, log=print) -> dict:
+    """The same questions with the routing replaced: each expert forced for every input, and the uniform
+    mix (the weight each row got is kept; only which expert serves it changes). Routing value = routed
+    minus the best of those, per question, mean over sets, with a paired bootstrap 95% interval. Picking
+    the best replacement after the fact favours it, so the value is, if anything, understated."""
+    n = routers(model)[0].experts
+    routed = predictions_scores(routed_predictions, loaded)
+    forced = {}
+    for replace in [*range(n), UNIFORM]:
+        name = f"expert {replace}" if replace != UNIFORM else UNIFORM
+        with replaced_routing(model, replace):
+            preds = {}
+            for spec, examples in loaded.items():
+                texts = answer(examples, max_new[spec])
+                preds[spec] = [{"answers": ex["answers"], "prediction": t} for ex, t in zip(examples, texts)]
+        forced[name] = predictions_scores(preds, loaded)
+    mean = lambda per_set: sum(sum(v) / len(v) for v in per_set.values()) / len(per_set)
+    best = max(forced, key=lambda k: mean(forced[k]))
+    value = paired_bootstrap(routed, forced[best])
+    log(
+        f"[router] routing value {value[0]:+.2f} [{value[1]:+.2f}, {value[2]:+.2f}] (routed {mean(routed):.2f} "
+        f"against the best replacement, {best}: {mean(forced[best]):.2f})"
+    )
+    return {
+        "routed": mean(routed),
+        "replaced": {k: mean(v) for k, v in forced.items()},
+        "replaced_per_set": {k: {s: sum(v) / len(v) for s, v in per_set.items()} for k, per_set in forced.items()},
+        "best_replacement": best,
+        "best_replacement_scores": forced[best],  # per question: compare pools seeds with them
+        "value": list(value),
+    }
 
 
 def score_set(examples, texts) -> dict:
@@ -96,8 +133,9 @@ def evaluate(
         "predictions": {},
     }
     t0 = time.time()
+    loaded = {}
     for spec in d["eval"]:
-        examples = load_eval_set(spec, d, log=log)
+        examples = loaded[spec] = load_eval_set(spec, d, log=log)
         if not examples:
             raise ConfigError(f"data.eval: {spec} has no examples")
         task = examples[0].get("task", "qa")
@@ -117,9 +155,15 @@ def evaluate(
             {"id": ex.get("id"), "answers": ex["answers"], "prediction": t} for ex, t in zip(examples, texts)
         ]
     results["average"] = average(results["sets"])
-    results["wall_s"] = time.time() - t0
     if monitor.totals():  # a routed adapter was used
         results["router"] = monitor.totals()
+        if e["routing_value"] and routers(model) and routers(model)[0].experts > 1:
+            answer = lambda ex, max_new: generate_answers(model, tok, ex, e["batch_size"], d["max_length"], max_new)[0]
+            max_new = {spec: e["max_new_tokens"].get(ex[0].get("task", "qa"), 32) for spec, ex in loaded.items()}
+            results["router"]["routing_value"] = routing_value(
+                model, loaded, results["predictions"], answer, max_new, log
+            )
+    results["wall_s"] = time.time() - t0
     if out_dir or adapter:
         out = Path(out_dir) if out_dir else Path(adapter).parent / "eval"
         out.mkdir(parents=True, exist_ok=True)

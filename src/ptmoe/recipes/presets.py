@@ -11,7 +11,7 @@ paper:   each choice follows the text.
            0.01, training only"; multiplicative is how a published review reads it and how SMoP
            applies it (PAPER.md, row "exploration noise"). At 0.01 it moves a logit of a few
            hundredths by about 1.6e-4 and flips 1 in 10,000 top-1 choices at initialisation
-           (bench/noise_exploration.py): it hardly explores. Additive N(0, 0.01^2) and SMoP's
+           (benchmarks/noise_exploration.py): it hardly explores. Additive N(0, 0.01^2) and SMoP's
            sigma = 1 are in configs/ablation-routing.yaml (docs/ablations.md).
          - top-1 selection with probationary scaling w = p on the chosen expert (seeds/002 item 3;
            "selective probationary" is the paper's best routing ablation).
@@ -28,7 +28,7 @@ balanced: the paper's top-1 probationary routing, noise and SVD init from the ta
          probability-scaled prompt moves more slowly. Why: with the paper's settings the router
          sends every example to one expert within ten steps; pooled embeddings of all inputs share
          one large component, so a linear router gives them nearly the same logits (router.py,
-         bench/router_input.py). This was the default until the routing fix of issue 14.
+         benchmarks/router_input.py). This was the default until the routing fix of issue 14.
 default: the recipe that measured best after the routing fix, today `paper`. On the 60-step QA
          table (configs/compare-qa.yaml, 3 seeds, docs/parity.md) `paper` beat `balanced` by +4.33 F1
          [+2.41, +6.36] (paired, mean over 8 sets) and `balanced` with normalized weighting by 0.60
@@ -74,6 +74,15 @@ PRESETS = {
         },
     },
 }
+PRESETS["ptmoe"]["clustered"] = {
+    "method_options": {
+        **PRESETS["ptmoe"]["paper"]["method_options"],
+        "router_init": "kmeans",
+        "router_input_norm": "standardize",
+        "load_balance": 0.1,
+        "z_loss": 0.001,
+    }
+}
 PRESETS["ptmoe"]["default"] = PRESETS["ptmoe"]["paper"]  # the measured winner (docstring)
 
 
@@ -95,18 +104,36 @@ def apply_preset(cfg: dict) -> dict:
     return cfg
 
 
+def resolve_method_options(cfg: dict) -> dict:
+    """The method options a model is built with: init_text "@task" resolved, and for the oracle
+    (route_by: source) the training sources in expert order."""
+    opts = task_init_text(cfg)
+    if opts.get("route_by") == "source" and not opts.get("sources"):
+        sources = list(cfg["data"]["train"])
+        if opts.get("experts") != len(sources):
+            raise ValueError(
+                f"method_options.route_by: source needs experts = the number of data.train sources ({len(sources)}), "
+                f"got experts={opts.get('experts')}"
+            )
+        opts = {**opts, "sources": [first_example(spec, cfg).get("set", spec) for spec in sources]}
+    return opts
+
+
+def first_example(spec: str, cfg: dict) -> dict:
+    from ..data import load_set
+
+    return next(iter(load_set(spec, cfg["data"], log=lambda *a: None)), {})
+
+
 def task_init_text(cfg: dict) -> dict:
     """Method options with init_text "@task" replaced by the instruction of the task of each training
     source (QA and math instructions joined when a mix has both), read from its first example."""
     opts = cfg["method_options"]
     if opts.get("init_text") != TASK_TEXT:
         return opts
-    from ..data import load_set
-
     tasks = []
     for spec in cfg["data"]["train"]:
-        first = next(iter(load_set(spec, cfg["data"], log=lambda *a: None)), {})
-        task = first.get("task", "qa")
+        task = first_example(spec, cfg).get("task", "qa")
         if task not in tasks:
             tasks.append(task)
     text = "\n".join(MATH_INSTRUCTION if t == "math" else QA_INSTRUCTION for t in tasks)

@@ -15,6 +15,18 @@ def usage_entropy_bits(counts: list[float]) -> float:
     return abs(-sum(c / total * math.log2(c / total) for c in counts if c > 0))  # abs: no "-0.00"
 
 
+def mutual_information_bits(per_set_usage: dict[str, list[float]]) -> float:
+    """I(set; expert) in bits from the expert counts of each data set: H(expert) - H(expert | set).
+    1 bit: two equally large sets each served by its own expert; 0: every set shares the same mix."""
+    joint = {s: [float(c) for c in counts] for s, counts in per_set_usage.items()}
+    total = sum(sum(c) for c in joint.values())
+    if total <= 0:
+        return 0.0
+    experts = [sum(c[e] for c in joint.values()) for e in range(len(next(iter(joint.values()))))]
+    conditional = sum(sum(c) / total * usage_entropy_bits(c) for c in joint.values())
+    return max(0.0, usage_entropy_bits(experts) - conditional)
+
+
 class RouterMonitor:
     """Accumulates the routing of each forward (the model's `routing` record) by data set."""
 
@@ -67,11 +79,12 @@ class RouterMonitor:
 
     def summary(self, reset: bool = False) -> dict:
         s = self._summarise(self.window)
-        if s and len(s["expert_share"]) > 1 and max(s["expert_share"]) >= self.threshold and not self.warned:
+        warn = self.threshold > 0 and not self.warned  # 0: no warning (the demo says what routing is worth instead)
+        if s and len(s["expert_share"]) > 1 and max(s["expert_share"]) >= self.threshold and warn:
             self.log(
                 f"[router] warning: expert {s['expert_share'].index(max(s['expert_share']))} takes "
                 f"{max(s['expert_share']):.0%} of examples: the router has collapsed onto one expert "
-                f"(try preset: balanced, i.e. router_input_norm: standardize with load_balance)"
+                f"(docs/routing.md: what each remedy measured; preset: balanced keeps both experts in use)"
             )
             self.warned = True
         if reset:
@@ -103,7 +116,10 @@ class RouterMonitor:
                 "router_confidence": acc["conf"][s] / n,
                 "router_entropy_bits": acc["ent"][s] / n,
             }
-        return {**self._summarise(acc), "per_set": per_set} if per_set else {}
+        if not per_set:
+            return {}
+        mi = mutual_information_bits({s: acc["usage"][s].tolist() for s in per_set})
+        return {**self._summarise(acc), "mutual_information_bits": mi, "per_set": per_set}
 
 
 def plot_usage(summary: dict, path) -> None:
@@ -124,7 +140,13 @@ def plot_usage(summary: dict, path) -> None:
         ax.bar(names, shares[:, e], bottom=bottom, label=f"expert {e}")
         bottom += shares[:, e]
     ax.set_ylabel("share of examples")
-    ax.set_title("PT-MoE expert usage per data set")
+    title = "expert usage per data set"
+    if "mutual_information_bits" in summary:
+        title += f"; MI(set; expert) {summary['mutual_information_bits']:.2f} bit"
+    value = (summary.get("routing_value") or {}).get("value")
+    if value:
+        title += f"\nrouting value {value[0]:+.2f} [{value[1]:+.2f}, {value[2]:+.2f}] F1 vs the best forced routing"
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     plt.xticks(rotation=30, ha="right", fontsize=8)
     fig.tight_layout()

@@ -196,8 +196,14 @@ SCHEMA: dict[str, tuple] = {
     "train.save_every": (50, integer(1), "steps between checkpoints (`--resume` continues from the last)"),
     "train.select_by": ("valid_loss", choice("valid_loss"), "how `best/` is chosen"),
     "train.early_stopping_patience": (0, integer(0), "validations without improvement before stopping; 0: off"),
-    "train.collapse_threshold": (0.95, number(0, hi=1), "warn when one expert takes this share of examples"),
+    "train.collapse_threshold": (0.95, number(0, hi=1), "warn when one expert takes this share of examples; 0: never"),
     "eval.batch_size": (16, integer(1), "questions generated together"),
+    "eval.routing_value": (
+        True,
+        boolean(),
+        "routed adapters: score the questions again with each expert forced and with the uniform mix "
+        "(N+1 more evaluations) and report routing value and mutual information (docs/routing.md)",
+    ),
     "eval.max_new_tokens": (
         {"qa": 24, "math": 200},
         mapping(integer(1), "mapping task → tokens"),

@@ -28,7 +28,7 @@ from ..collate import epoch_batches, pad_batch
 from ..data.format import special_ids
 from ..device import resolve_dtype
 from .config import ConfigError, dump, load_config
-from .presets import apply_preset, task_init_text
+from .presets import apply_preset, resolve_method_options
 from .routing import RouterMonitor
 from .runs import (
     NON_FINITE,
@@ -65,6 +65,7 @@ def run(args):
 # ---- building blocks --------------------------------------------------------------------------
 # train.schedule -> transformers' scheduler (constant keeps the warm-up)
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+DATA_INIT_ROWS = 512  # training inputs an adapter that starts from the data (router_init: kmeans) sees
 
 
 def output_dir(cfg: dict) -> Path:
@@ -72,8 +73,9 @@ def output_dir(cfg: dict) -> Path:
 
 
 def build_model(cfg: dict, device: torch.device):
+    options = resolve_method_options(cfg)  # may read the data: its errors come before the model loads
     base, tok = load_base_model(cfg["model"], resolve_dtype(cfg["dtype"], device))
-    model = AdaptedModel(base.to(device), cfg["method"], task_init_text(cfg), tok, seed=cfg["seed"])
+    model = AdaptedModel(base.to(device), cfg["method"], options, tok, seed=cfg["seed"])
     return model, tok
 
 
@@ -125,6 +127,7 @@ def validation_loss(model, rows, batch_size, pad_id, accelerator) -> float | Non
     total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
         b = {k: v.to(accelerator.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
+        accelerator.unwrap_model(model).set_row_sources([r["set"] for r in rows[i : i + batch_size]])
         out = accelerator.unwrap_model(model)(b["input_ids"], b["attention_mask"], b["labels"])
         total += float(out.loss) * out.num_label_tokens
         count += out.num_label_tokens
@@ -161,6 +164,10 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
         SCHEDULES[t["schedule"]], optimizer, num_warmup_steps=warmup, num_training_steps=t["steps"]
     )
     step, best, bad_evals, history, state = 0, None, 0, [], {}
+    if not resume:
+        note = model.init_from_data(train_rows[:DATA_INIT_ROWS], cfg["seed"])
+        if note is not None:
+            main_log(f"[train] adapter initialised from {min(len(train_rows), DATA_INIT_ROWS)} training inputs: {note}")
     if resume:
         state = load_checkpoint(ckpt, model, optimizer)
         step, best, bad_evals, history = state["step"], state["best"], state["bad_evals"], state.get("history", [])
@@ -230,6 +237,8 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
                 rank, per = accelerator.process_index, len(idx) // world
                 b = {k: v[rank * per : (rank + 1) * per].to(accelerator.device) for k, v in full.items()}
                 global_n = int((full["labels"][:, 1:] != -100).sum())
+                inner_sets = [train_rows[i]["set"] for i in idx][rank * per : (rank + 1) * per]
+                accelerator.unwrap_model(model).set_row_sources(inner_sets)
                 out_ = model(b["input_ids"], b["attention_mask"], b["labels"])
                 # token-mean over the global batch: DDP averages over processes, so scale by world
                 loss = out_.loss * out_.num_label_tokens * world / max(global_n, 1)
@@ -241,7 +250,7 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
                 window_loss += float(out_.loss.detach()) * out_.num_label_tokens
                 window_n += out_.num_label_tokens
                 tokens_seen += int(b["attention_mask"].sum())
-                monitor.observe([train_rows[i]["set"] for i in idx][rank * per : (rank + 1) * per])
+                monitor.observe(inner_sets)
             if t["max_grad_norm"]:
                 accelerator.clip_grad_norm_(inner.trainable_parameters(), t["max_grad_norm"])
             optimizer.step()

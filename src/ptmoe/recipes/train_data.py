@@ -68,6 +68,8 @@ def encode_sources(cfg: dict, sources: list, valid: list, rng: random.Random, to
             e["set"] = ex[e["index"]].get("set", spec)
         per_source.append(enc)
     valid_rows, _ = encode_dataset(valid, tok, n, train=True)
+    for e in valid_rows:
+        e["set"] = valid[e["index"]].get("set", "valid")
     return mix_sources(per_source, d["mix_temperature"], rng), valid_rows
 
 

@@ -3,7 +3,7 @@ prompt row (the prompt an adapter builds for real evaluation prompts, routing in
 norms of the vocabulary's embedding rows. A prompt far outside the embeddings' range is one lead for why
 a short run can garble names it should copy (docs/parity.md, "The demo on AVX2"). Seconds on one core.
 
-    python bench/prompt_norms.py configs/demo.yaml runs/demo/best
+    python benchmarks/prompt_norms.py configs/demo.yaml runs/demo/best
 """
 
 from __future__ import annotations

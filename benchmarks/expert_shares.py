@@ -15,7 +15,7 @@ lookups and the router, no LM forward, seconds on one core):
   final_eval_stats_*   (router_input_norm: standardize only) the evaluation questions with the
                        running statistics re-estimated on the training prompts / on the eval questions
 
-    python bench/expert_shares.py configs/demo.yaml runs/demo [key=value ...]
+    python benchmarks/expert_shares.py configs/demo.yaml runs/demo [key=value ...]
 """
 
 from __future__ import annotations

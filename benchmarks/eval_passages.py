@@ -5,7 +5,7 @@
 prompt reads mostly the passage, so questions on one passage route alike and a set's expert share
 is worth as many draws as it has passages (see docs/parity.md, "Why the demo's expert shares differ").
 
-    python bench/eval_passages.py configs/compare-qa.yaml [key=value ...]
+    python benchmarks/eval_passages.py configs/compare-qa.yaml [key=value ...]
 """
 
 import argparse

@@ -11,7 +11,7 @@ mix and seed as `ptmoe train`), compare per row:
 It prints how many rows get a different top expert (or, for ATTEMPT, a different top source) than
 the prompt alone, and the largest difference of any expert weight. After the fix `training` is 0 / 0.
 
-    python bench/routing_leak.py configs/demo.yaml runs/demo/best --rows 320
+    python benchmarks/routing_leak.py configs/demo.yaml runs/demo/best --rows 320
 """
 
 from __future__ import annotations

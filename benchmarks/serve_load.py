@@ -4,7 +4,7 @@ the other, in this one process: the hf engine decoding one request at a time (--
 engine batching, and the vllm engine. Prints requests/s, tokens/s, p50/p95 latency and the ratios to
 one-at-a-time as a markdown table.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src python bench/serve_load.py [--requests 64] [--clients 8]
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/serve_load.py [--requests 64] [--clients 8]
 
 Bounded: every phase stops after --phase-timeout seconds (unfinished requests are counted as such).
 Adapters are untrained (text-initialised prompts): speed does not depend on what they learned.

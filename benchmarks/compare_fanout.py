@@ -4,7 +4,7 @@ Ray instance with one CPU per run (as many runs at once as the machine has cores
 Prints each command's wall time, the machine's load, and whether both stored the same runs with the
 same results (wall times aside).
 
-    python bench/compare_fanout.py [--steps 40] [--out /tmp/fanout]
+    python benchmarks/compare_fanout.py [--steps 40] [--out /tmp/fanout]
 """
 
 import argparse

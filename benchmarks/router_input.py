@@ -6,7 +6,7 @@ deviation from it, and the spread across rows of the logit difference of a rando
 2-expert router (PT-MoE's init) on the raw and on the standardised input, with the share of rows each
 expert would get. Embedding lookups only: about a minute on one core.
 
-    python bench/router_input.py configs/compare-qa.yaml --rows 2000
+    python benchmarks/router_input.py configs/compare-qa.yaml --rows 2000
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 # runs/lever-NAME, then evaluate the best adapter on 128 SQuAD-Shifts new_wiki questions (one per passage;
 # "dev", used to choose) and on the demo's own 64 held-out questions ("test", reported). Appends one line to
 # runs/levers.txt. THREADS (default 1) sets the thread count, so a setting can run beside other work.
-#   bash bench/demo_lever.sh base
-#   bash bench/demo_lever.sh b4s120 train.batch_size=4 train.steps=120 train.save_every=40
+#   bash benchmarks/demo_lever.sh base
+#   bash benchmarks/demo_lever.sh b4s120 train.batch_size=4 train.steps=120 train.save_every=40
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1; shift

@@ -6,8 +6,8 @@ either at initialisation (`--preset paper|default`: the router as a run starts) 
 adapter (`--adapter`), and each noise setting of configs/ablation-routing.yaml is drawn `--draws`
 times. Routing only (embedding lookups and one linear layer): about a minute on one core.
 
-    python bench/noise_exploration.py configs/compare-qa.yaml --preset paper
-    python bench/noise_exploration.py configs/demo.yaml --adapter runs/demo/best
+    python benchmarks/noise_exploration.py configs/compare-qa.yaml --preset paper
+    python benchmarks/noise_exploration.py configs/demo.yaml --adapter runs/demo/best
 """
 
 from __future__ import annotations

@@ -1,0 +1,231 @@
+"""Routing value and mutual information (issue 23), where the truth is known by construction, and the
+routing mechanisms against plain reference computations."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_shape
+from ptmoe.collate import pad_batch
+from ptmoe.methods.ptmoe import kmeans, source_index
+from ptmoe.methods.router import UNIFORM, Router, expert_choice, replaced_routing
+from ptmoe.recipes.config import load_config
+from ptmoe.recipes.evaluate import evaluate
+from ptmoe.recipes.routing import mutual_information_bits
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+OPTS = {"num_tokens": 4, "experts": 2, "rank": 3}
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def tiny_model(**opts):
+    base, tok = load_shape("tiny", dtype=torch.float32, seed=0)
+    return AdaptedModel(base, "ptmoe", {**OPTS, **opts}, tok, seed=0), tok
+
+
+def write_set(path, word, n=4):
+    rows = [
+        {"context": f"The {word} is {word}{i}.", "question": f"What is the {word}?", "answers": [f"{word}{i}"]}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def eval_config(tmp_path, *extra):
+    sets = [write_set(tmp_path / "alpha.jsonl", "sun"), write_set(tmp_path / "beta.jsonl", "river")]
+    return load_config(
+        None,
+        [
+            "model=shape:tiny",
+            "dtype=fp32",
+            f"data.eval={json.dumps(sets)}",
+            "eval.batch_size=4",
+            "eval.max_new_tokens={qa: 3}",
+            *extra,
+        ],
+    ), sets
+
+
+def test_mutual_information_known_cases():
+    assert mutual_information_bits({"a": [10, 0], "b": [0, 10]}) == pytest.approx(1.0)
+    assert mutual_information_bits({"a": [5, 5], "b": [5, 5]}) == pytest.approx(0.0)
+    assert mutual_information_bits({"a": [10, 0], "b": [10, 0]}) == pytest.approx(0.0)
+    # four sets on four experts: 2 bits
+    assert mutual_information_bits(
+        {s: [10 * (i == j) for j in range(4)] for i, s in enumerate("abcd")}
+    ) == pytest.approx(2.0)
+
+
+def test_a_router_that_splits_two_sets_perfectly_has_one_bit(tmp_path):
+    cfg, sets = eval_config(tmp_path)
+    model, tok = tiny_model(route_by="source", sources=["alpha", "beta"])  # the oracle: each set its own expert
+    res = evaluate(cfg, model=model, tok=tok, log=quiet, progress=False)
+    router = res["router"]
+    assert router["mutual_information_bits"] == pytest.approx(1.0)
+    assert {s: v["expert_share"] for s, v in router["per_set"].items()} == {"alpha": [1.0, 0.0], "beta": [0.0, 1.0]}
+
+
+def test_identical_experts_have_routing_value_exactly_zero(tmp_path):
+    cfg, _ = eval_config(tmp_path)
+    model, tok = tiny_model(router_input_norm="standardize")
+    with torch.no_grad():  # every expert the same (the paper's init), a router that splits inputs
+        model.adapter.A.copy_(torch.randn(model.adapter.A.shape[1:]).expand_as(model.adapter.A) * 5)
+        model.adapter.router.linear.weight.normal_(0, 3.0)
+    res = evaluate(cfg, model=model, tok=tok, log=quiet, progress=False)
+    value = res["router"]["routing_value"]
+    assert value["value"] == [0.0, 0.0, 0.0]
+    assert set(value["replaced"]) == {"expert 0", "expert 1", UNIFORM}
+    assert all(v == value["routed"] for v in value["replaced"].values())
+
+
+def test_routing_value_off_skips_the_replacements(tmp_path):
+    cfg, _ = eval_config(tmp_path, "eval.routing_value=false")
+    model, tok = tiny_model()
+    res = evaluate(cfg, model=model, tok=tok, log=quiet, progress=False)
+    assert "routing_value" not in res["router"] and "mutual_information_bits" in res["router"]
+
+
+def test_replaced_routing_keeps_each_rows_weight_on_one_expert_or_spread():
+    torch.manual_seed(0)
+    model, tok = tiny_model(experts=3, top_k=1)
+    prompt = model.adapter
+    prompt.eval()
+    x = torch.randn(5, 7, prompt.B.shape[1])
+    mask = torch.ones(5, 7)
+    routed = prompt(x, mask)
+    mass = prompt.routing.weights.sum(-1)  # p of the chosen expert (probationary)
+    with replaced_routing(model, 2):
+        forced = prompt(x, mask)
+    with replaced_routing(model, UNIFORM):
+        uniform = prompt(x, mask)
+    A, B = prompt.A.detach(), prompt.B.detach()
+    torch.testing.assert_close(forced, mass[:, None, None] * (A[2] @ B))
+    torch.testing.assert_close(uniform, mass[:, None, None] * (A.mean(0) @ B))
+    torch.testing.assert_close(prompt(x, mask), routed)  # restored after the block
+
+
+def test_expert_choice_gives_each_expert_its_share_even_when_all_prefer_one():
+    probs = torch.tensor([[0.9, 0.1]] * 6 + [[0.6, 0.4]] * 2)
+    sel = expert_choice(probs)
+    assert sel.sum(0).tolist() == [4.0, 4.0] and sel.sum(1).tolist() == [1.0] * 8
+    # the most confident rows keep the expert they prefer
+    assert sel[:4, 0].tolist() == [1.0] * 4
+    r = Router(4, 2, assignment="expert_choice", noise="none")
+    r.train()
+    _, routing = r(torch.randn(8, 4) + torch.tensor([5.0, 0, 0, 0]))
+    assert routing.selected.sum(0).tolist() == [4.0, 4.0]
+    r.eval()  # top-1 at inference
+    _, routing = r(torch.randn(8, 4))
+    assert torch.equal(routing.selected.argmax(-1), routing.probs.argmax(-1))
+
+
+def test_hierarchical_routing_is_group_then_expert_probationary():
+    torch.manual_seed(1)
+    r = Router(6, 4, groups=2, noise="none")
+    r.eval()
+    x = torch.randn(9, 6)
+    weights, routing = r(x)
+    pg = torch.softmax(r.group_linear(x), -1)
+    logits = r.linear(x)
+    for i in range(9):  # a plain loop: the group, then the best expert of that group
+        g = int(pg[i].argmax())
+        members = [2 * g, 2 * g + 1]
+        inner = torch.softmax(logits[i, members], -1)
+        e = members[int(inner.argmax())]
+        expected = torch.zeros(4)
+        expected[e] = pg[i, g] * inner.max()
+        torch.testing.assert_close(weights[i], expected)
+        assert routing.selected[i].tolist() == [float(j == e) for j in range(4)]
+
+
+def test_z_loss_is_added_to_the_adapters_aux_loss():
+    model, tok = tiny_model(z_loss=0.5, load_balance=0.25, noise="none")
+    prompt = model.adapter
+    x, mask = torch.randn(4, 5, prompt.B.shape[1]), torch.ones(4, 5)
+    prompt(x, mask)
+    logits = prompt.router.linear(prompt.router.router_input(x.mean(1)))
+    z = torch.logsumexp(logits, -1).pow(2).mean()
+    torch.testing.assert_close(prompt.routing.z_loss, z, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(prompt.aux_loss, 0.5 * z + 0.25 * prompt.routing.balance_loss, rtol=1e-4, atol=1e-5)
+
+
+def test_orthogonal_router_init_has_orthonormal_rows():
+    r = Router(16, 4, init="orthogonal")
+    torch.testing.assert_close(r.linear.weight @ r.linear.weight.T, torch.eye(4), atol=1e-5, rtol=0)
+
+
+def test_kmeans_init_sends_each_cluster_of_training_inputs_to_its_own_expert():
+    g = torch.Generator().manual_seed(0)
+    model, tok = tiny_model(router_init="kmeans", router_input_norm="standardize")
+    H = model.adapter.B.shape[1]
+    centres = torch.randn(2, H, generator=g) * 4
+    pooled = torch.cat([centres[0] + torch.randn(20, H, generator=g), centres[1] + torch.randn(20, H, generator=g)])
+    texts = [p.expand(6, H) for p in pooled]
+    sizes = model.adapter.init_from_data(pooled, texts, g)
+    assert sorted(sizes) == [20, 20]
+    model.adapter.eval()
+    _, routing = model.adapter.router(pooled)
+    chosen = routing.selected.argmax(-1)
+    assert len(set(chosen[:20].tolist())) == 1 and len(set(chosen[20:].tolist())) == 1
+    assert chosen[0] != chosen[20]
+    centroids, assign = kmeans(pooled, 2, torch.Generator().manual_seed(3))
+    assert sorted(torch.bincount(assign).tolist()) == [20, 20]
+
+
+def test_init_from_data_reads_only_the_context_of_training_rows():
+    model, tok = tiny_model(router_init="kmeans")
+    q, a = tok("what is it?")["input_ids"], tok(" a long answer here", add_special_tokens=False)["input_ids"]
+    rows = [{"input_ids": q + a, "labels": [-100] * len(q) + a}]
+    seen = {}
+    model.adapter.init_from_data = lambda pooled, texts, g: seen.update(n=len(texts[0]))
+    model.init_from_data(rows)
+    assert seen["n"] == len(q)  # the answer's tokens are never read
+
+
+def test_source_index_maps_evaluation_sets_to_training_sources():
+    sources = ["squad/train", "drop/train", "ropes/train"]
+    assert source_index("drop/heldout", sources) == 1
+    assert source_index("squad_shifts_nyt/test", sources) == 0
+    with pytest.raises(ValueError, match="matches none"):
+        source_index("coqa/heldout", sources)
+
+
+def test_oracle_routes_each_training_row_by_its_set():
+    model, tok = tiny_model(route_by="source", sources=["a/train", "b/train"])
+    batch = pad_batch([{"input_ids": tok(t)["input_ids"]} for t in ["x y", "z", "w"]], tok.pad_token_id, "left")
+    model.set_row_sources(["b/train", "a/train", "b/train"])
+    model(batch["input_ids"], batch["attention_mask"])
+    assert model.routing.selected.argmax(-1).tolist() == [1, 0, 1]
+    assert model.routing.weights.sum(-1).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_option_errors_name_the_option():
+    with pytest.raises(ValueError, match="'assignment'"):
+        tiny_model(assignment="random")
+    with pytest.raises(ValueError, match="'groups'"):
+        tiny_model(experts=3, groups=2)
+    with pytest.raises(ValueError, match="one expert per training source"):
+        tiny_model(route_by="source", sources=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("name", ["routing-mix", "routing-qa-gpu"])
+def test_routing_configs_parse_and_bracket_the_routed_rows(name):
+    import yaml
+
+    from ptmoe.recipes.compare import method_config, shared_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    shared = shared_config(raw, str(path))
+    opts = {m["name"]: method_config(shared, m, str(path))["method_options"] for m in raw["methods"]}
+    assert raw["baseline"] == "PT" and opts["PT-MoE 1 expert"]["experts"] == 1
+    oracle = opts["PT-MoE oracle"]
+    assert oracle["route_by"] == "source" and oracle["experts"] == len(raw["data"]["train"])
