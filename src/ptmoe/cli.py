@@ -17,6 +17,10 @@ COMMANDS = {
     "eval": ("ptmoe.recipes.evaluate", "Evaluate a base model or adapter on QA / math sets"),
     "generate": ("ptmoe.recipes.generate", "Answer questions with one or several trained adapters"),
     "compare": ("ptmoe.recipes.compare", "Train and evaluate several methods side by side"),
+    "continual": (
+        "ptmoe.recipes.continual",
+        "Learn tasks in sequence (growth and brackets): R[stage][task], forgetting",
+    ),
     "demo": ("ptmoe.recipes.demo", "The main job: PT-MoE on QA with the embedded model, before/after"),
     "bench": ("ptmoe.bench", "Speed and memory, side by side with PEFT"),
     "data": ("ptmoe.data.cli", "Prepare and list the packaged benchmark data"),

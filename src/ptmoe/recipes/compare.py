@@ -78,6 +78,9 @@ def run_key(cfg: dict) -> str:
     # keys added after runs were stored hash as before while unset, so stored runs are still found
     added = {"columns": None, "task": None, "eval_sample": "first", "train_max_length": None}
     ident["data"] = {k: v for k, v in ident["data"].items() if not (k in added and v == added[k])}
+    for key in ("init_from", "grow"):  # top-level keys added later, likewise
+        if ident.get(key) == DEFAULTS[key]:
+            ident.pop(key, None)
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
