@@ -221,7 +221,7 @@ def base_scores(plan: dict, root: Path, log, report: bool) -> dict | None:
 def question_row(ev: dict, spec: str) -> list[float]:
     """Each question's primary score (F1 or accuracy, 0-100) of one evaluation on one set."""
     task = ev["sets"][spec]["task"]
-    return [100 * question_scores(task, p["prediction"], p["answers"])[PRIMARY[task]] for p in ev["predictions"][spec]]
+    return [question_scores(task, p["prediction"], p["answers"])[PRIMARY[task]] for p in ev["predictions"][spec]]
 
 
 def matrix(stages: list, strategy: str, evals: list[str], base: dict | None) -> list[list[list[float]]]:

@@ -180,9 +180,11 @@ class Growth:
 
     @torch.no_grad()
     def _init_new_rows(self, n_old: int, train_rows, pad_id) -> None:
-        """`data`: each new row w = 2 d / |d|^2 with d = mean new input - mean old input (the replay
-        store's, else the router's running mean, else 0), so w.d = 2; its bias puts the new logit 1 above
-        the best old one at the new mean. `zeros`: w = 0, b = 0."""
+        """`data`: each new row w = 2 d / (|d|^2 + s^2), d = mean new input - mean old input (the replay
+        store's, else 0), s^2 the new inputs' total variance: the logit gap between the two means is about 2
+        where the tasks' inputs are far apart, and w shrinks to 0 where they cannot be told apart (no
+        direction to trust). Its bias puts the new logit 1 above the best old one at the new mean.
+        `zeros`: w = 0, b = 0."""
         router = self.adapter.router
         W, b = router.linear.weight, router.linear.bias
         W[n_old:] = 0.0
@@ -190,13 +192,14 @@ class Growth:
             b[n_old:] = 0.0
         if self.g["router_init"] != "data":
             return
-        new = router.router_input(pooled_inputs(self.model, train_rows[:256], pad_id)).mean(0)
+        pooled = router.router_input(pooled_inputs(self.model, train_rows[:256], pad_id))
+        new, spread = pooled.mean(0), pooled.var(0, unbiased=False).sum()
         if self.old is not None:
             ref = router.router_input(self.old["inputs"]).mean(0)
-        else:  # standardised inputs have mean 0; raw ones: 0 as well, the best guess without a store
+        else:  # no store: standardised inputs have mean 0; raw ones get 0 as well
             ref = torch.zeros_like(new)
         d = new - ref
-        W[n_old:] = (2 * d / d.pow(2).sum().clamp_min(1e-12)).to(W.dtype)
+        W[n_old:] = (2 * d / (d.pow(2).sum() + spread).clamp_min(1e-12)).to(W.dtype)
         if b is not None:
             best_old = router_logits(router, new[None].clone())[0, :n_old].max()
             b[n_old:] = best_old + 1.0 - W[n_old:] @ new.to(W.dtype)

@@ -28,7 +28,7 @@ from ..collate import epoch_batches, pad_batch
 from ..data.format import special_ids
 from ..device import resolve_dtype
 from . import grow
-from .config import ConfigError, dump, load_config, validate
+from .config import ConfigError, dump, load_config
 from .presets import apply_preset, task_init_text
 from .routing import RouterMonitor
 from .runs import (
@@ -59,9 +59,8 @@ def run(args):
         raise ConfigError(
             "give a config file or key=value overrides (docs/config.md; `ptmoe config show` prints every default)"
         )
-    cfg = load_config(args.config, args.overrides)
-    if args.init_from:
-        cfg = validate({**cfg, "init_from": args.init_from})
+    from_adapter = [f"init_from={json.dumps(args.init_from)}"] if args.init_from else []  # a quoted YAML string
+    cfg = load_config(args.config, args.overrides + from_adapter)
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary, not one per process
         print(json.dumps({k: summary[k] for k in ("output_dir", "steps", "best_valid_loss", "wall_s")}, indent=2))
