@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if e.resumable and args.command == "train":
             again = [a for a in argv if a != "--resume"]
             print(f"resume with: ptmoe {' '.join(shlex.quote(a) for a in again)} --resume", file=sys.stderr)
-        elif e.resumable and args.command == "compare":
+        elif e.resumable and args.command in ("compare", "continual"):
             print("run the same command again: finished runs are kept, the stopped one resumes", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # training catches its own (it says where to resume); elsewhere: no traceback
