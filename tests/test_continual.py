@@ -115,16 +115,30 @@ def test_grown_adapter_keeps_old_parts_bit_identical(source, grown):
     assert torch.equal(store["inputs"][:16], read_store(source)["inputs"])
 
 
-def routed_to_stored_expert(adapter: str) -> float:
-    """Share of the stored inputs of the first stage that the adapter's router sends to the expert
-    they were routed to when that stage ended (its router logits, no noise, as at inference)."""
+def routing_of_store(adapter: str, stage: int):
+    """Expert picked by the adapter's router (its logits, no noise, as at inference) for each stored
+    input of one stage, and the expert each was routed to when its stage ended."""
     store, sd = read_store(adapter), load_file(f"{adapter}/adapter_model.safetensors")
-    old = store["tasks"] == 0
-    logits = store["inputs"][old] @ sd["router.linear.weight"].T + sd["router.linear.bias"]
-    return (logits.argmax(-1) == store["experts"][old]).float().mean().item()
+    rows = store["tasks"] == stage
+    logits = store["inputs"][rows] @ sd["router.linear.weight"].T + sd["router.linear.bias"]
+    return logits.argmax(-1), store["experts"][rows]
 
 
-def test_replay_keeps_old_inputs_on_old_experts(files):
+def routed_to_stored_expert(adapter: str) -> float:
+    """Share of the first stage's stored inputs sent to the expert they were routed to then."""
+    picked, stored = routing_of_store(adapter, 0)
+    return (picked == stored).float().mean().item()
+
+
+TINY = ["model=shape:tiny", "seed=1"]  # the tiny shape's own weights, on which the new expert helps
+
+
+@pytest.fixture(scope="module")
+def tiny_source(files):
+    return run_train(overrides(files, "t1", files / "replay_source", "train.steps=4", *TINY))
+
+
+def test_replay_keeps_old_inputs_on_old_experts(files, tiny_source):
     """A case where forgetting is in the router: the new task asks other answers of the same inputs, so
     the new expert's row (`router_init: data`: it leads by 1 at the new inputs' mean, and as the two
     means coincide, everywhere) starts with the old inputs too and training on the new task alone keeps
@@ -132,13 +146,19 @@ def test_replay_keeps_old_inputs_on_old_experts(files):
     rows = [json.loads(line) for line in (files / "t1.jsonl").read_text().splitlines()]
     same_inputs = [{**r, "answers": [r["question"].split()[-1].rstrip("?")]} for r in rows]
     (files / "t1b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in same_inputs))
-    tiny = ["model=shape:tiny", "seed=1"]  # the tiny shape's own weights, on which the new expert helps
-    source = run_train(overrides(files, "t1", files / "replay_source", "train.steps=4", *tiny))
-    common = ["train.steps=20", f"init_from={source}", "grow.experts=1", "train.lr_groups={router: 1.0}", *tiny]
+    common = ["train.steps=20", f"init_from={tiny_source}", "grow.experts=1", "train.lr_groups={router: 1.0}", *TINY]
     off = run_train(overrides(files, "t1b", files / "replay_off", *common, "grow.replay_weight=0"))
     on = run_train(overrides(files, "t1b", files / "replay_on", *common, "grow.replay_weight=1"))
     assert routed_to_stored_expert(on) == 1.0
     assert routed_to_stored_expert(off) < 0.5
+
+
+def test_route_loss_sends_the_new_task_to_the_new_expert(files, tiny_source):
+    common = ["train.steps=20", f"init_from={tiny_source}", "grow.experts=1", "train.lr_groups={router: 1.0}", *TINY]
+    routed = run_train(overrides(files, "t2", files / "route", *common, "grow.route_weight=1"))
+    picked, _ = routing_of_store(routed, 1)
+    assert picked.tolist() == [2] * 16
+    assert json.loads(Path(routed, "adapter_config.json").read_text())["lineage"][-1]["route_weight"] == 1.0
 
 
 def test_grown_adapter_loads_generates_and_serves(files, grown):

@@ -139,9 +139,11 @@ class Growth:
         if cfg["init_from"]:
             self._load_source(train_rows, pad_id, log)
         self.replay = torch.Generator().manual_seed(cfg["seed"])
-        if self.old is not None and self.g["replay_weight"] > 0 and cfg["grow"]["experts"]:
-            self.adapter.register_forward_hook(self._replay_loss)
+        self.replaying = self.old is not None and self.g["replay_weight"] > 0 and bool(self.g["experts"])
+        if self.replaying:
             log(f"[grow] replaying {len(self.old['experts'])} stored router inputs of {self.old['names']}")
+        if self.replaying or (self.g["experts"] and self.g["route_weight"] > 0):
+            self.adapter.register_forward_hook(self._router_loss)
         model.saved_with["lineage"] = (meta or {}).get("lineage", []) + [self._lineage_entry()]
         if self.g["store_size"]:
             model.sidecar_files[STORE_NAME] = self.store
@@ -159,7 +161,7 @@ class Growth:
             self.model.load_weights(self.cfg["init_from"])
             return
         state = self.adapter.state_dict()
-        n_old = src["A"].shape[0]
+        n_old = self.n_old = src["A"].shape[0]
         grown = {}
         for key, value in state.items():
             old = src[key].to(value.device, value.dtype)
@@ -241,16 +243,26 @@ class Growth:
         for name, (rows, value) in self.frozen.items():
             tensors[name][rows] = value
 
-    # ---- the replay loss --------------------------------------------------------------------------
-    def _replay_loss(self, module, inputs, output) -> None:
-        """A forward hook: in training, add w * CE(router logits on stored old inputs, their experts)
-        to the adapter's aux_loss (which the trainer adds to the loss). The router alone gets its gradient."""
+    # ---- the router losses ------------------------------------------------------------------------
+    def _router_loss(self, module, inputs, output) -> None:
+        """A forward hook: in training, add to the adapter's aux_loss (which the trainer adds to the loss)
+        replay_weight x CE(router logits on stored old inputs, the experts they were routed to) and
+        route_weight x -log(the router's probability of the new experts on this batch's inputs).
+        Only the router gets their gradient."""
+        from ..methods.building import masked_mean
+
         if not module.training:
             return
-        n = len(self.old["experts"])
-        idx = torch.randint(n, (min(self.g["replay_batch"], n),), generator=self.replay).to(self._device)
-        logits = router_logits(module.router, self.old["inputs"][idx]) / module.router.temperature
-        loss = self.g["replay_weight"] * F.cross_entropy(logits.float(), self.old["experts"][idx])
+        loss, T = 0.0, module.router.temperature
+        if self.replaying:
+            n = len(self.old["experts"])
+            idx = torch.randint(n, (min(self.g["replay_batch"], n),), generator=self.replay).to(self._device)
+            logits = router_logits(module.router, self.old["inputs"][idx]) / T
+            loss = loss + self.g["replay_weight"] * F.cross_entropy(logits.float(), self.old["experts"][idx])
+        if self.g["route_weight"] > 0:  # what the router read in this forward: the batch's pooled inputs
+            logits = (router_logits(module.router, masked_mean(*inputs[:2])) / T).float()
+            new = logits.logsumexp(-1) - logits[:, self.n_old :].logsumexp(-1)
+            loss = loss + self.g["route_weight"] * new.mean()
         balance = module.aux_loss if getattr(module, "load_balance", 0) > 0 else None  # set by this forward
         module.aux_loss = loss if balance is None else balance + loss
 
@@ -283,7 +295,8 @@ class Growth:
             entry.update(
                 frozen=self._frozen_parts(),
                 router_init=self.g["router_init"],
-                replay_weight=self.g["replay_weight"] if self.old is not None else 0.0,
+                replay_weight=self.g["replay_weight"] if self.replaying else 0.0,
+                route_weight=self.g["route_weight"],
             )
         if self.g["store_size"]:
             H = self.new_inputs.shape[1]

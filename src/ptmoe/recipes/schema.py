@@ -226,6 +226,12 @@ SCHEMA: dict[str, tuple] = {
         "expert each was routed to); 0: off",
     ),
     "grow.replay_batch": (16, integer(1), "stored inputs replayed per training step"),
+    "grow.route_weight": (
+        0.0,
+        number(0),
+        "weight of a router-only loss sending this stage's training inputs to the new experts "
+        "(-log of their summed probability): the stage's task is known in training; 0: off",
+    ),
     "eval.batch_size": (16, integer(1), "questions generated together"),
     "eval.max_new_tokens": (
         {"qa": 24, "math": 200},
