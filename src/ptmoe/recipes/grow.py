@@ -125,12 +125,12 @@ def read_store(adapter_dir) -> dict | None:
 # ---- the run -------------------------------------------------------------------------------------
 class Growth:
     """What a run started from an adapter (or keeping a replay store) adds to training: the source
-    weights, the exact freeze, the replay loss, the store and the lineage saved with the adapter."""
+    weights, the exact freeze, the router losses, the store and the lineage saved with the adapter."""
 
     def __init__(self, cfg: dict, meta: dict | None, model, train_rows: list[dict], pad_id: int, log=print):
         self.cfg, self.g, self.meta, self.model = cfg, cfg["grow"], meta, model
         self.adapter = model.adapter
-        self.frozen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # name -> (index of frozen rows, values)
+        self.frozen: dict[str, tuple[slice, torch.Tensor]] = {}  # name -> (frozen rows, their values)
         self.old = read_store(cfg["init_from"]) if cfg["init_from"] else None
         if self.old is not None:
             self.old = {k: v.to(self._device) if torch.is_tensor(v) else v for k, v in self.old.items()}
@@ -156,7 +156,13 @@ class Growth:
     def _load_source(self, train_rows, pad_id, log) -> None:
         from safetensors.torch import load_file
 
-        src = load_file(str(Path(self.cfg["init_from"]) / "adapter_model.safetensors"))
+        from ..persistence import WEIGHTS_NAME, AdapterError
+
+        path = Path(self.cfg["init_from"]) / WEIGHTS_NAME
+        try:
+            src = load_file(str(path))  # safetensors only: never a pickle
+        except Exception as e:
+            raise AdapterError(f"{path}: cannot read safetensors ({e})") from None
         if not self.g["experts"]:  # fine-tuning: the same shapes
             self.model.load_weights(self.cfg["init_from"])
             return
