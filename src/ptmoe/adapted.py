@@ -51,6 +51,8 @@ class AdaptedModel(nn.Module):
         self.lm = base
         self.adapters = nn.ModuleDict({adapter_name: spec.build(config, base, tokenizer, seed)})
         self.active_adapter = adapter_name
+        self.saved_with: dict = {}  # extra adapter_config.json fields (a grown adapter's lineage)
+        self.sidecar_files: dict = {}  # file name -> () -> (tensors, metadata), saved beside the weights
 
     # ---- the pieces ---------------------------------------------------------------------------------
     @property
@@ -166,9 +168,11 @@ class AdaptedModel(nn.Module):
             "config": self.config.to_dict(),
             "base_model": self.identity,
             "num_trainable": self.num_trainable(),
+            **self.saved_with,
             **(extra or {}),
         }
-        return persistence.write_adapter(directory, meta, self.adapter)
+        files = {name: make() for name, make in self.sidecar_files.items()}
+        return persistence.write_adapter(directory, meta, self.adapter, files)
 
     read_adapter_config = staticmethod(persistence.read_adapter_config)
 

@@ -17,6 +17,10 @@ COMMANDS = {
     "eval": ("ptmoe.recipes.evaluate", "Evaluate a base model or adapter on QA / math sets"),
     "generate": ("ptmoe.recipes.generate", "Answer questions with one or several trained adapters"),
     "compare": ("ptmoe.recipes.compare", "Train and evaluate several methods side by side"),
+    "continual": (
+        "ptmoe.recipes.continual",
+        "Learn tasks in sequence (growth and brackets): R[stage][task], forgetting",
+    ),
     "demo": ("ptmoe.recipes.demo", "The main job: PT-MoE on QA with the embedded model, before/after"),
     "bench": ("ptmoe.bench", "Speed and memory, side by side with PEFT"),
     "data": ("ptmoe.data.cli", "Prepare and list the packaged benchmark data"),
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if e.resumable and args.command == "train":
             again = [a for a in argv if a != "--resume"]
             print(f"resume with: ptmoe {' '.join(shlex.quote(a) for a in again)} --resume", file=sys.stderr)
-        elif e.resumable and args.command == "compare":
+        elif e.resumable and args.command in ("compare", "continual"):
             print("run the same command again: finished runs are kept, the stopped one resumes", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # training catches its own (it says where to resume); elsewhere: no traceback

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .fsutil import atomic_dir
@@ -72,11 +72,14 @@ def check_base(meta: dict, have: dict, where) -> None:
         )
 
 
-def write_adapter(directory, meta: dict, adapter) -> Path:
-    """adapter_config.json and the adapter's tensors, atomically (temp dir, then rename)."""
+def write_adapter(directory, meta: dict, adapter, files: dict | None = None) -> Path:
+    """adapter_config.json and the adapter's tensors, atomically (temp dir, then rename); `files`:
+    name -> (tensors, metadata) of further safetensors files written beside them (a replay store)."""
     with atomic_dir(directory) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2))
         adapter.save_weights(tmp / WEIGHTS_NAME)
+        for name, (tensors, metadata) in (files or {}).items():
+            save_file(tensors, str(tmp / name), metadata=metadata)
         write_model_card(tmp, meta, final_dir=directory)
     return Path(directory)
 

@@ -77,8 +77,10 @@ def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
     method, where = meta["method"], Path(adapter_dir) / CONFIG_NAME
     peft_type = REGISTRY[method].peft_type if method in REGISTRY else None
     if peft_type is None:
+        grown = [s["from"] for s in meta.get("lineage", []) if s.get("experts_added")]
         raise AdapterError(
             f"{where}: method {method!r} cannot be exported to PEFT: {NOT_IN_PEFT.get(method, 'unknown method')}"
+            + (f"; it was also grown from {grown[-1]} (lineage in adapter_config.json)" if grown else "")
         )
     out = Path(out_dir)
     if out.exists() and not overwrite:

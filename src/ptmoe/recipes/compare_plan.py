@@ -53,6 +53,11 @@ def run_key(cfg: dict) -> str:
     ident["eval"] = {k: v for k, v in ident["eval"].items() if not (k == "routing_value" and v is True)}
     opts = ident["method_options"]
     ident["method_options"] = {k: v for k, v in opts.items() if not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
+    for key in ("init_from", "grow"):  # top-level keys added later, likewise
+        if ident.get(key) == DEFAULTS[key]:
+            ident.pop(key, None)
+    if ident.get("grow", {}).get("route_weight") == 0.0:  # grow keys added later, likewise
+        ident["grow"] = {k: v for k, v in ident["grow"].items() if k != "route_weight"}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

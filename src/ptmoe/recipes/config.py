@@ -186,6 +186,9 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"output_dir: {folder} is a file, not a folder")
     expanded = apply_preset(cfg)
     make_config(cfg["method"], expanded["method_options"], where="method_options")
+    from .grow import check_config
+
+    check_config(cfg)
     return cfg
 
 

@@ -197,6 +197,41 @@ SCHEMA: dict[str, tuple] = {
     "train.select_by": ("valid_loss", choice("valid_loss"), "how `best/` is chosen"),
     "train.early_stopping_patience": (0, integer(0), "validations without improvement before stopping; 0: off"),
     "train.collapse_threshold": (0.95, number(0, hi=1), "warn when one expert takes this share of examples; 0: never"),
+    "init_from": (
+        None,
+        string(null=True),
+        "adapter folder this run starts from (`ptmoe train --from ADAPTER`): its method options and weights; "
+        "with `grow.experts` > 0 the adapter grows (docs/continual.md), else it is fine-tuned",
+    ),
+    "grow.experts": (0, integer(0), "experts added to the `init_from` adapter (a routed method: ptmoe); 0: no growth"),
+    "grow.freeze_experts": (True, boolean(), "the grown adapter's old experts A_i stay exactly as they were"),
+    "grow.freeze_shared": (True, boolean(), "the shared B stays exactly as it was"),
+    "grow.freeze_router": (True, boolean(), "the old router rows (and input statistics) stay exactly as they were"),
+    "grow.router_init": (
+        "data",
+        choice("data", "zeros"),
+        "new router rows: `data` points them at the new data's mean pooled input (away from the replay "
+        "store's), so new inputs start on the new experts; `zeros`: weight and bias 0",
+    ),
+    "grow.store_size": (
+        0,
+        integer(0),
+        "replay store: pooled router inputs (mean input embeddings, H floats each, never text) kept per "
+        "training stage of a routed adapter, saved as router_replay.safetensors; 0: none",
+    ),
+    "grow.replay_weight": (
+        1.0,
+        number(0),
+        "weight of the router-only replay loss (cross-entropy of the router on stored inputs toward the "
+        "expert each was routed to); 0: off",
+    ),
+    "grow.replay_batch": (16, integer(1), "stored inputs replayed per training step"),
+    "grow.route_weight": (
+        0.0,
+        number(0),
+        "weight of a router-only loss sending this stage's training inputs to the new experts "
+        "(-log of their summed probability): the stage's task is known in training; 0: off",
+    ),
     "eval.batch_size": (16, integer(1), "questions generated together"),
     "eval.routing_value": (
         True,

@@ -27,6 +27,7 @@ from ..base_models import load_base_model
 from ..collate import epoch_batches, pad_batch
 from ..data.format import special_ids
 from ..device import resolve_dtype
+from . import grow
 from .config import ConfigError, dump, load_config
 from .presets import apply_preset, resolve_method_options
 from .routing import RouterMonitor
@@ -48,6 +49,9 @@ def add_arguments(p):
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=0.1 method=pt")
     p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in output_dir")
+    p.add_argument(
+        "--from", dest="init_from", help="start from this adapter (grow it with a grow: section; docs/continual.md)"
+    )
 
 
 def run(args):
@@ -55,7 +59,8 @@ def run(args):
         raise ConfigError(
             "give a config file or key=value overrides (docs/config.md; `ptmoe config show` prints every default)"
         )
-    cfg = load_config(args.config, args.overrides)
+    from_adapter = [f"init_from={json.dumps(args.init_from)}"] if args.init_from else []  # a quoted YAML string
+    cfg = load_config(args.config, args.overrides + from_adapter)
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary, not one per process
         print(json.dumps({k: summary[k] for k in ("output_dir", "steps", "best_valid_loss", "wall_s")}, indent=2))
@@ -141,7 +146,7 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    cfg = apply_preset(cfg)
+    cfg, source = grow.from_adapter(apply_preset(cfg))  # --from: its options (and growth); checked here
     t = cfg["train"]
     out = output_dir(cfg)
     ckpt = out / "checkpoint"
@@ -158,7 +163,10 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
         model.gradient_checkpointing_enable()
     pad_id = special_ids(tok)[0]
     train_rows, valid_rows = encode_sources(cfg, sources, valid, rng, tok, log=main_log)
+    growth = grow.start(cfg, source, model, train_rows, pad_id, log=main_log)
     optimizer = torch.optim.AdamW(param_groups(model, t["lr"], t["lr_groups"], t["weight_decay"]))
+    if growth is not None:  # frozen parts exactly as they were after every step (weight decay moves them)
+        optimizer.register_step_post_hook(growth.restore)
     warmup = int(t["warmup_ratio"] * t["steps"])
     scheduler = get_scheduler(
         SCHEDULES[t["schedule"]], optimizer, num_warmup_steps=warmup, num_training_steps=t["steps"]

@@ -1,0 +1,319 @@
+"""Starting a run from a trained adapter (`ptmoe train CONFIG --from ADAPTER`), growing a routed one,
+and the router's replay store.
+
+- `--from` alone: the run starts from the adapter's method options and weights (fine-tuning it).
+- with `grow.experts: K` (ptmoe): the adapter gets K new experts A_i and K new router rows. The old
+  experts, the shared B and the old router rows (with the router's input statistics) can be frozen,
+  exactly: their gradients are masked and, after every optimizer step, the frozen values are copied back
+  (AdamW's weight decay moves a parameter even where its gradient is zero). New experts start as the
+  mean of the old ones; new router rows start from the new data (`grow.router_init`).
+- the replay store (`grow.store_size` > 0): per training stage, the pooled router inputs (masked mean
+  input embeddings, H floats each, never text) of that many training examples, with the expert the
+  router sent each to when the stage ended. It is saved beside the adapter as router_replay.safetensors
+  and carried on by every adapter grown from it. While a grown adapter trains, stored inputs of earlier
+  stages are replayed to the router only, as an extra loss (cross-entropy toward their experts), so a
+  router trained on new data keeps sending old inputs to old experts.
+
+The grown adapter is an ordinary adapter of its method (experts = old + new); its adapter_config.json
+adds `lineage`, one entry per stage: the adapter it started from, the data, what was added and frozen.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .schema import ConfigError
+
+GROWABLE = ("ptmoe",)  # routed methods whose experts are rows of A and of the router
+STORE_NAME = "router_replay.safetensors"
+SHAPE_OPTIONS = ("num_tokens", "experts", "rank", "r", "heads", "target_modules")  # fixed by the saved tensors
+
+
+# ---- checks, before any model loads --------------------------------------------------------------
+def check_config(cfg: dict) -> None:
+    """The grow section against the method (called by config.validate)."""
+    g = cfg["grow"]
+    for key in ("experts", "store_size"):
+        if g[key] and cfg["method"] not in GROWABLE:
+            raise ConfigError(
+                f"grow.{key}: only a routed method with experts can grow or keep a replay store "
+                f"({', '.join(GROWABLE)}); method is {cfg['method']!r}"
+            )
+    if g["experts"] and not cfg["init_from"]:
+        raise ConfigError("grow.experts: growing needs the adapter to grow from: `ptmoe train CONFIG --from ADAPTER`")
+
+
+def from_adapter(cfg: dict) -> tuple[dict, dict | None]:
+    """cfg (preset applied) -> (the config the run trains: the --from adapter's method options, grown by
+    grow.experts; its adapter_config or None). Every mismatch is a one-line error before the model loads."""
+    from ..base_models import load_base_config
+    from ..persistence import AdapterError, read_adapter_config
+
+    path = cfg["init_from"]
+    if not path:
+        return cfg, None
+    try:
+        meta = read_adapter_config(path)
+    except AdapterError as e:
+        raise ConfigError(f"--from {path}: not a ptmoe adapter folder ({e})") from None
+    if meta["method"] != cfg["method"]:
+        raise ConfigError(
+            f"--from {path}: a {meta['method']!r} adapter, but this run trains method {cfg['method']!r} "
+            f"(set method: {meta['method']} or start from a {cfg['method']} adapter)"
+        )
+    want, have = meta["base_model"], load_base_config(cfg["model"])
+    if (want.get("hidden_size"), want.get("vocab_size")) != (have.hidden_size, have.vocab_size):
+        raise ConfigError(
+            f"--from {path}: trained on base model {want.get('name') or '?'} (hidden {want.get('hidden_size')}, "
+            f"vocab {want.get('vocab_size')}), but model is {cfg['model']} (hidden {have.hidden_size}, "
+            f"vocab {have.vocab_size})"
+        )
+    options = dict(meta["config"])
+    for key, value in cfg["method_options"].items():
+        if key in SHAPE_OPTIONS and key in options and value != options[key]:
+            raise ConfigError(
+                f"method_options.{key}: {value!r}, but the --from adapter {path} has {key}={options[key]!r} "
+                f"(use grow.experts to add experts)"
+            )
+        options[key] = value
+    if cfg["grow"]["experts"]:
+        options["experts"] = options["experts"] + cfg["grow"]["experts"]
+    return {**cfg, "method_options": options, "preset": None}, meta
+
+
+# ---- pooled router inputs ------------------------------------------------------------------------
+@torch.no_grad()
+def pooled_inputs(model, rows: list[dict], pad_id: int, batch_size: int = 32) -> torch.Tensor:
+    """What a routed prompt reads of each training row: the masked mean of its input embeddings over
+    the context (inputs.context_mask), [n, H] fp32 on the model's device."""
+    from ..collate import pad_batch
+    from ..inputs import context_mask
+    from ..methods.building import masked_mean
+
+    emb = model.lm.get_input_embeddings()
+    out = []
+    for i in range(0, len(rows), batch_size):
+        b = {k: v.to(emb.weight.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
+        given = context_mask(b["attention_mask"], b["labels"])
+        out.append(masked_mean(emb(b["input_ids"]), given))
+    return torch.cat(out) if out else torch.zeros(0, emb.weight.shape[1], device=emb.weight.device)
+
+
+def router_logits(router, x: torch.Tensor) -> torch.Tensor:
+    """The router's logits on pooled inputs, without exploration noise (what it decides at inference)."""
+    return router.linear(router.router_input(x).to(router.linear.weight.dtype))
+
+
+def read_store(adapter_dir) -> dict | None:
+    """{inputs [n, H], experts [n], tasks [n], names} of an adapter's replay store, or None."""
+    from safetensors import safe_open
+
+    path = Path(adapter_dir) / STORE_NAME
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:  # safetensors: never a pickle
+        store = {k: f.get_tensor(k) for k in ("inputs", "experts", "tasks")}
+        store["names"] = json.loads((f.metadata() or {}).get("tasks", "[]"))
+    return store
+
+
+# ---- the run -------------------------------------------------------------------------------------
+class Growth:
+    """What a run started from an adapter (or keeping a replay store) adds to training: the source
+    weights, the exact freeze, the router losses, the store and the lineage saved with the adapter."""
+
+    def __init__(self, cfg: dict, meta: dict | None, model, train_rows: list[dict], pad_id: int, log=print):
+        self.cfg, self.g, self.meta, self.model = cfg, cfg["grow"], meta, model
+        self.adapter = model.adapter
+        self.frozen: dict[str, tuple[slice, torch.Tensor]] = {}  # name -> (frozen rows, their values)
+        self.old = read_store(cfg["init_from"]) if cfg["init_from"] else None
+        if self.old is not None:
+            self.old = {k: v.to(self._device) if torch.is_tensor(v) else v for k, v in self.old.items()}
+        rows = random.Random(cfg["seed"]).sample(train_rows, min(self.g["store_size"], len(train_rows)))
+        self.new_inputs = pooled_inputs(model, rows, pad_id)
+        if cfg["init_from"]:
+            self._load_source(train_rows, pad_id, log)
+        self.replay = torch.Generator().manual_seed(cfg["seed"])
+        self.replaying = self.old is not None and self.g["replay_weight"] > 0 and bool(self.g["experts"])
+        if self.replaying:
+            log(f"[grow] replaying {len(self.old['experts'])} stored router inputs of {self.old['names']}")
+        if self.replaying or (self.g["experts"] and self.g["route_weight"] > 0):
+            self.adapter.register_forward_hook(self._router_loss)
+        model.saved_with["lineage"] = (meta or {}).get("lineage", []) + [self._lineage_entry()]
+        if self.g["store_size"]:
+            model.sidecar_files[STORE_NAME] = self.store
+
+    @property
+    def _device(self):
+        return next(self.adapter.parameters()).device
+
+    # ---- the source adapter into the (grown) one -----------------------------------------------------
+    def _load_source(self, train_rows, pad_id, log) -> None:
+        from safetensors.torch import load_file
+
+        from ..persistence import WEIGHTS_NAME, AdapterError
+
+        path = Path(self.cfg["init_from"]) / WEIGHTS_NAME
+        try:
+            src = load_file(str(path))  # safetensors only: never a pickle
+        except Exception as e:
+            raise AdapterError(f"{path}: cannot read safetensors ({e})") from None
+        if not self.g["experts"]:  # fine-tuning: the same shapes
+            self.model.load_weights(self.cfg["init_from"])
+            return
+        state = self.adapter.state_dict()
+        n_old = self.n_old = src["A"].shape[0]
+        grown = {}
+        for key, value in state.items():
+            old = src[key].to(value.device, value.dtype)
+            if old.shape == value.shape:
+                grown[key] = old.clone()
+            else:  # a per-expert tensor: old experts first, then the new ones
+                grown[key] = value.clone()
+                grown[key][:n_old] = old
+        noise = torch.randn(grown["A"][n_old:].shape, generator=torch.Generator().manual_seed(self.cfg["seed"]))
+        grown["A"][n_old:] = src["A"].mean(0) + noise.to(grown["A"].device) * 0.01 * float(src["A"].std())
+        self.adapter.load_adapter_state(grown)
+        self._init_new_rows(n_old, train_rows, pad_id)
+        self._freeze(n_old)
+        log(
+            f"[grow] {self.cfg['init_from']}: {n_old} experts + {self.g['experts']} new; frozen: "
+            + (", ".join(self._frozen_parts()) or "nothing")
+        )
+
+    @torch.no_grad()
+    def _init_new_rows(self, n_old: int, train_rows, pad_id) -> None:
+        """`data`: each new row w = 2 d / (|d|^2 + s^2), d = mean new input - mean old input (the replay
+        store's, else 0), s^2 the new inputs' total variance: the logit gap between the two means is about 2
+        where the tasks' inputs are far apart, and w shrinks to 0 where they cannot be told apart (no
+        direction to trust). Its bias puts the new logit 1 above the best old one at the new mean.
+        `zeros`: w = 0, b = 0."""
+        router = self.adapter.router
+        W, b = router.linear.weight, router.linear.bias
+        W[n_old:] = 0.0
+        if b is not None:
+            b[n_old:] = 0.0
+        if self.g["router_init"] != "data":
+            return
+        pooled = router.router_input(pooled_inputs(self.model, train_rows[:256], pad_id))
+        new, spread = pooled.mean(0), pooled.var(0, unbiased=False).sum()
+        if self.old is not None:
+            ref = router.router_input(self.old["inputs"]).mean(0)
+        else:  # no store: standardised inputs have mean 0; raw ones get 0 as well
+            ref = torch.zeros_like(new)
+        d = new - ref
+        W[n_old:] = (2 * d / (d.pow(2).sum() + spread).clamp_min(1e-12)).to(W.dtype)
+        if b is not None:
+            best_old = router_logits(router, new[None].clone())[0, :n_old].max()
+            b[n_old:] = best_old + 1.0 - W[n_old:] @ new.to(W.dtype)
+
+    def _freeze(self, n_old: int) -> None:
+        """Record the frozen values and mask their gradients; restore() copies them back after each step."""
+        parts = {
+            "A": self.g["freeze_experts"],
+            "B": self.g["freeze_shared"],
+            "router.linear.weight": self.g["freeze_router"],
+            "router.linear.bias": self.g["freeze_router"],
+        }
+        named = dict(self.adapter.named_parameters())
+        for name, frozen in parts.items():
+            p = named.get(name)
+            if not frozen or p is None:
+                continue
+            rows = slice(None) if name == "B" else slice(0, n_old)
+            self.frozen[name] = (rows, p.detach()[rows].clone())
+            mask = torch.ones_like(p)
+            mask[rows] = 0.0
+            p.register_hook(lambda grad, m=mask: grad * m)
+        if self.g["freeze_router"]:  # the router's running input statistics (input_norm: standardize)
+            for name, buf in self.adapter.named_buffers():
+                if name.startswith("router.input_"):
+                    self.frozen[name] = (slice(None), buf.detach().clone())
+
+    def _frozen_parts(self) -> list[str]:
+        return [
+            n
+            for n, on in (("old experts", "A"), ("B", "B"), ("old router rows", "router.linear.weight"))
+            if on in self.frozen
+        ]
+
+    @torch.no_grad()
+    def restore(self, *_args) -> None:
+        """Copy the frozen values back (an optimizer step post-hook)."""
+        tensors = {**dict(self.adapter.named_parameters()), **dict(self.adapter.named_buffers())}
+        for name, (rows, value) in self.frozen.items():
+            tensors[name][rows] = value
+
+    # ---- the router losses ------------------------------------------------------------------------
+    def _router_loss(self, module, inputs, output) -> None:
+        """A forward hook: in training, add to the adapter's aux_loss (which the trainer adds to the loss)
+        replay_weight x CE(router logits on stored old inputs, the experts they were routed to) and
+        route_weight x -log(the router's probability of the new experts on this batch's inputs).
+        Only the router gets their gradient."""
+        from ..methods.building import masked_mean
+
+        if not module.training:
+            return
+        loss, T = 0.0, module.router.temperature
+        if self.replaying:
+            n = len(self.old["experts"])
+            idx = torch.randint(n, (min(self.g["replay_batch"], n),), generator=self.replay).to(self._device)
+            logits = router_logits(module.router, self.old["inputs"][idx]) / T
+            loss = loss + self.g["replay_weight"] * F.cross_entropy(logits.float(), self.old["experts"][idx])
+        if self.g["route_weight"] > 0:  # what the router read in this forward: the batch's pooled inputs
+            logits = (router_logits(module.router, masked_mean(*inputs[:2])) / T).float()
+            new = logits.logsumexp(-1) - logits[:, self.n_old :].logsumexp(-1)
+            loss = loss + self.g["route_weight"] * new.mean()
+        balance = module.aux_loss if getattr(module, "load_balance", 0) > 0 else None  # set by this forward
+        module.aux_loss = loss if balance is None else balance + loss
+
+    # ---- what is saved with the adapter ---------------------------------------------------------------
+    @torch.no_grad()
+    def store(self) -> tuple[dict, dict]:
+        """The replay store: the old stages' entries as they were, then this stage's inputs with the expert
+        the router sends each to now. -> (tensors, metadata)."""
+        router = self.adapter.router
+        experts = router_logits(router, self.new_inputs).argmax(-1) if len(self.new_inputs) else None
+        stage = self.stage_name()
+        names = list(self.old["names"]) if self.old is not None else []
+        tensors = {
+            "inputs": self.new_inputs.float().cpu(),
+            "experts": (experts if experts is not None else torch.zeros(0)).long().cpu(),
+            "tasks": torch.full((len(self.new_inputs),), len(names), dtype=torch.long),
+        }
+        if self.old is not None:
+            tensors = {k: torch.cat([self.old[k].cpu(), tensors[k]]) for k in tensors}
+        return {k: v.contiguous() for k, v in tensors.items()}, {"tasks": json.dumps(names + [stage])}
+
+    def stage_name(self) -> str:
+        return "+".join(self.cfg["data"]["train"])
+
+    def _lineage_entry(self) -> dict:
+        entry = {"from": self.cfg["init_from"], "data": list(self.cfg["data"]["train"])}
+        if self.cfg["init_from"]:
+            entry["experts_added"] = self.g["experts"]
+        if self.g["experts"]:
+            entry.update(
+                frozen=self._frozen_parts(),
+                router_init=self.g["router_init"],
+                replay_weight=self.g["replay_weight"] if self.replaying else 0.0,
+                route_weight=self.g["route_weight"],
+            )
+        if self.g["store_size"]:
+            H = self.new_inputs.shape[1]
+            entry["store"] = {"entries_added": len(self.new_inputs), "bytes_per_entry": 4 * H + 16}
+        return entry
+
+
+def start(cfg: dict, meta: dict | None, model, train_rows, pad_id, log=print) -> Growth | None:
+    """The Growth of a run that starts from an adapter or keeps a replay store, else None."""
+    if not cfg["init_from"] and not cfg["grow"]["store_size"]:
+        return None
+    if meta is not None:
+        model.check_base(meta, f"--from {cfg['init_from']}")
+    return Growth(cfg, meta, model, train_rows, pad_id, log)

@@ -1,0 +1,273 @@
+"""Growing a trained PT-MoE adapter (`ptmoe train --from ADAPTER` with grow:), the router replay store,
+and `ptmoe continual`, on the tiny Llama shape with wider random weights (saved to a folder, used by
+path) so that answers depend on the prompt and the adapter."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptmoe.cli import main
+from ptmoe.model import PtmoeModel
+from ptmoe.models import load_base_model, load_shape
+from ptmoe.recipes.config import load_config
+from ptmoe.recipes.continual import continual
+from ptmoe.recipes.grow import read_store
+from ptmoe.recipes.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+WORDS = ["sun", "river", "stone", "cloud", "sky", "ox", "paper", "music"]
+TASKS = {"t1": "The {a} is {b}.", "t2": "Yes: {b} equals the {a}, they say."}
+OPTIONS = "method_options={num_tokens: 4, experts: 2, rank: 2}"
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, one_thread):
+    """A base model folder and two small QA tasks of different passage forms."""
+    root = tmp_path_factory.mktemp("continual")
+    base, tok = load_shape("tiny")
+    torch.manual_seed(0)
+    with torch.no_grad():  # wider weights than the init: answers vary with the input
+        for p in base.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15)
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    rng = random.Random(0)
+    for name, form in TASKS.items():
+        rows = []
+        for _ in range(24):
+            a, b = rng.sample(WORDS, 2)
+            rows.append({"context": form.format(a=a, b=b), "question": f"What is the {a}?", "answers": [b]})
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def overrides(root: Path, task: str, out: Path, *extra, ptmoe: bool = True) -> list[str]:
+    return [
+        f"model={root / 'base'}",
+        "dtype=fp32",
+        f"output_dir={out}",
+        f"data.train=['{root / task}.jsonl']",
+        f"data.eval=['{root / task}.jsonl']",
+        "data.valid_examples=4",
+        "data.max_eval_examples=2",
+        "train.batch_size=4",
+        "train.save_every=100",
+        "train.lr=0.3",
+        *([OPTIONS, "grow.store_size=16"] if ptmoe else []),
+        *extra,
+    ]
+
+
+def run_train(args: list[str]) -> str:
+    return train(load_config(None, args), overwrite=True, log=quiet)["output_dir"] + "/best"
+
+
+@pytest.fixture(scope="module")
+def source(files):
+    return run_train(overrides(files, "t1", files / "source", "train.steps=4"))
+
+
+@pytest.fixture(scope="module")
+def grown(files, source):
+    """Grown by one expert on t2, old parts frozen, with weight decay (which moves zero-gradient parameters)."""
+    return run_train(
+        overrides(
+            files,
+            "t2",
+            files / "grown",
+            "train.steps=4",
+            "train.weight_decay=0.1",
+            f"init_from={source}",
+            "grow.experts=1",
+        )
+    )
+
+
+def test_grown_adapter_keeps_old_parts_bit_identical(source, grown):
+    old, new = load_file(f"{source}/adapter_model.safetensors"), load_file(f"{grown}/adapter_model.safetensors")
+    assert new["A"].shape[0] == old["A"].shape[0] + 1 == 3
+    assert torch.equal(new["A"][:2], old["A"]) and torch.equal(new["B"], old["B"])
+    assert torch.equal(new["router.linear.weight"][:2], old["router.linear.weight"])
+    assert torch.equal(new["router.linear.bias"][:2], old["router.linear.bias"])
+    # the new expert and router row did train: away from where they started (the old experts' mean)
+    assert not torch.allclose(new["A"][2], old["A"].mean(0), atol=1e-3)
+    meta = json.loads(Path(grown, "adapter_config.json").read_text())
+    assert meta["method"] == "ptmoe" and meta["config"]["experts"] == 3
+    first, last = meta["lineage"]
+    assert first["from"] is None and first["data"][0].endswith("t1.jsonl")
+    assert last["from"] == source and last["data"][0].endswith("t2.jsonl") and last["experts_added"] == 1
+    store = read_store(grown)
+    assert store["inputs"].shape == (32, 64) and store["tasks"].tolist() == [0] * 16 + [1] * 16
+    assert len(store["names"]) == 2
+    # the old stage's entries are carried over unchanged
+    assert torch.equal(store["inputs"][:16], read_store(source)["inputs"])
+
+
+def routing_of_store(adapter: str, stage: int):
+    """Expert picked by the adapter's router (its logits, no noise, as at inference) for each stored
+    input of one stage, and the expert each was routed to when its stage ended."""
+    store, sd = read_store(adapter), load_file(f"{adapter}/adapter_model.safetensors")
+    rows = store["tasks"] == stage
+    logits = store["inputs"][rows] @ sd["router.linear.weight"].T + sd["router.linear.bias"]
+    return logits.argmax(-1), store["experts"][rows]
+
+
+def routed_to_stored_expert(adapter: str) -> float:
+    """Share of the first stage's stored inputs sent to the expert they were routed to then."""
+    picked, stored = routing_of_store(adapter, 0)
+    return (picked == stored).float().mean().item()
+
+
+TINY = ["model=shape:tiny", "seed=1"]  # the tiny shape's own weights, on which the new expert helps
+
+
+@pytest.fixture(scope="module")
+def tiny_source(files):
+    return run_train(overrides(files, "t1", files / "replay_source", "train.steps=4", *TINY))
+
+
+def test_replay_keeps_old_inputs_on_old_experts(files, tiny_source):
+    """A case where forgetting is in the router: the new task asks other answers of the same inputs, so
+    the new expert's row (`router_init: data`: it leads by 1 at the new inputs' mean, and as the two
+    means coincide, everywhere) starts with the old inputs too and training on the new task alone keeps
+    them there. Replaying the stored old inputs to the router brings them back to their experts."""
+    rows = [json.loads(line) for line in (files / "t1.jsonl").read_text().splitlines()]
+    same_inputs = [{**r, "answers": [r["question"].split()[-1].rstrip("?")]} for r in rows]
+    (files / "t1b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in same_inputs))
+    common = ["train.steps=20", f"init_from={tiny_source}", "grow.experts=1", "train.lr_groups={router: 1.0}", *TINY]
+    off = run_train(overrides(files, "t1b", files / "replay_off", *common, "grow.replay_weight=0"))
+    on = run_train(overrides(files, "t1b", files / "replay_on", *common, "grow.replay_weight=1"))
+    assert routed_to_stored_expert(on) == 1.0
+    assert routed_to_stored_expert(off) < 0.5
+
+
+def test_route_loss_sends_the_new_task_to_the_new_expert(files, tiny_source):
+    common = ["train.steps=20", f"init_from={tiny_source}", "grow.experts=1", "train.lr_groups={router: 1.0}", *TINY]
+    routed = run_train(overrides(files, "t2", files / "route", *common, "grow.route_weight=1"))
+    picked, _ = routing_of_store(routed, 1)
+    assert picked.tolist() == [2] * 16
+    assert json.loads(Path(routed, "adapter_config.json").read_text())["lineage"][-1]["route_weight"] == 1.0
+
+
+def test_grown_adapter_loads_generates_and_serves(files, grown):
+    pytest.importorskip("fastapi")
+    openai = pytest.importorskip("openai")
+    from ptmoe.data.format import build_prompt_text
+    from ptmoe.recipes.generate import answer
+    from ptmoe.serving.adapters import load_served
+    from ptmoe.serving.app import create_app
+    from ptmoe.serving.engine_hf import HFEngine
+    from ptmoe.serving.server import Background
+
+    base = str(files / "base")
+    lm, tok = load_base_model(base)
+    model = PtmoeModel.from_pretrained(grown, lm, tok)
+    assert model.adapter.A.shape[0] == 3
+    lines = (files / "t1.jsonl").read_text().splitlines()[:3] + (files / "t2.jsonl").read_text().splitlines()[:3]
+    rows = [{**json.loads(line), "task": "qa"} for line in lines]
+    batched = answer([dict(r) for r in rows], base, {"grown": grown}, batch_size=6, max_new_tokens=6, dtype="fp32")
+    alone = [answer([dict(r)], base, {"grown": grown}, max_new_tokens=6, dtype="fp32")[0] for r in rows]
+    assert batched == alone and len(set(batched)) > 1
+    served = load_served(base, {"grown": grown})
+    with Background(create_app(HFEngine(served), served, max_batch=8, batch_wait=0.1)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        got = [
+            client.completions.create(
+                model="grown", prompt=build_prompt_text(r, served.tokenizer), max_tokens=6, temperature=0
+            )
+            .choices[0]
+            .text.strip()
+            for r in rows
+        ]
+    assert got == batched
+
+
+def test_export_refuses_a_grown_adapter(grown, tmp_path, capsys):
+    assert main(["export", grown, str(tmp_path / "peft"), "--format", "peft"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be exported to PEFT" in err and "grown from" in err
+
+
+def continual_config(files: Path, out: Path, first="t1") -> dict:
+    return {
+        "model": str(files / "base"),
+        "dtype": "fp32",
+        "output_dir": str(out),
+        "method_options": {"num_tokens": 4, "experts": 2, "rank": 2},
+        "grow": {"experts": 1, "store_size": 8},
+        "data": {"valid_examples": 4, "max_eval_examples": 3},
+        "train": {"steps": 2, "batch_size": 2, "save_every": 2, "lr": 0.3},
+        "eval": {"batch_size": 4, "max_new_tokens": {"qa": 4}},
+        "pt_options": {"num_tokens": 3},
+        "sequence": [{"train": str(files / f"{t}.jsonl"), "eval": str(files / f"{t}.jsonl")} for t in (first, "t2")],
+        "strategies": ["growth", "seq-pt", "oracle", "joint"],
+        "seeds": [0],
+    }
+
+
+def test_continual_writes_R_and_resumes_stage_by_stage(files, tmp_path, monkeypatch):
+    import ptmoe.recipes.train as train_module
+
+    cfg = continual_config(files, tmp_path / "cont")
+    table = continual(cfg, log=quiet)
+    saved = json.loads((tmp_path / "cont" / "continual.json").read_text())
+    assert saved["tasks"] == ["t1", "t2"] and set(saved["rows"]) == {"growth", "seq-pt", "oracle", "joint"}
+    for name, row in saved["rows"].items():
+        assert len(row["R"]) == (1 if name == "joint" else 2) and all(len(r) == 2 for r in row["R"])
+        assert all(0 <= x <= 100 for r in row["R"] for x in r)
+    growth = saved["rows"]["growth"]["metrics"]
+    R = saved["rows"]["growth"]["R"]
+    assert growth["bwt"][0] == pytest.approx(R[1][0] - R[0][0])
+    assert growth["acc"][0] == pytest.approx((R[1][0] + R[1][1]) / 2)
+    assert "R[stage][task]: growth" in table["markdown"] and (tmp_path / "cont" / "continual.md").exists()
+    # seq-pt and oracle share their first stage (the same config): 2 + 2 + 1 + 1 joint = 6 runs
+    assert len(list((tmp_path / "cont" / "runs").iterdir())) == 6
+    # stop after a stage: its later stage is gone; the rerun trains that one stage only
+    last = saved["rows"]["growth"]["stage_keys"][0][1]
+    for path in sorted((tmp_path / "cont" / "runs" / last).rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    trained = []
+    real = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda c, **kw: trained.append(c) or real(c, **kw))
+    again = continual(cfg, log=quiet)
+    assert len(trained) == 1 and trained[0]["init_from"].endswith("/train/best")
+    assert again["rows"]["growth"]["R"] == R  # the same stage, retrained the same way
+
+
+def test_bad_input_is_one_line_before_any_model_loads(files, source, tmp_path, capsys, monkeypatch):
+    import ptmoe.recipes.train as train_module
+
+    monkeypatch.setattr(train_module, "build_model", lambda *a: pytest.fail("a model was loaded"))
+    other = tmp_path / "pt-adapter"  # the source adapter, relabelled as another method's
+    other.mkdir()
+    for f in Path(source).iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((other / "adapter_config.json").read_text())
+    (other / "adapter_config.json").write_text(json.dumps({**meta, "method": "pt", "config": {"num_tokens": 4}}))
+    cases = {
+        "a 'pt' adapter, but this run trains method 'ptmoe'": ["--from", str(other)],
+        "trained on base model": ["model=shape:smollm2-135m", "--from", source],
+        "not a ptmoe adapter folder": ["--from", str(tmp_path)],
+        "grow.experts: only a routed method": ["method=pt", "method_options={num_tokens: 3}"],
+    }
+    for expected, extra in cases.items():
+        args = overrides(files, "t2", tmp_path / "out", "grow.experts=1", *extra, ptmoe="method=pt" not in extra)
+        assert main(["train", *args]) == 2, expected
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+    bad = continual_config(files, tmp_path / "cont")
+    bad["sequence"][1]["train"] = "nosuch/train"
+    with pytest.raises(ValueError, match=r"sequence\[1\]\.train: no prepared set 'nosuch/train'"):
+        continual(bad, log=quiet)
