@@ -143,208 +143,271 @@ def validation_loss(model, rows, batch_size, pad_id, accelerator) -> float | Non
 def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, stop_after: int | None = None) -> dict:
     """Train per cfg; returns a summary. `stop_after` ends the loop early (tests of resume).
     Raises RunStopped on a non-finite loss or Ctrl-C (the message says what is kept)."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    cfg, source = grow.from_adapter(apply_preset(cfg))  # --from: its options (and growth); checked here
-    t = cfg["train"]
-    out = output_dir(cfg)
-    ckpt = out / "checkpoint"
-    check_run_folder(out, resume, overwrite)
-    if resume and not (ckpt / "trainer_state.json").exists() and not (out / "checkpoint.old").exists():
-        raise ConfigError(f"--resume: no checkpoint in {ckpt}")
-    accelerator = Accelerator(split_batches=True, mixed_precision="no", cpu=not torch.cuda.is_available())
-    is_main = accelerator.is_main_process
-    main_log = log if is_main else (lambda *a: None)
-    sources, valid, rng = read_sources(cfg, log=main_log)  # bad data fails here, before the model loads
-    set_seed(cfg["seed"])
-    model, tok = build_model(cfg, accelerator.device)
-    if t["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable()
-    pad_id = special_ids(tok)[0]
-    train_rows, valid_rows = encode_sources(cfg, sources, valid, rng, tok, log=main_log)
-    growth = grow.start(cfg, source, model, train_rows, pad_id, log=main_log)
-    optimizer = torch.optim.AdamW(param_groups(model, t["lr"], t["lr_groups"], t["weight_decay"]))
-    if growth is not None:  # frozen parts exactly as they were after every step (weight decay moves them)
-        optimizer.register_step_post_hook(growth.restore)
-    warmup = int(t["warmup_ratio"] * t["steps"])
-    scheduler = get_scheduler(
-        SCHEDULES[t["schedule"]], optimizer, num_warmup_steps=warmup, num_training_steps=t["steps"]
-    )
-    step, best, bad_evals, history, state = 0, None, 0, [], {}
-    if not resume:
-        note = model.init_from_data(train_rows[:DATA_INIT_ROWS], cfg["seed"])
-        if note is not None:
-            main_log(f"[train] adapter initialised from {min(len(train_rows), DATA_INIT_ROWS)} training inputs: {note}")
-    if resume:
-        state = load_checkpoint(ckpt, model, optimizer)
-        step, best, bad_evals, history = state["step"], state["best"], state["bad_evals"], state.get("history", [])
-        scheduler.last_epoch = step
-        log(f"[train] resumed at step {step} from {ckpt}")
-    # everything is validated and loaded: only now does the run folder change
-    if is_main:
-        if overwrite:
-            clear_run(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump(cfg))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    inner = accelerator.unwrap_model(model)
-    monitor = RouterMonitor(inner, t["collapse_threshold"], log=main_log)
-    monitor.load_state(state.get("router", {}))
-    # a resumed run's summary covers the whole run: time, history, routing
-    wall_s = lambda: state.get("wall_s", 0.0) + time.time() - start_time
-    world = accelerator.num_processes
-    # each optimizer step takes grad_accum micro-batches of batch_size examples
-    lengths = [len(r["input_ids"]) for r in train_rows]
-    batches = epoch_batches(lengths, t["batch_size"], cfg["seed"], t["length_grouped"])
-    for _ in range(step * t["grad_accum"]):  # replay the order up to where we stopped
-        next(batches)
-    writer = log_file = None
-    if is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        # one run per folder (a new run needs --overwrite, which clears it); a resumed run drops the
-        # events logged after its checkpoint
-        writer = SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if resume else None)
-        log_file = open(out / "log.jsonl", "a" if resume else "w")  # noqa: SIM115 (closed in the loop's finally)
-
-    def record(entry: dict, prefix: str) -> None:
-        if is_main:
-            log_file.write(json.dumps(entry) + "\n")
-            log_file.flush()
-            for k, v in entry.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    writer.add_scalar(f"{prefix}/{k.removeprefix('valid_')}", v, entry["step"])
-
-    def stop_if_not_finite(value: float | None, what: str, at: int) -> None:
-        """A NaN/inf loss, or NaN/inf weights about to be saved, ends the run (on every process)."""
-        bad = (value is not None and not math.isfinite(value)) or (value is None and bool(non_finite(inner)))
-        if world > 1:
-            flag = accelerator.reduce(torch.tensor([float(bad)], device=accelerator.device), "sum")
-            bad = bool(flag.item() > 0)
-        if bad:
-            raise RunStopped(
-                f"non-finite {what} at step {at}: training stopped, nothing from this step was "
-                f"saved; {checkpoint_note(out)}. Lower train.lr or check the data",
-                exit_code=NON_FINITE,
-            )
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=t["steps"], initial=step, disable=not is_main, desc=f"train {cfg['method']}", file=sys.stderr)
-    model.train()
-    t0, tokens_seen, window_loss, window_n = time.time(), 0, 0.0, 0
-    start_time = time.time()
+    run = TrainingRun(cfg, resume, overwrite, log)  # everything checked and loaded; only then the folder
     interrupt, restore_sigint = interrupt_at_step_end()
+    run.open_logs()
     try:
-        while step < t["steps"]:
-            for _ in range(t["grad_accum"]):
-                idx = next(batches)
-                full = pad_batch([train_rows[i] for i in idx], pad_id)
-                # split_batches: this process's slice of the global batch
-                rank, per = accelerator.process_index, len(idx) // world
-                b = {k: v[rank * per : (rank + 1) * per].to(accelerator.device) for k, v in full.items()}
-                global_n = int((full["labels"][:, 1:] != -100).sum())
-                inner_sets = [train_rows[i]["set"] for i in idx][rank * per : (rank + 1) * per]
-                accelerator.unwrap_model(model).set_row_sources(inner_sets)
-                out_ = model(b["input_ids"], b["attention_mask"], b["labels"])
-                # token-mean over the global batch: DDP averages over processes, so scale by world
-                loss = out_.loss * out_.num_label_tokens * world / max(global_n, 1)
-                aux = inner.aux_loss()
-                if aux is not None:
-                    loss = loss + aux
-                stop_if_not_finite(float(loss.detach()), "loss", step + 1)
-                accelerator.backward(loss / t["grad_accum"])
-                window_loss += float(out_.loss.detach()) * out_.num_label_tokens
-                window_n += out_.num_label_tokens
-                tokens_seen += int(b["attention_mask"].sum())
-                monitor.observe(inner_sets)
-            if t["max_grad_norm"]:
-                accelerator.clip_grad_norm_(inner.trainable_parameters(), t["max_grad_norm"])
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            bar.update(1)
-            if step % t["log_every"] == 0 or step == t["steps"]:
-                dt = time.time() - t0
-                entry = {
-                    "step": step,
-                    "loss": window_loss / max(window_n, 1),
-                    "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_s": tokens_seen * world / dt,
-                    "steps_per_s": t["log_every"] / dt,
-                }
-                entry.update(monitor.summary(reset=True))
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
-                record(entry, "train")
-                t0, tokens_seen, window_loss, window_n = time.time(), 0, 0.0, 0
-            if (t["eval_every"] and step % t["eval_every"] == 0) or step == t["steps"]:
-                vl = validation_loss(model, valid_rows, t["batch_size"], pad_id, accelerator)
-                if vl is not None:
-                    stop_if_not_finite(vl, "validation loss", step)
-                    history.append({"step": step, "valid_loss": vl})
-                    record({"step": step, "valid_loss": vl}, "valid")
-                    if best is None or vl < best:
-                        best, bad_evals = vl, 0
-                        stop_if_not_finite(None, "weights", step)
-                        if is_main:
-                            inner.save_pretrained(out / "best", extra={"step": step, "valid_loss": vl})
-                    else:
-                        bad_evals += 1
-                if t["early_stopping_patience"] and bad_evals >= t["early_stopping_patience"]:
-                    log(f"[train] early stop at step {step}: no improvement in {bad_evals} evaluations")
-                    break
-            if step % t["save_every"] == 0 or step == t["steps"]:
-                stop_if_not_finite(None, "weights", step)
-                if is_main:
-                    save_checkpoint(
-                        ckpt,
-                        inner,
-                        optimizer,
-                        {
-                            "step": step,
-                            "best": best,
-                            "bad_evals": bad_evals,
-                            "wall_s": wall_s(),
-                            "history": history,
-                            "router": monitor.state(),
-                        },
-                    )
-            if stop_after is not None and step >= stop_after:
+        while run.step < run.t["steps"]:
+            run.optimizer_step()
+            run.log_progress()
+            if not run.validate():  # early stopping
                 break
-            requested = interrupt.is_set()
-            if world > 1:  # every process stops after the same step, or the next collective would hang
-                votes = accelerator.reduce(torch.tensor([float(requested)], device=accelerator.device), "sum")
-                requested = bool(votes.item() > 0)
-            if requested:
+            run.save_checkpoint_when_due()
+            if stop_after is not None and run.step >= stop_after:
+                break
+            if run.all_processes_agree(interrupt.is_set()):
                 raise KeyboardInterrupt
-        stop_if_not_finite(None, "weights", step)
+        run.stop_if_not_finite(None, "weights", run.step)
     except KeyboardInterrupt:
         raise RunStopped(
-            f"interrupted at step {step}; {checkpoint_note(out)}",
+            f"interrupted at step {run.step}; {checkpoint_note(run.out)}",
             exit_code=130,
-            resumable=(ckpt / "trainer_state.json").exists(),
+            resumable=(run.ckpt / "trainer_state.json").exists(),
         ) from None
     finally:
         restore_sigint()
-        bar.close()
-        if is_main:
-            log_file.close()
-            writer.close()
-    accelerator.wait_for_everyone()
-    summary = {
-        "output_dir": str(out),
-        "steps": step,
-        "best_valid_loss": best,
-        "history": history,
-        "wall_s": wall_s(),
-        "num_trainable": inner.num_trainable(),
-        "router": monitor.totals(),
-    }
-    if is_main:
-        inner.save_pretrained(out / "final", extra={"step": step})
-        if not (out / "best").exists():  # no validation data: the final adapter is the best we know
-            inner.save_pretrained(out / "best", extra={"step": step})
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        run.close_logs()
+    return run.finish()
+
+
+class TrainingRun:
+    """One training run, in the order it happens: set up (checks, data, model, optimizer, checkpoint,
+    then the run folder), optimizer steps, progress logs, validation with best-adapter selection,
+    checkpoints, and the final adapters and summary. The state a checkpoint keeps lives here."""
+
+    def __init__(self, cfg: dict, resume: bool, overwrite: bool, log=print):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        cfg, source = grow.from_adapter(apply_preset(cfg))  # --from: its options (and growth); checked here
+        self.cfg, self.t, self.log = cfg, cfg["train"], log
+        self.out = output_dir(cfg)
+        self.ckpt = self.out / "checkpoint"
+        check_run_folder(self.out, resume, overwrite)
+        if resume and not (self.ckpt / "trainer_state.json").exists() and not (self.out / "checkpoint.old").exists():
+            raise ConfigError(f"--resume: no checkpoint in {self.ckpt}")
+        self.resume = resume
+        self.accelerator = Accelerator(split_batches=True, mixed_precision="no", cpu=not torch.cuda.is_available())
+        self.is_main = self.accelerator.is_main_process
+        self.world = self.accelerator.num_processes
+        self.main_log = log if self.is_main else (lambda *a: None)
+        self.build(source, set_seed)
+        self.restore_or_init()
+        # everything is validated and loaded: only now does the run folder change
+        if self.is_main:
+            if overwrite:
+                clear_run(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(dump(cfg))
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.inner = self.accelerator.unwrap_model(self.model)
+        self.monitor = RouterMonitor(self.inner, self.t["collapse_threshold"], log=self.main_log)
+        self.monitor.load_state(self.state.get("router", {}))
+        self.batches = self.batch_order()
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def build(self, source, set_seed) -> None:
+        """Data (bad rows fail here, before the model loads), model, optimizer and schedule."""
+        cfg, t = self.cfg, self.t
+        sources, valid, rng = read_sources(cfg, log=self.main_log)
+        set_seed(cfg["seed"])
+        self.model, tok = build_model(cfg, self.accelerator.device)
+        if t["gradient_checkpointing"]:
+            self.model.gradient_checkpointing_enable()
+        self.pad_id = special_ids(tok)[0]
+        self.train_rows, self.valid_rows = encode_sources(cfg, sources, valid, rng, tok, log=self.main_log)
+        growth = grow.start(cfg, source, self.model, self.train_rows, self.pad_id, log=self.main_log)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, t["lr"], t["lr_groups"], t["weight_decay"]))
+        if growth is not None:  # frozen parts exactly as they were after every step (weight decay moves them)
+            self.optimizer.register_step_post_hook(growth.restore)
+        warmup = int(t["warmup_ratio"] * t["steps"])
+        self.scheduler = get_scheduler(
+            SCHEDULES[t["schedule"]], self.optimizer, num_warmup_steps=warmup, num_training_steps=t["steps"]
+        )
+
+    def restore_or_init(self) -> None:
+        """A resumed run takes its checkpoint; a new one lets the adapter start from the data if it does."""
+        self.step, self.best, self.bad_evals, self.history, self.state = 0, None, 0, [], {}
+        if not self.resume:
+            note = self.model.init_from_data(self.train_rows[:DATA_INIT_ROWS], self.cfg["seed"])
+            if note is not None:
+                n = min(len(self.train_rows), DATA_INIT_ROWS)
+                self.main_log(f"[train] adapter initialised from {n} training inputs: {note}")
+            return
+        self.state = s = load_checkpoint(self.ckpt, self.model, self.optimizer)
+        self.step, self.best, self.bad_evals, self.history = s["step"], s["best"], s["bad_evals"], s.get("history", [])
+        self.scheduler.last_epoch = self.step
+        self.log(f"[train] resumed at step {self.step} from {self.ckpt}")
+
+    def batch_order(self):
+        """Each optimizer step takes grad_accum micro-batches of batch_size examples, in an order fixed by
+        the seed; a resumed run replays it up to where it stopped."""
+        t = self.t
+        lengths = [len(r["input_ids"]) for r in self.train_rows]
+        batches = epoch_batches(lengths, t["batch_size"], self.cfg["seed"], t["length_grouped"])
+        for _ in range(self.step * t["grad_accum"]):
+            next(batches)
+        return batches
+
+    def open_logs(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.writer = self.log_file = None
+        if self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # one run per folder (a new run needs --overwrite, which clears it); a resumed run drops the
+            # events logged after its checkpoint
+            purge = self.step + 1 if self.resume else None
+            self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge)
+            self.log_file = open(self.out / "log.jsonl", "a" if self.resume else "w")  # noqa: SIM115 (close_logs)
+        desc = f"train {self.cfg['method']}"
+        self.bar = tqdm(total=self.t["steps"], initial=self.step, disable=not self.is_main, desc=desc, file=sys.stderr)
+        self.model.train()
+        self.window_start, self.tokens_seen, self.window_loss, self.window_n = time.time(), 0, 0.0, 0
+        self.start_time = time.time()
+
+    def close_logs(self) -> None:
+        self.bar.close()
+        if self.is_main:
+            self.log_file.close()
+            self.writer.close()
+
+    # ---- one step ---------------------------------------------------------------------------------
+    def optimizer_step(self) -> None:
+        """grad_accum micro-batches (this process's slice of each global batch), then one update."""
+        t, accelerator = self.t, self.accelerator
+        for _ in range(t["grad_accum"]):
+            idx = next(self.batches)
+            full = pad_batch([self.train_rows[i] for i in idx], self.pad_id)
+            rank, per = accelerator.process_index, len(idx) // self.world  # split_batches
+            b = {k: v[rank * per : (rank + 1) * per].to(accelerator.device) for k, v in full.items()}
+            global_n = int((full["labels"][:, 1:] != -100).sum())
+            sets = [self.train_rows[i]["set"] for i in idx][rank * per : (rank + 1) * per]
+            self.inner.set_row_sources(sets)
+            out = self.model(b["input_ids"], b["attention_mask"], b["labels"])
+            # token-mean over the global batch: DDP averages over processes, so scale by world
+            loss = out.loss * out.num_label_tokens * self.world / max(global_n, 1)
+            aux = self.inner.aux_loss()
+            if aux is not None:
+                loss = loss + aux
+            self.stop_if_not_finite(float(loss.detach()), "loss", self.step + 1)
+            accelerator.backward(loss / t["grad_accum"])
+            self.window_loss += float(out.loss.detach()) * out.num_label_tokens
+            self.window_n += out.num_label_tokens
+            self.tokens_seen += int(b["attention_mask"].sum())
+            self.monitor.observe(sets)
+        if t["max_grad_norm"]:
+            accelerator.clip_grad_norm_(self.inner.trainable_parameters(), t["max_grad_norm"])
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.bar.update(1)
+
+    def log_progress(self) -> None:
+        t, step = self.t, self.step
+        if not (step % t["log_every"] == 0 or step == t["steps"]):
+            return
+        dt = time.time() - self.window_start
+        entry = {
+            "step": step,
+            "loss": self.window_loss / max(self.window_n, 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens_per_s": self.tokens_seen * self.world / dt,
+            "steps_per_s": t["log_every"] / dt,
+        }
+        entry.update(self.monitor.summary(reset=True))
+        self.bar.set_postfix(loss=f"{entry['loss']:.3f}", tok_s=f"{entry['tokens_per_s']:.0f}")
+        self.record(entry, "train")
+        self.window_start, self.tokens_seen, self.window_loss, self.window_n = time.time(), 0, 0.0, 0
+
+    def validate(self) -> bool:
+        """The validation loss when due; a better one saves `best/`. False: stop early."""
+        t, step = self.t, self.step
+        if not ((t["eval_every"] and step % t["eval_every"] == 0) or step == t["steps"]):
+            return True
+        vl = validation_loss(self.model, self.valid_rows, t["batch_size"], self.pad_id, self.accelerator)
+        if vl is not None:
+            self.stop_if_not_finite(vl, "validation loss", step)
+            self.history.append({"step": step, "valid_loss": vl})
+            self.record({"step": step, "valid_loss": vl}, "valid")
+            if self.best is None or vl < self.best:
+                self.best, self.bad_evals = vl, 0
+                self.stop_if_not_finite(None, "weights", step)
+                if self.is_main:
+                    self.inner.save_pretrained(self.out / "best", extra={"step": step, "valid_loss": vl})
+            else:
+                self.bad_evals += 1
+        if t["early_stopping_patience"] and self.bad_evals >= t["early_stopping_patience"]:
+            self.log(f"[train] early stop at step {step}: no improvement in {self.bad_evals} evaluations")
+            return False
+        return True
+
+    def save_checkpoint_when_due(self) -> None:
+        if not (self.step % self.t["save_every"] == 0 or self.step == self.t["steps"]):
+            return
+        self.stop_if_not_finite(None, "weights", self.step)
+        if self.is_main:
+            save_checkpoint(self.ckpt, self.inner, self.optimizer, self.checkpoint_state())
+
+    def checkpoint_state(self) -> dict:
+        return {
+            "step": self.step,
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+            "wall_s": self.wall_s(),
+            "history": self.history,
+            "router": self.monitor.state(),
+        }
+
+    # ---- shared by the steps --------------------------------------------------------------------
+    def wall_s(self) -> float:
+        """A resumed run's time covers the whole run."""
+        return self.state.get("wall_s", 0.0) + time.time() - self.start_time
+
+    def record(self, entry: dict, prefix: str) -> None:
+        if self.is_main:
+            self.log_file.write(json.dumps(entry) + "\n")
+            self.log_file.flush()
+            for k, v in entry.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.writer.add_scalar(f"{prefix}/{k.removeprefix('valid_')}", v, entry["step"])
+
+    def all_processes_agree(self, flag: bool) -> bool:
+        """True on every process when it is true on any (every process stops after the same step, or
+        the next collective would hang)."""
+        if self.world > 1:
+            votes = self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device), "sum")
+            return bool(votes.item() > 0)
+        return flag
+
+    def stop_if_not_finite(self, value: float | None, what: str, at: int) -> None:
+        """A NaN/inf loss, or NaN/inf weights about to be saved, ends the run (on every process)."""
+        bad = (value is not None and not math.isfinite(value)) or (value is None and bool(non_finite(self.inner)))
+        if self.all_processes_agree(bad):
+            raise RunStopped(
+                f"non-finite {what} at step {at}: training stopped, nothing from this step was "
+                f"saved; {checkpoint_note(self.out)}. Lower train.lr or check the data",
+                exit_code=NON_FINITE,
+            )
+
+    # ---- the end ----------------------------------------------------------------------------------
+    def finish(self) -> dict:
+        """The final adapter (and `best/` when nothing was validated) and the run's summary."""
+        self.accelerator.wait_for_everyone()
+        summary = {
+            "output_dir": str(self.out),
+            "steps": self.step,
+            "best_valid_loss": self.best,
+            "history": self.history,
+            "wall_s": self.wall_s(),
+            "num_trainable": self.inner.num_trainable(),
+            "router": self.monitor.totals(),
+        }
+        if self.is_main:
+            self.inner.save_pretrained(self.out / "final", extra={"step": self.step})
+            if not (self.out / "best").exists():  # no validation data: the final adapter is the best we know
+                self.inner.save_pretrained(self.out / "best", extra={"step": self.step})
+            (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
