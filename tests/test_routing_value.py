@@ -229,3 +229,24 @@ def test_routing_configs_parse_and_bracket_the_routed_rows(name):
     assert raw["baseline"] == "PT" and opts["PT-MoE 1 expert"]["experts"] == 1
     oracle = opts["PT-MoE oracle"]
     assert oracle["route_by"] == "source" and oracle["experts"] == len(raw["data"]["train"])
+
+
+def test_source_supervision_teaches_the_router_the_oracles_split_from_the_input_alone():
+    torch.manual_seed(0)
+    model, tok = tiny_model(source_supervision=1.0, sources=["a", "b"], noise="none")
+    prompt = model.adapter
+    H = prompt.B.shape[1]
+    x = torch.cat([torch.randn(8, 5, H) + 2.0, torch.randn(8, 5, H) - 2.0])
+    mask, sets = torch.ones(16, 5), ["a"] * 8 + ["b"] * 8
+    opt = torch.optim.Adam(prompt.router.parameters(), lr=0.05)
+    prompt.train()
+    for _ in range(30):
+        model.set_row_sources(sets)
+        prompt(x, mask)
+        opt.zero_grad()
+        prompt.aux_loss.backward()
+        opt.step()
+    prompt.eval()
+    model.set_row_sources(None)  # at inference the router reads the input alone
+    prompt(x, mask)
+    assert prompt.routing.selected.argmax(-1).tolist() == [0] * 8 + [1] * 8

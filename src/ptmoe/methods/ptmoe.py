@@ -4,7 +4,8 @@ SVD-initialised, mixed per input by a learned router (top-k, probationary by def
 Routing options beyond the paper's (docs/routing.md measures them): `z_loss` (ST-MoE), `assignment:
 expert_choice` in training, `router_init: orthogonal` (SMoP) or `kmeans` (router and experts from the
 training data, `init_from_data`), `groups` (two-level routing), and `route_by: source`, the oracle
-bracket: each training source has its own expert and a row is routed by the data set it comes from."""
+bracket: each training source has its own expert and a row is routed by the data set it comes from;
+`source_supervision` teaches a router that reads the input alone to make the oracle's split."""
 
 from dataclasses import dataclass, field
 
@@ -44,6 +45,9 @@ class PTMoEConfig(MethodConfig):
     groups: int = 1  # > 1: hierarchical routing, a group first, then an expert within it
     route_by: str = "input"  # source: the oracle, one expert per training source, routed by the row's set
     sources: list[str] = field(default_factory=list)  # route_by source: the training sources, in expert order
+    # weight of a router-only loss in training: cross-entropy of the router's logits toward each row's
+    # training source (expert i = source i); at inference the router reads the input alone
+    source_supervision: float = 0.0
 
     def validate(self, where: str = "config") -> None:
         super().validate(where)
@@ -52,7 +56,11 @@ class PTMoEConfig(MethodConfig):
                 raise ValueError(f"{where}: option {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.groups < 1 or self.experts % self.groups:
             raise ValueError(f"{where}: option 'groups' must divide experts={self.experts}, got {self.groups}")
-        if self.route_by == "source" and self.sources and len(self.sources) != self.experts:
+        if (
+            (self.route_by == "source" or self.source_supervision > 0)
+            and self.sources
+            and len(self.sources) != self.experts
+        ):
             raise ValueError(
                 f"{where}: route_by source needs one expert per training source: experts={self.experts}, "
                 f"{len(self.sources)} sources"
@@ -76,6 +84,7 @@ class PTMoEPrompt(PromptModule):
         self.B = nn.Parameter(B)  # [R, H]
         self.load_balance, self.z_loss = cfg.load_balance, cfg.z_loss
         self.route_by, self.sources = cfg.route_by, list(cfg.sources)
+        self.source_supervision = cfg.source_supervision
         self.data_init = cfg.router_init == "kmeans"
         self.router = Router(
             H,
@@ -95,11 +104,20 @@ class PTMoEPrompt(PromptModule):
     def forward(self, input_embeds, attention_mask):
         given = self.source_experts(input_embeds.device) if self.route_by == "source" else None
         weights, self.routing = self.router(masked_mean(input_embeds, attention_mask), given)
-        terms = ((self.load_balance, self.routing.balance_loss), (self.z_loss, self.routing.z_loss))
+        terms = [(self.load_balance, self.routing.balance_loss), (self.z_loss, self.routing.z_loss)]
+        if self.source_supervision > 0 and self.training and self.row_sources is not None:
+            terms.append((self.source_supervision, self.source_loss(input_embeds, attention_mask)))
         aux = [w * t for w, t in terms if w > 0]
         self.aux_loss = sum(aux) if aux else None
         # mix the small A_i first (B x T x R), then one matmul with the shared B
         return torch.einsum("bn,ntr->btr", weights, self.A) @ self.B
+
+    def source_loss(self, input_embeds, attention_mask) -> torch.Tensor:
+        """Cross-entropy of the router's (noise-free) logits toward each row's training source: it teaches
+        the router the split the oracle is given, from the input alone (what it reads at inference)."""
+        router = self.router
+        logits = router.linear(router.router_input(masked_mean(input_embeds, attention_mask)))
+        return torch.nn.functional.cross_entropy(logits.float(), self.source_experts(logits.device))
 
     def source_experts(self, device) -> torch.Tensor:
         """The oracle: each row's expert is the index of its training source (an evaluation set maps to

@@ -37,6 +37,7 @@ ADDED_OPTIONS = {
     "groups": 1,
     "route_by": "input",
     "sources": [],
+    "source_supervision": 0.0,
 }
 
 

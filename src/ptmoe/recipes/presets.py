@@ -108,11 +108,12 @@ def resolve_method_options(cfg: dict) -> dict:
     """The method options a model is built with: init_text "@task" resolved, and for the oracle
     (route_by: source) the training sources in expert order."""
     opts = task_init_text(cfg)
-    if opts.get("route_by") == "source" and not opts.get("sources"):
+    if (opts.get("route_by") == "source" or (opts.get("source_supervision") or 0) > 0) and not opts.get("sources"):
         sources = list(cfg["data"]["train"])
         if opts.get("experts") != len(sources):
             raise ValueError(
-                f"method_options.route_by: source needs experts = the number of data.train sources ({len(sources)}), "
+                f"method_options route_by: source / source_supervision need experts = the number of data.train "
+                f"sources ({len(sources)}), "
                 f"got experts={opts.get('experts')}"
             )
         opts = {**opts, "sources": [first_example(spec, cfg).get("set", spec) for spec in sources]}
