@@ -17,12 +17,15 @@ def main(root: str) -> None:
         if not value:
             continue
         o = r["config"]["method_options"]
-        name = f"{r['config']['method']} experts={o.get('experts')} route_by={o.get('route_by')} init={o.get('router_init')}"
+        name = (
+            f"{r['config']['method']} experts={o.get('experts')} route_by={o.get('route_by')} "
+            f"init={o.get('router_init')} supervised={o.get('source_supervision', 0)}"
+        )
         replaced = "  ".join(f"{k} {v:6.2f}" for k, v in value["replaced"].items())
         v = value["value"]
         mi = r["eval"]["router"].get("mutual_information_bits", 0.0)
         rows.append(
-            f"{name:52s} seed {r['config']['seed']}  routed {value['routed']:6.2f}  {replaced}  "
+            f"{name:68s} seed {r['config']['seed']}  routed {value['routed']:6.2f}  {replaced}  "
             f"value {v[0]:+6.2f} [{v[1]:+.2f}, {v[2]:+.2f}]  MI {mi:.2f}"
         )
     print("\n".join(sorted(rows)))

@@ -1,4 +1,4 @@
-"""Named recipes for the routed methods (`preset: paper` or `preset: default` in a config).
+"""Named recipes for the routed methods (`preset: paper`, `balanced`, `clustered` or `default` in a config).
 
 Sources: shared/PAPER.md of the project ("what the paper says, and how we read it") and the paper summaries
 it was drawn from (shared/seeds/002: "applies Gaussian noise during training for exploration",
@@ -34,6 +34,16 @@ default: the recipe that measured best after the routing fix, today `paper`. On 
          [+2.41, +6.36] (paired, mean over 8 sets) and `balanced` with normalized weighting by 0.60
          on the average (31.46 against 30.86). Its router sends every input to one expert in each
          seed: on this model, what PT-MoE gains it does not gain from routing.
+clustered: the paper's routing started from the data (docs/routing.md, issue 23): router and experts
+         from k-means of the pooled training inputs (`router_init: kmeans`; Lloyd's algorithm), the
+         router's input standardised, Switch-style load balancing (0.1; Fedus et al. 2021) and the
+         ST-MoE router z-loss (0.001; Zoph et al. 2022). It keeps both experts in use in training, but
+         on SQuAD + DROP (configs/routing-mix.yaml, 3 seeds) its clusters do not follow the tasks (MI
+         0.00-0.01 bit) and it scored 26.20 F1 against `paper`'s 28.11 (routing value -1.00
+         [-3.93, +2.15]): measured, not better, so not the default.
+default: stays `paper` after issue 23 too: the best learned router on SQuAD + DROP (28.11 F1, 1.24
+         above one expert [-4.35, +6.38]; docs/routing.md), though no learned router there found the
+         task split that routing by the true task (the oracle bracket, 31.16) exploits.
 Every preset routes on the prompt alone (`ptmoe.inputs.context_mask`), in training as at inference.
 """
 
