@@ -271,3 +271,23 @@ def test_bad_input_is_one_line_before_any_model_loads(files, source, tmp_path, c
     bad["sequence"][1]["train"] = "nosuch/train"
     with pytest.raises(ValueError, match=r"sequence\[1\]\.train: no prepared set 'nosuch/train'"):
         continual(bad, log=quiet)
+
+
+def test_the_growth_router_loss_keeps_the_adapters_own_aux_terms():
+    """The growth hook adds its router losses to what the forward set (balance, z-loss), never in place of it."""
+    from ptmoe.recipes.grow import Growth
+
+    base, tok = load_shape("tiny", dtype=torch.float32, seed=0)
+    model = PtmoeModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 3, "z_loss": 0.5, "noise": "none"}, tok)
+    prompt = model.adapter
+    hook = Growth.__new__(Growth)  # only what the hook reads: no replay, the route loss toward expert 1
+    hook.replaying, hook.g, hook.n_old = False, {"route_weight": 1.0}, 1
+    x, mask = torch.randn(3, 5, prompt.B.shape[1]), torch.ones(3, 5)
+    prompt.train()
+    prompt(x, mask)
+    own = prompt.aux_loss.detach().clone()
+    torch.testing.assert_close(own, 0.5 * prompt.routing.z_loss.detach())
+    hook._router_loss(prompt, (x, mask), None)
+    logits = prompt.router.clean_logits(x.mean(1))
+    route = (logits.logsumexp(-1) - logits[:, 1:].logsumexp(-1)).mean()
+    torch.testing.assert_close(prompt.aux_loss.detach(), own + route.detach())

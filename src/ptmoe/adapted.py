@@ -19,6 +19,7 @@ from .generation import check_cache, greedy_decode, left_align
 from .inputs import context_mask, mixed_prompts, prepend_prompt
 from .loss import label_loss, logits_and_loss
 from .methods import PROMPT, Adapter, MethodConfig, Routing, get_method, make_config
+from .methods.building import masked_mean
 from .persistence import CONFIG_NAME, AdapterError
 
 
@@ -74,6 +75,19 @@ class AdaptedModel(nn.Module):
         routes by source, the oracle bracket, reads it)."""
         for adapter in self.adapters.values():
             adapter.row_sources = sets
+
+    @torch.no_grad()
+    def pooled_inputs(self, rows: list[dict], pad_id: int, batch_size: int = 32) -> torch.Tensor:
+        """What a routed prompt reads of each encoded row: the masked mean of its input embeddings over the
+        context (`context_mask`, never the answer), [n, H] fp32 on the model's device."""
+        from .collate import pad_batch
+
+        emb = self.lm.get_input_embeddings()
+        out = []
+        for i in range(0, len(rows), batch_size):
+            b = {k: v.to(emb.weight.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
+            out.append(masked_mean(emb(b["input_ids"]), context_mask(b["attention_mask"], b["labels"])))
+        return torch.cat(out) if out else torch.zeros(0, emb.weight.shape[1], device=emb.weight.device)
 
     @torch.no_grad()
     def init_from_data(self, rows: list[dict], seed: int = 0):

@@ -115,8 +115,7 @@ class PTMoEPrompt(PromptModule):
     def source_loss(self, input_embeds, attention_mask) -> torch.Tensor:
         """Cross-entropy of the router's (noise-free) logits toward each row's training source: it teaches
         the router the split the oracle is given, from the input alone (what it reads at inference)."""
-        router = self.router
-        logits = router.linear(router.router_input(masked_mean(input_embeds, attention_mask)))
+        logits = self.router.clean_logits(masked_mean(input_embeds, attention_mask))
         return torch.nn.functional.cross_entropy(logits.float(), self.source_experts(logits.device))
 
     def source_experts(self, device) -> torch.Tensor:

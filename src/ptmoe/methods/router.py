@@ -111,6 +111,11 @@ class Router(nn.Module):
             x = (x - self.input_mean) / (self.input_var + 1e-6).sqrt()
         return x
 
+    def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits on pooled inputs x without exploration noise: what the router decides at inference
+        (router-only losses of training read them)."""
+        return self.linear(self.router_input(x).to(self.linear.weight.dtype))
+
     def forward(self, x: torch.Tensor, given: torch.Tensor | None = None) -> tuple[torch.Tensor, Routing]:
         """x: [B, H] fp32 -> weights [B, N] and the routing record (probs, selection, weights).
         given: [B] expert ids (the oracle): each row gets that expert at weight 1."""

@@ -81,7 +81,7 @@ def routing_value(model, loaded: dict, routed_predictions: dict, answer, max_new
     mix (the weight each row got is kept; only which expert serves it changes). Routing value = routed
     minus the best of those, per question, mean over sets, with a paired bootstrap 95% interval. Picking
     the best replacement after the fact favours it, so the value is, if anything, understated."""
-    n = routers(model)[0].experts
+    n = routers(model)[0].experts  # (the caller checked there is one)
     routed = predictions_scores(routed_predictions, loaded)
     forced = {}
     for replace in [*range(n), UNIFORM]:
@@ -157,7 +157,8 @@ def evaluate(
     results["average"] = average(results["sets"])
     if monitor.totals():  # a routed adapter was used
         results["router"] = monitor.totals()
-        if e["routing_value"] and routers(model) and routers(model)[0].experts > 1:
+        found = routers(model)
+        if e["routing_value"] and found and found[0].experts > 1:
             answer = lambda ex, max_new: generate_answers(model, tok, ex, e["batch_size"], d["max_length"], max_new)[0]
             max_new = {spec: e["max_new_tokens"].get(ex[0].get("task", "qa"), 32) for spec, ex in loaded.items()}
             results["router"]["routing_value"] = routing_value(

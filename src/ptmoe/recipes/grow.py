@@ -86,29 +86,6 @@ def from_adapter(cfg: dict) -> tuple[dict, dict | None]:
     return {**cfg, "method_options": options, "preset": None}, meta
 
 
-# ---- pooled router inputs ------------------------------------------------------------------------
-@torch.no_grad()
-def pooled_inputs(model, rows: list[dict], pad_id: int, batch_size: int = 32) -> torch.Tensor:
-    """What a routed prompt reads of each training row: the masked mean of its input embeddings over
-    the context (inputs.context_mask), [n, H] fp32 on the model's device."""
-    from ..collate import pad_batch
-    from ..inputs import context_mask
-    from ..methods.building import masked_mean
-
-    emb = model.lm.get_input_embeddings()
-    out = []
-    for i in range(0, len(rows), batch_size):
-        b = {k: v.to(emb.weight.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
-        given = context_mask(b["attention_mask"], b["labels"])
-        out.append(masked_mean(emb(b["input_ids"]), given))
-    return torch.cat(out) if out else torch.zeros(0, emb.weight.shape[1], device=emb.weight.device)
-
-
-def router_logits(router, x: torch.Tensor) -> torch.Tensor:
-    """The router's logits on pooled inputs, without exploration noise (what it decides at inference)."""
-    return router.linear(router.router_input(x).to(router.linear.weight.dtype))
-
-
 def read_store(adapter_dir) -> dict | None:
     """{inputs [n, H], experts [n], tasks [n], names} of an adapter's replay store, or None."""
     from safetensors import safe_open
@@ -135,7 +112,7 @@ class Growth:
         if self.old is not None:
             self.old = {k: v.to(self._device) if torch.is_tensor(v) else v for k, v in self.old.items()}
         rows = random.Random(cfg["seed"]).sample(train_rows, min(self.g["store_size"], len(train_rows)))
-        self.new_inputs = pooled_inputs(model, rows, pad_id)
+        self.new_inputs = model.pooled_inputs(rows, pad_id)
         if cfg["init_from"]:
             self._load_source(train_rows, pad_id, log)
         self.replay = torch.Generator().manual_seed(cfg["seed"])
@@ -200,7 +177,7 @@ class Growth:
             b[n_old:] = 0.0
         if self.g["router_init"] != "data":
             return
-        pooled = router.router_input(pooled_inputs(self.model, train_rows[:256], pad_id))
+        pooled = router.router_input(self.model.pooled_inputs(train_rows[:256], pad_id))
         new, spread = pooled.mean(0), pooled.var(0, unbiased=False).sum()
         if self.old is not None:
             ref = router.router_input(self.old["inputs"]).mean(0)
@@ -209,7 +186,7 @@ class Growth:
         d = new - ref
         W[n_old:] = (2 * d / (d.pow(2).sum() + spread).clamp_min(1e-12)).to(W.dtype)
         if b is not None:
-            best_old = router_logits(router, new[None].clone())[0, :n_old].max()
+            best_old = router.clean_logits(new[None].clone())[0, :n_old].max()
             b[n_old:] = best_old + 1.0 - W[n_old:] @ new.to(W.dtype)
 
     def _freeze(self, n_old: int) -> None:
@@ -263,14 +240,14 @@ class Growth:
         if self.replaying:
             n = len(self.old["experts"])
             idx = torch.randint(n, (min(self.g["replay_batch"], n),), generator=self.replay).to(self._device)
-            logits = router_logits(module.router, self.old["inputs"][idx]) / T
+            logits = module.router.clean_logits(self.old["inputs"][idx]) / T
             loss = loss + self.g["replay_weight"] * F.cross_entropy(logits.float(), self.old["experts"][idx])
         if self.g["route_weight"] > 0:  # what the router read in this forward: the batch's pooled inputs
-            logits = (router_logits(module.router, masked_mean(*inputs[:2])) / T).float()
+            logits = (module.router.clean_logits(masked_mean(*inputs[:2])) / T).float()
             new = logits.logsumexp(-1) - logits[:, self.n_old :].logsumexp(-1)
             loss = loss + self.g["route_weight"] * new.mean()
-        balance = module.aux_loss if getattr(module, "load_balance", 0) > 0 else None  # set by this forward
-        module.aux_loss = loss if balance is None else balance + loss
+        own = module.aux_loss  # this forward's own terms (balance, z-loss, source supervision), or None
+        module.aux_loss = loss if own is None else own + loss
 
     # ---- what is saved with the adapter ---------------------------------------------------------------
     @torch.no_grad()
@@ -278,7 +255,7 @@ class Growth:
         """The replay store: the old stages' entries as they were, then this stage's inputs with the expert
         the router sends each to now. -> (tensors, metadata)."""
         router = self.adapter.router
-        experts = router_logits(router, self.new_inputs).argmax(-1) if len(self.new_inputs) else None
+        experts = router.clean_logits(self.new_inputs).argmax(-1) if len(self.new_inputs) else None
         stage = self.stage_name()
         names = list(self.old["names"]) if self.old is not None else []
         tensors = {
