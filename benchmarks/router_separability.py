@@ -19,8 +19,9 @@ import random
 import torch
 import yaml
 
+from ptmoe.adapted import AdaptedModel
 from ptmoe.base_models import load_base_model
-from ptmoe.inputs import context_mask
+from ptmoe.data.format import special_ids
 from ptmoe.methods.ptmoe import kmeans
 from ptmoe.recipes.compare_plan import shared_config
 from ptmoe.recipes.routing import mutual_information_bits
@@ -28,20 +29,14 @@ from ptmoe.recipes.train_data import encode_sources, read_sources
 
 
 def pooled_inputs(cfg, rows_per_source):
+    """The router's input for each training row (`AdaptedModel.pooled_inputs`) and its source's index."""
     base, tok = load_base_model(cfg["model"])
     sources, valid, rng = read_sources(cfg, log=lambda *a: None)
     sources = [(spec, ex[:rows_per_source]) for spec, ex in sources]
     rows, _ = encode_sources(cfg, sources, [], rng, tok, log=lambda *a: None)
-    emb = base.get_input_embeddings()
-    xs, labels = [], []
     names = sorted({r["set"] for r in rows})
-    with torch.no_grad():
-        for r in rows:
-            ids = torch.tensor(r["input_ids"])[None]
-            mask = context_mask(torch.ones_like(ids), torch.tensor(r["labels"])[None]).bool()
-            xs.append(emb(ids[mask]).float().mean(0))
-            labels.append(names.index(r["set"]))
-    return torch.stack(xs), torch.tensor(labels), names
+    x = AdaptedModel(base, "none", {}, tok).pooled_inputs(rows, special_ids(tok)[0])
+    return x, torch.tensor([names.index(r["set"]) for r in rows]), names
 
 
 def linear_probe(x, y, k, seed=0, steps=500):
@@ -50,6 +45,7 @@ def linear_probe(x, y, k, seed=0, steps=500):
     train, test = order[: len(x) // 2], order[len(x) // 2 :]
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6
     z = (x - mean) / std
+    torch.manual_seed(seed)  # the probe's initialisation: the same figure on every rerun
     probe = torch.nn.Linear(x.shape[1], k)
     opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-3)
     for _ in range(steps):
