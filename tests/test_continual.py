@@ -194,6 +194,31 @@ def test_grown_adapter_loads_generates_and_serves(files, grown):
     assert got == batched
 
 
+def test_lm_eval_answers_with_a_grown_adapter_as_its_model_does(files, grown):
+    """lm-eval's `ptmoe` model loads the grown adapter by path (adapter=DIR) and generates what the
+    grown model generates for each prompt alone."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+
+    from ptmoe.interop.lm_eval_model import PtmoeLM
+
+    base = str(files / "base")
+    lm, tok = load_base_model(base)
+    model = PtmoeModel.from_pretrained(grown, lm, tok).eval()
+    prompts = [json.loads(line)["context"] for line in (files / "t2.jsonl").read_text().splitlines()[:3]]
+    want = []
+    for p in prompts:
+        x = torch.tensor([tok(p)["input_ids"]])
+        new = model.generate(x, torch.ones_like(x), max_new_tokens=6, eos_token_id=[tok.eos_token_id])
+        want.append(tok.decode(new[0], skip_special_tokens=True))
+    lm_eval_model = PtmoeLM(pretrained=base, adapter=grown, dtype="fp32", device="cpu", batch_size=3)
+    assert lm_eval_model.ptmoe.adapter.A.shape[0] == 3  # the grown adapter, not its source
+    got = lm_eval_model.generate_until(
+        [Instance("generate_until", {}, (p, {"until": ["\n\n"], "max_gen_toks": 6}), i) for i, p in enumerate(prompts)]
+    )
+    assert got == [w.split("\n\n")[0] for w in want] and len(set(got)) > 1
+
+
 def test_export_refuses_a_grown_adapter(grown, tmp_path, capsys):
     assert main(["export", grown, str(tmp_path / "peft"), "--format", "peft"]) == 2
     err = capsys.readouterr().err.strip()

@@ -250,3 +250,14 @@ def test_source_supervision_teaches_the_router_the_oracles_split_from_the_input_
     model.set_row_sources(None)  # at inference the router reads the input alone
     prompt(x, mask)
     assert prompt.routing.selected.argmax(-1).tolist() == [0] * 8 + [1] * 8
+
+
+def test_routing_value_changes_the_run_key_only_where_a_router_is_evaluated_without_it():
+    from ptmoe.recipes.compare_plan import run_key
+    from ptmoe.recipes.config import load_config
+
+    def key(*over):
+        return run_key(load_config(None, list(over)))
+
+    assert key("eval.routing_value=false") != key()  # a routed run without the replacements is another run
+    assert key("method=pt", "eval.routing_value=false") == key("method=pt")  # pt has no router: same run

@@ -1,10 +1,12 @@
 """The vllm engine against the hf engine on the embedded model: the same greedy answers through two
-live servers, for the base model, a pt, a ptmoe (soft prompts as prompt_embeds) and a lora adapter
-(vLLM's LoRA requests); alone, streamed, and all concurrently. vLLM starts once for the module."""
+live servers, for the base model, a pt, a ptmoe (soft prompts as prompt_embeds), a ptmoe adapter grown
+from it by `ptmoe train --from` and a lora adapter (vLLM's LoRA requests); alone, streamed, and all
+concurrently. vLLM starts once for the module."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -17,6 +19,8 @@ openai = pytest.importorskip("openai")
 
 from ptmoe.model import PtmoeModel
 from ptmoe.models import DEFAULT_MODEL, load_base_model
+from ptmoe.recipes.config import load_config
+from ptmoe.recipes.train import train
 from ptmoe.serving.adapters import load_served
 from ptmoe.serving.app import create_app
 from ptmoe.serving.engine_hf import HFEngine
@@ -25,6 +29,34 @@ from ptmoe.serving.server import Background
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 QUESTIONS = ["What is the capital of France?", "Name three colors."]
 ADAPTERS = {"ptmoe": {"num_tokens": 8, "experts": 2, "rank": 4}, "pt": {"num_tokens": 8}, "lora": {"r": 2}}
+NAMES = [*ADAPTERS, "grown"]
+
+
+def grow(source: str, root) -> str:
+    """The ptmoe adapter grown by one expert on a few QA rows (2 steps of `ptmoe train --from`)."""
+    rows = [
+        {"context": f"The box holds {n} red balls.", "question": "How many balls?", "answers": [str(n)]}
+        for n in range(8)
+    ]
+    data = root / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = ADAPTERS["ptmoe"]
+    cfg = load_config(
+        None,
+        [
+            f"output_dir={root / 'grown-run'}",
+            f"data.train=['{data}']",
+            f"data.eval=['{data}']",
+            "data.valid_examples=2",
+            "data.max_eval_examples=2",
+            "train.steps=2",
+            "train.batch_size=2",
+            f"method_options={{num_tokens: {options['num_tokens']}, experts: 2, rank: {options['rank']}}}",
+            f"init_from={source}",
+            "grow.experts=1",
+        ],
+    )
+    return train(cfg, log=lambda *a, **k: None)["output_dir"] + "/best"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +73,7 @@ def engines(tmp_path_factory):
                 for p in model.trainable_parameters():
                     p.add_(torch.randn_like(p) * 0.05)
         paths[method] = str(model.save_pretrained(root / method))
+    paths["grown"] = grow(paths["ptmoe"], root)
     served = load_served(DEFAULT_MODEL, paths)
     # one process: no engine-core or worker processes to spawn (each re-imports vLLM: ~30 s apiece)
     vllm = VLLMEngine(served, max_model_len=1024, distributed_executor_backend="uni", in_process=True)
@@ -58,7 +91,7 @@ def answers(engine, served, stats: dict | None = None) -> dict:
     app = create_app(engine, served, batch_wait=0.2)
     with Background(app) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
-        keys = [(name, q) for name in [served.base_name, *ADAPTERS] for q in QUESTIONS]
+        keys = [(name, q) for name in [served.base_name, *NAMES] for q in QUESTIONS]
         ask = lambda key, **kw: client.chat.completions.create(
             model=key[0], messages=[{"role": "user", "content": key[1]}], max_tokens=16, temperature=0, **kw
         )

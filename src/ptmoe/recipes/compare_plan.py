@@ -51,7 +51,9 @@ def run_key(cfg: dict) -> str:
     # keys added after runs were stored hash as before while unset, so stored runs are still found
     added = {"columns": None, "task": None, "eval_sample": "first", "train_max_length": None}
     ident["data"] = {k: v for k, v in ident["data"].items() if not (k in added and v == added[k])}
-    ident["eval"] = {k: v for k, v in ident["eval"].items() if not (k == "routing_value" and v is True)}
+    # routing value only adds evaluations of a routed adapter: unkeyed at its default or without a router
+    unkeyed = ident["eval"].get("routing_value") is True or ident.get("method") not in ROUTED
+    ident["eval"] = {k: v for k, v in ident["eval"].items() if not (k == "routing_value" and unkeyed)}
     opts = ident["method_options"]
     ident["method_options"] = {k: v for k, v in opts.items() if not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
     for key in ("init_from", "grow"):  # top-level keys added later, likewise

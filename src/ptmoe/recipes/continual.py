@@ -139,6 +139,8 @@ def stage_configs(shared: dict, strategy: str, tasks: list, pt_options: dict, ov
             cfg["train"]["steps"] = T * shared["train"]["steps"]
         else:  # the PT-MoE sequences keep a replay store from stage 0 on (it changes no training)
             cfg["grow"]["store_size"] = g["store_size"]
+        if strategy == "oracle" and i > 0:  # stage j's prompt answers only task j (stage 1 is seq-pt's run)
+            cfg["data"]["eval"] = [task["eval"]]
         if strategy in SEQUENTIAL and i > 0:  # the adapter it starts from fixes the number of experts
             cfg["method_options"].pop("experts", None)
         if strategy.startswith("growth") and i > 0:
@@ -163,7 +165,6 @@ def continual(raw: dict, where: str = "continual config", only=None, log=print, 
     root = Path(str(plan["shared"]["output_dir"]).format(method="continual", seed=0))
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    base = base_scores(plan, root, log, report)
     finished = {}
     for seed in plan["seeds"]:  # every strategy at one seed before the next seed
         for strategy in plan["strategies"]:
@@ -173,6 +174,7 @@ def continual(raw: dict, where: str = "continual config", only=None, log=print, 
                 finished.setdefault(strategy, []).append(stages)
     if not finished:
         raise ConfigError(f"{where}: no finished strategy to report under {root}")
+    base = base_scores(plan, root, log, report)  # after training, so processes side by side don't both run it
     table = build_table(finished, plan, base)
     table["wall_s_this_invocation"] = time.time() - t0
     (root / "continual.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
