@@ -219,6 +219,14 @@ def test_lm_eval_answers_with_a_grown_adapter_as_its_model_does(files, grown):
     assert got == [w.split("\n\n")[0] for w in want] and len(set(got)) > 1
 
 
+def test_the_grown_adapters_card_shows_its_lineage(source, grown):
+    card = Path(grown, "README.md").read_text()
+    rows = card.split("## Lineage")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(rows) == 2  # the source's stage, then the growth
+    assert "| 1 | scratch |" in rows[0] and "t1.jsonl" in rows[0]
+    assert f"| 2 | {source} |" in rows[1] and "t2.jsonl" in rows[1] and "| 1 |" in rows[1]
+
+
 def test_export_refuses_a_grown_adapter(grown, tmp_path, capsys):
     assert main(["export", grown, str(tmp_path / "peft"), "--format", "peft"]) == 2
     err = capsys.readouterr().err.strip()

@@ -87,6 +87,13 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
     for key in ("step", "valid_loss"):
         if key in meta:
             lines.append(f"- Saved at {key.replace('_', ' ')}: {meta[key]}")
+    if meta.get("lineage"):
+        lines += ["", "## Lineage (`ptmoe train --from`)", "", "| stage | started from | data | experts added | frozen |"]
+        lines.append("|---|---|---|---|---|")
+        for i, s in enumerate(meta["lineage"], 1):
+            data = ", ".join(s.get("data") or [])
+            frozen = ", ".join(s.get("frozen") or [])
+            lines.append(f"| {i} | {s.get('from') or 'scratch'} | {data} | {s.get('experts_added', '')} | {frozen} |")
     if results:
         lines += ["", "## Results (`ptmoe eval`)", "", "| set | n | F1 | EM | accuracy |", "|---|---|---|---|---|"]
         cell = lambda r, k: f"{r[k]:.2f}" if isinstance(r.get(k), (int, float)) else ""
