@@ -88,7 +88,12 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
         if key in meta:
             lines.append(f"- Saved at {key.replace('_', ' ')}: {meta[key]}")
     if meta.get("lineage"):
-        lines += ["", "## Lineage (`ptmoe train --from`)", "", "| stage | started from | data | experts added | frozen |"]
+        lines += [
+            "",
+            "## Lineage (`ptmoe train --from`)",
+            "",
+            "| stage | started from | data | experts added | frozen |",
+        ]
         lines.append("|---|---|---|---|---|")
         for i, s in enumerate(meta["lineage"], 1):
             data = ", ".join(s.get("data") or [])
