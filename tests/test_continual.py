@@ -265,6 +265,10 @@ def test_continual_writes_R_and_resumes_stage_by_stage(files, tmp_path, monkeypa
     assert growth["bwt"][0] == pytest.approx(R[1][0] - R[0][0])
     assert growth["acc"][0] == pytest.approx((R[1][0] + R[1][1]) / 2)
     assert "R[stage][task]: growth" in table["markdown"] and (tmp_path / "cont" / "continual.md").exists()
+    shares = saved["rows"]["growth"]["expert_share"]  # [stage][task] -> share per expert: 2, then 3 experts
+    assert [[len(c) for c in row] for row in shares] == [[2, 2], [3, 3]]
+    assert all(sum(c) == pytest.approx(1) for row in shares for c in row)
+    assert "expert_share" not in saved["rows"]["seq-pt"] and "Where the router sent" in table["markdown"]
     # seq-pt and oracle share their first stage (the same config): 2 + 2 + 1 + 1 joint = 6 runs
     assert len(list((tmp_path / "cont" / "runs").iterdir())) == 6
     # stop after a stage: its later stage is gone; the rerun trains that one stage only

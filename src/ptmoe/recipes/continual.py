@@ -242,6 +242,12 @@ def matrix(stages: list, strategy: str, evals: list[str], base: dict | None) -> 
     return rows
 
 
+def expert_shares(stages: list, names: list[str]) -> list[list[list[float] | None]]:
+    """[stage][task]: the share of the task's evaluation questions the router sent to each expert."""
+    per_set = [(res["eval"].get("router") or {}).get("per_set", {}) for res in stages]
+    return [[sets.get(n, {}).get("expert_share") for n in names] for sets in per_set]
+
+
 def mean(xs):
     return sum(xs) / len(xs)
 
@@ -296,6 +302,12 @@ def build_table(finished: dict, plan: dict, base: dict | None) -> dict:
             "wall_s_per_seed": wall,
             "stage_keys": [[r["key"] for r in stages] for stages in runs],
         }
+        shares = [expert_shares(stages, names) for stages in runs]
+        if any(x for row in shares[0] for x in row):  # a routed strategy: where each task went, mean over seeds
+            rows[strategy]["expert_share"] = [
+                [[mean(e) for e in zip(*[seed[i][j] for seed in shares])] for j in range(len(names))]
+                for i in range(len(shares[0]))
+            ]
     baseline = plan["baseline"]
     for strategy, row in rows.items():
         if strategy != baseline and baseline in rows:
@@ -357,4 +369,11 @@ def markdown(t: dict) -> str:
             valid = [x for x in row if x == x]
             out.append(f"| {label} | " + " | ".join(f(x) for x in row) + f" | {f(mean(valid)) if valid else ''} |")
         out.append("")
+        if r.get("expert_share"):
+            out += [f"Where the router sent each task's questions ({s}): % per expert, expert 0 first", ""]
+            out += ["| after stage | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for i, row in enumerate(r["expert_share"]):
+                label = "all tasks (joint)" if len(r["expert_share"]) == 1 else f"{i + 1} ({names[i]})"
+                out.append(f"| {label} | " + " | ".join(" / ".join(f"{100 * x:.0f}" for x in c) for c in row) + " |")
+            out.append("")
     return "\n".join(out)
