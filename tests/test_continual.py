@@ -115,6 +115,38 @@ def test_grown_adapter_keeps_old_parts_bit_identical(source, grown):
     assert torch.equal(store["inputs"][:16], read_store(source)["inputs"])
 
 
+@pytest.fixture(scope="module")
+def grown_per_stage(files, source):
+    """Grown like `grown`, with the route loss (new inputs to the new expert) and grow.gate=per_stage."""
+    common = ["train.steps=4", f"init_from={source}", "grow.experts=1", "grow.route_weight=1"]
+    return run_train(overrides(files, "t2", files / "grown_per_stage", *common, "grow.gate=per_stage"))
+
+
+def prompts_on_old_task(files, adapter: str):
+    """The adapter's soft prompts and selected experts for the first task's inputs (eval mode: no noise)."""
+    lm, tok = load_base_model(str(files / "base"))
+    model = PtmoeModel.from_pretrained(adapter, lm, tok).eval()
+    texts = [json.loads(line)["context"] for line in (files / "t1.jsonl").read_text().splitlines()]
+    batch = tok(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        prompts = model.prompt_module(lm.get_input_embeddings()(batch["input_ids"]), batch["attention_mask"])
+    return prompts, model.prompt_module.routing.selected.argmax(-1)
+
+
+def test_per_stage_gate_gives_old_inputs_on_old_experts_their_old_prompt(files, source, grown, grown_per_stage):
+    """With one softmax over every expert, a new router row takes probability from old inputs and scales
+    their prompt down even where they stay on their old expert; per stage, such an input's prompt is the
+    one the source adapter gave it."""
+    before, _ = prompts_on_old_task(files, source)
+    assert json.loads(Path(grown_per_stage, "adapter_config.json").read_text())["config"]["stage_experts"] == [2, 1]
+    for adapter, exact in ((grown_per_stage, True), (grown, False)):
+        after, expert = prompts_on_old_task(files, adapter)
+        old = expert < 2
+        assert old.sum() >= 4  # enough old inputs stay on old experts to compare
+        same = (after[old] - before[old]).abs().amax() < 1e-6
+        assert bool(same) == exact, adapter
+
+
 def routing_of_store(adapter: str, stage: int):
     """Expert picked by the adapter's router (its logits, no noise, as at inference) for each stored
     input of one stage, and the expert each was routed to when its stage ended."""
@@ -283,7 +315,7 @@ def test_continual_writes_R_and_resumes_stage_by_stage(files, tmp_path, monkeypa
     assert again["rows"]["growth"]["R"] == R  # the same stage, retrained the same way
 
 
-def test_bad_input_is_one_line_before_any_model_loads(files, source, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_one_line_before_any_model_loads(files, source, grown_per_stage, tmp_path, capsys, monkeypatch):
     import ptmoe.recipes.train as train_module
 
     monkeypatch.setattr(train_module, "build_model", lambda *a: pytest.fail("a model was loaded"))
@@ -298,6 +330,7 @@ def test_bad_input_is_one_line_before_any_model_loads(files, source, tmp_path, c
         "trained on base model": ["model=shape:smollm2-135m", "--from", source],
         "not a ptmoe adapter folder": ["--from", str(tmp_path)],
         "grow.experts: only a routed method": ["method=pt", "method_options={num_tokens: 3}"],
+        "grow.gate: shared, but the --from adapter": ["method_options.experts=3", "--from", grown_per_stage],
     }
     for expected, extra in cases.items():
         args = overrides(files, "t2", tmp_path / "out", "grow.experts=1", *extra, ptmoe="method=pt" not in extra)

@@ -79,8 +79,10 @@ class MethodConfig:
                 raise ValueError(f"{where}: option {f.name!r} must be a string, got {v!r}")
             elif kind == "bool" and not isinstance(v, bool):
                 raise ValueError(f"{where}: option {f.name!r} must be true or false, got {v!r}")
-            elif kind.startswith("list") and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-                raise ValueError(f"{where}: option {f.name!r} must be a list of strings, got {v!r}")
+            elif kind.startswith("list") and not (v is None and "None" in kind):
+                item, what = (int, "integers") if kind.startswith("list[int]") else (str, "strings")
+                if not (isinstance(v, list) and all(isinstance(x, item) and not isinstance(x, bool) for x in v)):
+                    raise ValueError(f"{where}: option {f.name!r} must be a list of {what}, got {v!r}")
 
 
 class AdapterStateError(ValueError):

@@ -48,6 +48,9 @@ class PTMoEConfig(MethodConfig):
     # weight of a router-only loss in training: cross-entropy of the router's logits toward each row's
     # training source (expert i = source i); at inference the router reads the input alone
     source_supervision: float = 0.0
+    # a grown adapter's experts per growth stage (set by `grow.gate: per_stage`): the selected expert's
+    # weight is its probability among its own stage's experts, so new rows leave old inputs' weights alone
+    stage_experts: list[int] | None = None
 
     def validate(self, where: str = "config") -> None:
         super().validate(where)
@@ -56,6 +59,13 @@ class PTMoEConfig(MethodConfig):
                 raise ValueError(f"{where}: option {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.groups < 1 or self.experts % self.groups:
             raise ValueError(f"{where}: option 'groups' must divide experts={self.experts}, got {self.groups}")
+        if self.stage_experts is not None and (
+            sum(self.stage_experts) != self.experts or min(self.stage_experts, default=0) < 1 or self.groups > 1
+        ):
+            raise ValueError(
+                f"{where}: option 'stage_experts' must be positive counts summing to experts={self.experts} "
+                f"(without groups), got {self.stage_experts}"
+            )
         if (
             (self.route_by == "source" or self.source_supervision > 0)
             and self.sources
@@ -99,6 +109,7 @@ class PTMoEPrompt(PromptModule):
             assignment=cfg.assignment,
             init="orthogonal" if cfg.router_init == "orthogonal" else "normal",
             groups=cfg.groups,
+            stages=cfg.stage_experts,
         )
 
     def forward(self, input_embeds, attention_mask):

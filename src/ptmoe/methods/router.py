@@ -16,6 +16,7 @@ the ST-MoE router z-loss (the adapter adds them), expert-choice assignment in tr
 takes an equal share of the batch; top-k at inference), an orthogonal initialisation (SMoP), a
 data initialisation (k-means centroids of the pooled training inputs, `init_from_centroids`), and
 two-level routing (`groups`: a group first, then an expert within it, each top-1 and probationary).
+A grown router can weigh each expert within its growth stage (`stages`, docs/continual.md).
 Two replacements serve measurement: `given` routes each row to a known expert (the oracle bracket)
 and `replaced_routing` forces one expert or the uniform mix on every input (the routing value).
 """
@@ -55,6 +56,7 @@ class Router(nn.Module):
         assignment: str = "top_k",
         init: str = "normal",
         groups: int = 1,
+        stages: list[int] | None = None,
     ):
         super().__init__()
         if assignment not in ASSIGNMENTS:
@@ -82,7 +84,10 @@ class Router(nn.Module):
                 nn.init.normal_(lin.weight, std=1.0 / math.sqrt(hidden))
             if bias:
                 nn.init.zeros_(lin.bias)
+        if stages is not None and (sum(stages) != experts or groups > 1):
+            raise ValueError(f"router: stages must sum to experts={experts} (without groups), got {stages}")
         self.assignment, self.groups = assignment, groups
+        self.stages = list(stages) if stages else None  # experts added per growth stage (grow.gate per_stage)
         self.replace: int | str | None = None  # set by replaced_routing: an expert index or UNIFORM
         self.experts, self.noise, self.noise_std = experts, noise, noise_std
         self.top_k, self.weighting, self.temperature = top_k, weighting, temperature
@@ -131,7 +136,7 @@ class Router(nn.Module):
             if self.groups > 1:  # two levels: p(e) = p(group) * p(e | group), the chosen group's experts only
                 probs = self._grouped_probs(z, logits)
             selected = self._select(probs)
-            weights = self._weigh(probs, selected)
+            weights = self._weigh(self._per_stage(logits) if self.stages else probs, selected)
         if self.replace is not None:
             weights, selected = self._replaced(weights)
         # Switch-style load-balancing term N * sum_i f_i * P_i (f: share routed, P: mean prob) and the
@@ -145,6 +150,11 @@ class Router(nn.Module):
             eps = torch.randn_like(logits) * self.noise_std
             return logits * (1 + eps) if self.noise == "multiplicative" else logits + eps
         return logits
+
+    def _per_stage(self, logits: torch.Tensor) -> torch.Tensor:
+        """A softmax over each growth stage's experts separately: an expert's weight no longer depends on
+        the rows added after it (the selection still compares every expert)."""
+        return torch.cat([torch.softmax(x / self.temperature, -1) for x in logits.split(self.stages, -1)], -1)
 
     def _grouped_probs(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """Hierarchical routing: the top-1 group (probationary: its probability scales the result),

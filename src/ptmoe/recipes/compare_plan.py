@@ -38,6 +38,7 @@ ADDED_OPTIONS = {
     "route_by": "input",
     "sources": [],
     "source_supervision": 0.0,
+    "stage_experts": None,
 }
 
 
@@ -59,8 +60,9 @@ def run_key(cfg: dict) -> str:
     for key in ("init_from", "grow"):  # top-level keys added later, likewise
         if ident.get(key) == DEFAULTS[key]:
             ident.pop(key, None)
-    if ident.get("grow", {}).get("route_weight") == 0.0:  # grow keys added later, likewise
-        ident["grow"] = {k: v for k, v in ident["grow"].items() if k != "route_weight"}
+    later = {"route_weight": 0.0, "gate": "shared"}  # grow keys added later, likewise
+    if "grow" in ident:
+        ident["grow"] = {k: v for k, v in ident["grow"].items() if not (k in later and v == later[k])}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

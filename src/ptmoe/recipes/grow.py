@@ -82,6 +82,14 @@ def from_adapter(cfg: dict) -> tuple[dict, dict | None]:
             )
         options[key] = value
     if cfg["grow"]["experts"]:
+        stages = options.get("stage_experts")
+        if stages and cfg["grow"]["gate"] == "shared":
+            raise ConfigError(
+                f"grow.gate: shared, but the --from adapter {path} weighs its experts per growth stage "
+                f"(stage_experts {stages}): grow it with grow.gate=per_stage"
+            )
+        if cfg["grow"]["gate"] == "per_stage":
+            options["stage_experts"] = (stages or [options["experts"]]) + [cfg["grow"]["experts"]]
         options["experts"] = options["experts"] + cfg["grow"]["experts"]
     return {**cfg, "method_options": options, "preset": None}, meta
 

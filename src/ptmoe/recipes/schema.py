@@ -232,6 +232,14 @@ SCHEMA: dict[str, tuple] = {
         "weight of a router-only loss sending this stage's training inputs to the new experts "
         "(-log of their summed probability): the stage's task is known in training; 0: off",
     ),
+    "grow.gate": (
+        "shared",
+        choice("shared", "per_stage"),
+        "weight of the selected expert: `shared`, its probability over every expert (the paper's "
+        "probationary weight, which new router rows lower for old inputs too); `per_stage`, its "
+        "probability among the experts added in its own stage, so an old input still routed to an old "
+        "expert gets exactly the prompt it got before the growth",
+    ),
     "eval.batch_size": (16, integer(1), "questions generated together"),
     "eval.routing_value": (
         True,
