@@ -81,7 +81,8 @@ def source(files):
 
 @pytest.fixture(scope="module")
 def grown(files, source):
-    """Grown by one expert on t2, old parts frozen, with weight decay (which moves zero-gradient parameters)."""
+    """Grown by one expert on t2, old parts frozen, with weight decay (which moves zero-gradient parameters),
+    weighing experts over every expert (grow.gate=shared, the paper's probationary weight)."""
     return run_train(
         overrides(
             files,
@@ -91,6 +92,7 @@ def grown(files, source):
             "train.weight_decay=0.1",
             f"init_from={source}",
             "grow.experts=1",
+            "grow.gate=shared",
         )
     )
 
@@ -117,7 +119,7 @@ def test_grown_adapter_keeps_old_parts_bit_identical(source, grown):
 
 @pytest.fixture(scope="module")
 def grown_per_stage(files, source):
-    """Grown like `grown`, with the route loss (new inputs to the new expert) and grow.gate=per_stage."""
+    """Grown like `grown`, with the route loss (new inputs to the new expert) and grow.gate=per_stage (the default)."""
     common = ["train.steps=4", f"init_from={source}", "grow.experts=1", "grow.route_weight=1"]
     return run_train(overrides(files, "t2", files / "grown_per_stage", *common, "grow.gate=per_stage"))
 
@@ -330,7 +332,12 @@ def test_bad_input_is_one_line_before_any_model_loads(files, source, grown_per_s
         "trained on base model": ["model=shape:smollm2-135m", "--from", source],
         "not a ptmoe adapter folder": ["--from", str(tmp_path)],
         "grow.experts: only a routed method": ["method=pt", "method_options={num_tokens: 3}"],
-        "grow.gate: shared, but the --from adapter": ["method_options.experts=3", "--from", grown_per_stage],
+        "grow.gate: shared, but the --from adapter": [
+            "method_options.experts=3",
+            "grow.gate=shared",
+            "--from",
+            grown_per_stage,
+        ],
     }
     for expected, extra in cases.items():
         args = overrides(files, "t2", tmp_path / "out", "grow.experts=1", *extra, ptmoe="method=pt" not in extra)

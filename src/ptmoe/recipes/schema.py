@@ -233,12 +233,12 @@ SCHEMA: dict[str, tuple] = {
         "(-log of their summed probability): the stage's task is known in training; 0: off",
     ),
     "grow.gate": (
-        "shared",
+        "per_stage",
         choice("shared", "per_stage"),
         "weight of the selected expert: `shared`, its probability over every expert (the paper's "
         "probationary weight, which new router rows lower for old inputs too); `per_stage`, its "
         "probability among the experts added in its own stage, so an old input still routed to an old "
-        "expert gets exactly the prompt it got before the growth",
+        "expert gets exactly the prompt it got before the growth (docs/continual.md measures both)",
     ),
     "eval.batch_size": (16, integer(1), "questions generated together"),
     "eval.routing_value": (
