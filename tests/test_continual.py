@@ -368,3 +368,18 @@ def test_the_growth_router_loss_keeps_the_adapters_own_aux_terms():
     logits = prompt.router.clean_logits(x.mean(1))
     route = (logits.logsumexp(-1) - logits[:, 1:].logsumexp(-1)).mean()
     torch.testing.assert_close(prompt.aux_loss.detach(), own + route.detach())
+
+
+def test_the_gate_changes_a_run_key_only_when_the_run_grows(source):
+    from ptmoe.recipes.compare_plan import run_key
+    from ptmoe.recipes.config import load_config
+
+    def key(*over):
+        return run_key(load_config(None, ["grow.store_size=8", *over]))
+
+    assert key("grow.gate=shared") == key("grow.gate=per_stage")  # a first stage: nothing to weigh apart
+    growing = [f"init_from={source}", "grow.experts=1"]
+    assert key(*growing, "grow.gate=shared") != key(*growing, "grow.gate=per_stage")
+    older = load_config(None, ["grow.store_size=8", *growing, "grow.gate=shared"])
+    del older["grow"]["gate"]  # a run stored before the gate existed weighed over every expert: shared
+    assert run_key(older) == key(*growing, "grow.gate=shared")

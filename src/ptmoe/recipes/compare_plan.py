@@ -62,7 +62,9 @@ def run_key(cfg: dict) -> str:
             ident.pop(key, None)
     later = {"route_weight": 0.0, "gate": "shared"}  # grow keys added later, likewise
     if "grow" in ident:
-        ident["grow"] = {k: v for k, v in ident["grow"].items() if not (k in later and v == later[k])}
+        g = ident["grow"]
+        unkeyed = {k for k in later if g.get(k) == later[k]} | ({"gate"} if not g.get("experts") else set())
+        ident["grow"] = {k: v for k, v in g.items() if k not in unkeyed}  # the gate only matters when growing
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
