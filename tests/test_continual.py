@@ -378,6 +378,7 @@ def test_the_gate_changes_a_run_key_only_when_the_run_grows(source):
         return run_key(load_config(None, ["grow.store_size=8", *over]))
 
     assert key("grow.gate=shared") == key("grow.gate=per_stage")  # a first stage: nothing to weigh apart
+    assert run_key(load_config(None, ["grow.gate=shared"])) == run_key(load_config(None, []))  # nor without a store
     growing = [f"init_from={source}", "grow.experts=1"]
     assert key(*growing, "grow.gate=shared") != key(*growing, "grow.gate=per_stage")
     older = load_config(None, ["grow.store_size=8", *growing, "grow.gate=shared"])

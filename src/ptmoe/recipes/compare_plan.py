@@ -57,15 +57,21 @@ def run_key(cfg: dict) -> str:
     ident["eval"] = {k: v for k, v in ident["eval"].items() if not (k == "routing_value" and unkeyed)}
     opts = ident["method_options"]
     ident["method_options"] = {k: v for k, v in opts.items() if not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
-    for key in ("init_from", "grow"):  # top-level keys added later, likewise
-        if ident.get(key) == DEFAULTS[key]:
-            ident.pop(key, None)
-    later = {"route_weight": 0.0, "gate": "shared"}  # grow keys added later, likewise
     if "grow" in ident:
-        g = ident["grow"]
-        unkeyed = {k for k in later if g.get(k) == later[k]} | ({"gate"} if not g.get("experts") else set())
-        ident["grow"] = {k: v for k, v in g.items() if k not in unkeyed}  # the gate only matters when growing
+        ident["grow"] = grow_ident(ident["grow"])
+    for key in ("init_from", "grow"):  # top-level keys added later, likewise
+        if ident.get(key) == (grow_ident(DEFAULTS[key]) if key == "grow" else DEFAULTS[key]):
+            ident.pop(key, None)
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def grow_ident(g: dict) -> dict:
+    """The grow keys that change a run: those added later drop out at the value runs had before them
+    (route_weight 0, gate shared), and the gate drops out where the run does not grow."""
+    later = {"route_weight": 0.0, "gate": "shared"}
+    return {
+        k: v for k, v in g.items() if not ((k in later and v == later[k]) or (k == "gate" and not g.get("experts")))
+    }
 
 
 def run_folder(root: Path, cfg: dict) -> Path:
