@@ -19,7 +19,6 @@ from .generation import check_cache, greedy_decode, left_align
 from .inputs import context_mask, mixed_prompts, prepend_prompt
 from .loss import label_loss, logits_and_loss
 from .methods import PROMPT, Adapter, MethodConfig, Routing, get_method, make_config
-from .methods.building import masked_mean
 from .persistence import CONFIG_NAME, AdapterError
 
 
@@ -77,22 +76,30 @@ class AdaptedModel(nn.Module):
             adapter.row_sources = sets
 
     @torch.no_grad()
-    def pooled_inputs(self, rows: list[dict], pad_id: int, batch_size: int = 32) -> torch.Tensor:
-        """What a routed prompt reads of each encoded row: the masked mean of its input embeddings over the
-        context (`context_mask`, never the answer), [n, H] fp32 on the model's device."""
+    def pooled_inputs(self, rows: list[dict], pad_id: int, batch_size: int = 32, reader=None) -> torch.Tensor:
+        """What a routed prompt reads of each encoded row: its router input (the active adapter's
+        `router_features`: pooled input embeddings or hidden states, `methods/router_input.py`) over the
+        context (`context_mask`, never the answer), [n, H] fp32 on the model's device. `reader`: another
+        `RouterInput` to read instead (the separation benchmark)."""
         from .collate import pad_batch
+        from .methods.router_input import RouterInput
 
         emb = self.lm.get_input_embeddings()
+        if reader is not None:
+            read = lambda e, m: reader(self.lm, e, m)  # noqa: E731
+        else:
+            read = getattr(self.adapter, "router_features", None) or (lambda e, m: RouterInput()(self.lm, e, m))
         out = []
         for i in range(0, len(rows), batch_size):
             b = {k: v.to(emb.weight.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
-            out.append(masked_mean(emb(b["input_ids"]), context_mask(b["attention_mask"], b["labels"])))
+            out.append(read(emb(b["input_ids"]), context_mask(b["attention_mask"], b["labels"])))
         return torch.cat(out) if out else torch.zeros(0, emb.weight.shape[1], device=emb.weight.device)
 
     @torch.no_grad()
     def init_from_data(self, rows: list[dict], seed: int = 0):
         """Let the adapter start from encoded training rows (what its prompt may read of each: the
-        context before the answer, `context_mask`). Returns the adapter's note, or None."""
+        context before the answer, `context_mask`): their router inputs and token embeddings.
+        Returns the adapter's note, or None."""
         embed = self.lm.get_input_embeddings()
         device = embed.weight.device
         texts = []
@@ -100,7 +107,7 @@ class AdaptedModel(nn.Module):
             ids = torch.tensor(r["input_ids"], device=device)[None]
             mask = context_mask(torch.ones_like(ids), torch.tensor(r["labels"], device=device)[None])
             texts.append(embed(ids[mask.bool()]).float())
-        pooled = torch.stack([t.mean(0) for t in texts])
+        pooled = self.pooled_inputs(rows, pad_id=0) if rows else torch.zeros(0, embed.weight.shape[1])
         return self.adapter.init_from_data(pooled, texts, torch.Generator().manual_seed(seed))
 
     def aux_loss(self) -> torch.Tensor | None:

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .building import init_embeddings, linear_shapes, masked_mean, svd_factors  # noqa: F401  (re-exported)
+from .router_input import RouterInput
 
 PROMPT = "prompt"  # a soft prompt computed from each input, prepended to it
 WEIGHTS = "weights"  # the base model's weights (added low-rank terms, or all of them)
@@ -167,10 +168,20 @@ class PromptModule(Adapter):
     mixable = True
     num_tokens: int  # length of the prompt it returns
 
+    # what a routed prompt's router reads of each input (`router_input.py`); the paper's by default
+    router_reads: RouterInput = RouterInput()
+
     @classmethod
     def attach(cls, cfg, lm, tokenizer=None, generator=None):
         emb = lm.get_input_embeddings()
-        return cls(cfg, emb, tokenizer, generator).to(emb.weight.device)  # fp32 even on a bf16 base
+        module = cls(cfg, emb, tokenizer, generator).to(emb.weight.device)  # fp32 even on a bf16 base
+        module.router_reads.check_base(lm)
+        module.__dict__["lm"] = lm  # held, not owned (no submodule): a hidden-state router input reads it
+        return module
+
+    def router_features(self, input_embeds: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled vector [B, H] fp32 a router reads of each row (only what `context_mask` lets it see)."""
+        return self.router_reads(self.__dict__.get("lm"), input_embeds, context_mask)
 
     @classmethod
     def count_trainable(cls, cfg, base_config) -> int:

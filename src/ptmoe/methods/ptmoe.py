@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, masked_mean, register, svd_factors
+from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register, svd_factors
 from .router import ASSIGNMENTS, INPUT_NORMS, NOISE_KINDS, WEIGHTINGS, Router
+from .router_input import RouterInput
 
 CHOICES = {
     "weighting": WEIGHTINGS,
@@ -36,6 +37,10 @@ class PTMoEConfig(MethodConfig):
     noise_std: float = 0.01
     router_temperature: float = 1.0
     router_input_norm: str = "none"  # "standardize": running per-dimension standardisation (see router.py)
+    # what the router reads (router_input.py): "embeddings" (the paper's) or "hidden:L", the frozen model's
+    # hidden states after decoder layer L; pooled over the readable input by `router_pool` (mean, last)
+    router_input: str = "embeddings"
+    router_pool: str = "mean"
     init_text: str | None = None  # SVD init text; else sampled vocabulary tokens
     init_noise: float = 0.0  # per-expert perturbation of A_i (relative std) to break symmetry
     load_balance: float = 0.0  # weight of the load-balancing loss (0 in the paper)
@@ -54,6 +59,7 @@ class PTMoEConfig(MethodConfig):
 
     def validate(self, where: str = "config") -> None:
         super().validate(where)
+        RouterInput.parse(self.router_input, self.router_pool, where)
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{where}: option {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -96,6 +102,7 @@ class PTMoEPrompt(PromptModule):
         self.route_by, self.sources = cfg.route_by, list(cfg.sources)
         self.source_supervision = cfg.source_supervision
         self.data_init = cfg.router_init == "kmeans"
+        self.router_reads = RouterInput.parse(cfg.router_input, cfg.router_pool)
         self.router = Router(
             H,
             cfg.experts,
@@ -114,19 +121,20 @@ class PTMoEPrompt(PromptModule):
 
     def forward(self, input_embeds, attention_mask):
         given = self.source_experts(input_embeds.device) if self.route_by == "source" else None
-        weights, self.routing = self.router(masked_mean(input_embeds, attention_mask), given)
+        x = self.router_features(input_embeds, attention_mask)
+        weights, self.routing = self.router(x, given)
         terms = [(self.load_balance, self.routing.balance_loss), (self.z_loss, self.routing.z_loss)]
         if self.source_supervision > 0 and self.training and self.row_sources is not None:
-            terms.append((self.source_supervision, self.source_loss(input_embeds, attention_mask)))
+            terms.append((self.source_supervision, self.source_loss(x)))
         aux = [w * t for w, t in terms if w > 0]
         self.aux_loss = sum(aux) if aux else None
         # mix the small A_i first (B x T x R), then one matmul with the shared B
         return torch.einsum("bn,ntr->btr", weights, self.A) @ self.B
 
-    def source_loss(self, input_embeds, attention_mask) -> torch.Tensor:
-        """Cross-entropy of the router's (noise-free) logits toward each row's training source: it teaches
-        the router the split the oracle is given, from the input alone (what it reads at inference)."""
-        logits = self.router.clean_logits(masked_mean(input_embeds, attention_mask))
+    def source_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the router's (noise-free) logits on its input x toward each row's training source:
+        it teaches the router the split the oracle is given, from the input alone (what it reads at inference)."""
+        logits = self.router.clean_logits(x)
         return torch.nn.functional.cross_entropy(logits.float(), self.source_experts(logits.device))
 
     def source_experts(self, device) -> torch.Tensor:

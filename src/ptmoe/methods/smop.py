@@ -1,13 +1,14 @@
 """SMoP (Choi et al. 2023): N full-rank prompts of T/N tokens; a bias-free router on the masked
-mean of the input embeddings with multiplicative noise (sigma = 1) picks one, scaled by its probability."""
+mean of the input embeddings (or `router_input: hidden:L`) with multiplicative noise (sigma = 1) picks one, scaled by its probability."""
 
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, masked_mean, register
+from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register
 from .router import Router
+from .router_input import RouterInput
 
 
 @dataclass
@@ -18,6 +19,12 @@ class SMoPConfig(MethodConfig):
     noise_std: float = 1.0
     top_k: int = 1
     init_text: str | None = None
+    router_input: str = "embeddings"  # SMoP's; or "hidden:L" (router_input.py)
+    router_pool: str = "mean"
+
+    def validate(self, where: str = "config") -> None:
+        super().validate(where)
+        RouterInput.parse(self.router_input, self.router_pool, where)
 
 
 class SMoPPrompt(PromptModule):
@@ -29,6 +36,7 @@ class SMoPPrompt(PromptModule):
         H = embeddings.weight.shape[1]
         prompts = init_embeddings(embeddings, cfg.num_tokens, tokenizer, cfg.init_text, generator)
         self.prompts = nn.Parameter(prompts.view(cfg.experts, self.num_tokens, H))
+        self.router_reads = RouterInput.parse(cfg.router_input, cfg.router_pool)
         self.router = Router(
             H,
             cfg.experts,
@@ -40,7 +48,7 @@ class SMoPPrompt(PromptModule):
         )
 
     def forward(self, input_embeds, attention_mask):
-        weights, self.routing = self.router(masked_mean(input_embeds, attention_mask))
+        weights, self.routing = self.router(self.router_features(input_embeds, attention_mask))
         return torch.einsum("bn,nth->bth", weights, self.prompts)
 
 

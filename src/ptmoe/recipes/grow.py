@@ -27,11 +27,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..methods.router_input import RouterInput
+from ..persistence import AdapterError
 from .schema import ConfigError
 
 GROWABLE = ("ptmoe",)  # routed methods whose experts are rows of A and of the router
 STORE_NAME = "router_replay.safetensors"
 SHAPE_OPTIONS = ("num_tokens", "experts", "rank", "r", "heads", "target_modules")  # fixed by the saved tensors
+READ_OPTIONS = ("router_input", "router_pool")  # what the saved router rows were trained to read
 
 
 # ---- checks, before any model loads --------------------------------------------------------------
@@ -52,7 +55,7 @@ def from_adapter(cfg: dict) -> tuple[dict, dict | None]:
     """cfg (preset applied) -> (the config the run trains: the --from adapter's method options, grown by
     grow.experts; its adapter_config or None). Every mismatch is a one-line error before the model loads."""
     from ..base_models import load_base_config
-    from ..persistence import AdapterError, read_adapter_config
+    from ..persistence import read_adapter_config
 
     path = cfg["init_from"]
     if not path:
@@ -80,6 +83,11 @@ def from_adapter(cfg: dict) -> tuple[dict, dict | None]:
                 f"method_options.{key}: {value!r}, but the --from adapter {path} has {key}={options[key]!r} "
                 f"(use grow.experts to add experts)"
             )
+        if key in READ_OPTIONS and key in options and value != options[key]:
+            raise ConfigError(
+                f"method_options.{key}: {value!r}, but the --from adapter {path} has {key}={options[key]!r}: "
+                f"its router rows were trained on that input"
+            )
         options[key] = value
     if cfg["grow"]["experts"]:
         stages = options.get("stage_experts")
@@ -94,8 +102,11 @@ def from_adapter(cfg: dict) -> tuple[dict, dict | None]:
     return {**cfg, "method_options": options, "preset": None}, meta
 
 
-def read_store(adapter_dir) -> dict | None:
-    """{inputs [n, H], experts [n], tasks [n], names} of an adapter's replay store, or None."""
+def read_store(adapter_dir, reads: str | None = None) -> dict | None:
+    """{inputs [n, H], experts [n], tasks [n], names} of an adapter's replay store, or None. `reads`: the
+    router input kind (`RouterInput.kind`) of the adapter that will replay it; a store of another kind
+    (vectors of another meaning, maybe another width) is refused. Stores from before the option read
+    the paper's input."""
     from safetensors import safe_open
 
     path = Path(adapter_dir) / STORE_NAME
@@ -103,7 +114,14 @@ def read_store(adapter_dir) -> dict | None:
         return None
     with safe_open(str(path), "pt") as f:  # safetensors: never a pickle
         store = {k: f.get_tensor(k) for k in ("inputs", "experts", "tasks")}
-        store["names"] = json.loads((f.metadata() or {}).get("tasks", "[]"))
+        meta = f.metadata() or {}
+        store["names"] = json.loads(meta.get("tasks", "[]"))
+    stored = meta.get("router_input", RouterInput().kind)
+    if reads is not None and stored != reads:
+        raise AdapterError(
+            f"{path}: the replay store holds router inputs of kind {stored!r}, but this adapter's router reads "
+            f"{reads!r}: grow it with the router_input and router_pool it was trained with"
+        )
     return store
 
 
@@ -116,7 +134,9 @@ class Growth:
         self.cfg, self.g, self.meta, self.model = cfg, cfg["grow"], meta, model
         self.adapter = model.adapter
         self.frozen: dict[str, tuple[slice, torch.Tensor]] = {}  # name -> (frozen rows, their values)
-        self.old = read_store(cfg["init_from"]) if cfg["init_from"] else None
+        reads = getattr(self.adapter, "router_reads", None)
+        self.kind = reads.kind if reads is not None else RouterInput().kind
+        self.old = read_store(cfg["init_from"], self.kind) if cfg["init_from"] else None
         if self.old is not None:
             self.old = {k: v.to(self._device) if torch.is_tensor(v) else v for k, v in self.old.items()}
         rows = random.Random(cfg["seed"]).sample(train_rows, min(self.g["store_size"], len(train_rows)))
@@ -141,7 +161,7 @@ class Growth:
     def _load_source(self, train_rows, pad_id, log) -> None:
         from safetensors.torch import load_file
 
-        from ..persistence import WEIGHTS_NAME, AdapterError
+        from ..persistence import WEIGHTS_NAME
 
         path = Path(self.cfg["init_from"]) / WEIGHTS_NAME
         try:
@@ -240,8 +260,6 @@ class Growth:
         replay_weight x CE(router logits on stored old inputs, the experts they were routed to) and
         route_weight x -log(the router's probability of the new experts on this batch's inputs).
         Only the router gets their gradient."""
-        from ..methods.building import masked_mean
-
         if not module.training:
             return
         loss, T = 0.0, module.router.temperature
@@ -251,7 +269,7 @@ class Growth:
             logits = module.router.clean_logits(self.old["inputs"][idx]) / T
             loss = loss + self.g["replay_weight"] * F.cross_entropy(logits.float(), self.old["experts"][idx])
         if self.g["route_weight"] > 0:  # what the router read in this forward: the batch's pooled inputs
-            logits = (module.router.clean_logits(masked_mean(*inputs[:2])) / T).float()
+            logits = (module.router.clean_logits(module.router_features(*inputs[:2])) / T).float()
             new = logits.logsumexp(-1) - logits[:, self.n_old :].logsumexp(-1)
             loss = loss + self.g["route_weight"] * new.mean()
         own = module.aux_loss  # this forward's own terms (balance, z-loss, source supervision), or None
@@ -273,7 +291,10 @@ class Growth:
         }
         if self.old is not None:
             tensors = {k: torch.cat([self.old[k].cpu(), tensors[k]]) for k in tensors}
-        return {k: v.contiguous() for k, v in tensors.items()}, {"tasks": json.dumps(names + [stage])}
+        return {k: v.contiguous() for k, v in tensors.items()}, {
+            "tasks": json.dumps(names + [stage]),
+            "router_input": self.kind,
+        }
 
     def stage_name(self) -> str:
         return "+".join(self.cfg["data"]["train"])
