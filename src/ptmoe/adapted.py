@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.utils import ModelOutput
 
 from . import persistence
 from .generation import check_cache, greedy_decode, left_align
@@ -23,10 +24,21 @@ from .persistence import CONFIG_NAME, AdapterError
 
 
 @dataclass
-class Output:
-    loss: torch.Tensor | None
+class Output(ModelOutput):
+    """A transformers ModelOutput. `loss`: what training minimises, the mean token loss where labels exist
+    plus, in training mode, the adapter's auxiliary terms (load balancing, z-loss, ...); `logits`: only on
+    the plain path. Outside the mapping, as attributes, so that the Trainer's evaluation (which takes every
+    entry but the loss for a prediction) sees only these two: `label_loss` (the mean token loss alone) and
+    `num_label_tokens` (how many tokens it averages)."""
+
+    loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    num_label_tokens: int = 0
+
+    @classmethod
+    def of(cls, loss, logits, label_loss, num_label_tokens: int) -> "Output":
+        out = cls(loss=loss, logits=logits)
+        out.label_loss, out.num_label_tokens = label_loss, num_label_tokens
+        return out
 
 
 class AdaptedModel(nn.Module):
@@ -119,13 +131,19 @@ class AdaptedModel(nn.Module):
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 
-    def gradient_checkpointing_enable(self):
-        # non-reentrant, so the prompt gets gradients through checkpointed layers. transformers 5.2x renamed
-        # the call (the old name warns on every use); PeftModel forwards either name to its base model
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **options):
+        """Checkpoint the frozen base's layers (the Trainer's `gradient_checkpointing=True` calls this with its
+        kwargs; `every_n_layers`, `offload` pass through). Non-reentrant unless asked otherwise, so the prompt
+        gets gradients through checkpointed layers."""
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        # transformers 5.2x renamed the call (the old name warns on every use); PeftModel forwards either name
         if hasattr(self.lm, "activation_checkpointing_enable"):
-            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **options)
         else:
-            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs, **options)
+
+    def gradient_checkpointing_disable(self):
+        (getattr(self.lm, "activation_checkpointing_disable", None) or self.lm.gradient_checkpointing_disable)()
 
     # ---- inputs, loss, generation ---------------------------------------------------------------------
     def build_inputs(self, input_ids, attention_mask, labels=None, adapter_names=None):
@@ -143,15 +161,48 @@ class AdaptedModel(nn.Module):
             embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given, adapter_names)
         )
 
-    def forward(self, input_ids, attention_mask, labels=None, return_logits=False, adapter_names=None) -> Output:
+    accepts_loss_kwargs = True  # transformers' Trainer: pass num_items_in_batch, the loss handles accumulation
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        labels=None,
+        return_logits=False,
+        adapter_names=None,
+        num_items_in_batch=None,
+        row_sources=None,
+        **ignored,
+    ) -> Output:
         """Fast path (default): the backbone's hidden states, then the LM head only where labels exist,
-        in chunks. `return_logits=True` (or no labels): the plain path, full logits and the usual loss."""
+        in chunks. `return_logits=True` (or no labels): the plain path, full logits and the usual loss.
+        What transformers' Trainer passes is taken: `num_items_in_batch` (the label tokens of the whole
+        accumulated batch, see `_objective`), `row_sources` (each row's data set, `set_row_sources`); other
+        keyword arguments (a dataset's extra columns) are ignored."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if row_sources is not None:
+            self.set_row_sources(list(row_sources))
         x, mask, pos, labels = self.build_inputs(input_ids, attention_mask, labels, adapter_names)
         if return_logits or labels is None:
-            logits, loss = logits_and_loss(self.lm, x, mask, pos, labels)
-            return Output(loss, logits)
-        loss, n = label_loss(self.lm, x, mask, pos, labels)
-        return Output(loss, None, n)
+            logits, mean = logits_and_loss(self.lm, x, mask, pos, labels)
+            n = 0 if labels is None else int((labels[:, 1:] != -100).sum())
+        else:
+            logits, (mean, n) = None, label_loss(self.lm, x, mask, pos, labels)
+        return Output.of(self._objective(mean, n, num_items_in_batch), logits, mean, n)
+
+    def _objective(self, mean, n: int, num_items_in_batch):
+        """The token loss plus, in training, the adapter's auxiliary terms. Given the Trainer's
+        `num_items_in_batch` (label tokens of every micro-batch of the step, on every process), both are
+        weighed by this batch's share of those tokens: summed over the accumulated micro-batches that is the
+        token mean of the whole step (the Trainer then does not divide by the accumulation steps)."""
+        if mean is None:
+            return None
+        aux = self.aux_loss() if self.training else None
+        loss = mean if aux is None else mean + aux
+        if num_items_in_batch is None:
+            return loss
+        return loss * (n / max(int(num_items_in_batch), 1))
 
     @torch.no_grad()
     def generate(

@@ -104,11 +104,7 @@ def _train_step(module, opt, fixed_batch, ours: bool):
     def step(batch=None):
         batch = fixed_batch if batch is None else batch
         if ours:
-            out = module(batch["input_ids"], batch["attention_mask"], batch["labels"])
-            loss = out.loss
-            aux = module.aux_loss()
-            if aux is not None:
-                loss = loss + aux
+            loss = module(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss  # aux terms included
         else:
             loss = module(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]

@@ -186,16 +186,26 @@ def encode(examples, tokenizer, train: bool = False, max_length: int = 512, max_
     right-padded; else the prompts alone, left-padded for `generate`, leaving room for max_new_tokens."""
     from ..collate import pad_batch
 
-    rows = []
-    for i, ex in enumerate([examples] if isinstance(examples, dict) else list(examples)):
-        ex = dict(ex)
-        if "answers" not in ex and "answer" in ex:
-            ex["answers"] = [ex["answer"]]
-        if train and not ex.get("answers"):
-            raise ValueError(f"example {i}: training needs 'answers' (or 'answer')")
-        ex.setdefault("answers", [])  # without them a too-long passage cannot be cut around the answer
-        enc = _encode_one(ex, tokenizer, max_length, max_new_tokens, train)
-        if enc is None:
-            raise ValueError(f"example {i}: does not fit max_length={max_length}")
-        rows.append(enc)
+    rows = [
+        encode_row(ex, tokenizer, train, max_length, max_new_tokens, where=f"example {i}")
+        for i, ex in enumerate([examples] if isinstance(examples, dict) else list(examples))
+    ]
     return pad_batch(rows, special_ids(tokenizer)[0], side="right" if train else "left")
+
+
+def encode_row(example, tokenizer, train=True, max_length=512, max_new_tokens=32, where="example 0") -> dict:
+    """One example -> {"input_ids"(, "labels")}, as `encode` (and the Trainer collator,
+    interop/trainers.py) builds it; a one-line ValueError naming `where` when the example has no question,
+    no answer to train on, or does not fit."""
+    ex = dict(example)
+    if not ex.get("question"):
+        raise ValueError(f"{where}: no 'question' (keys: {sorted(ex)})")
+    if "answers" not in ex and "answer" in ex:
+        ex["answers"] = [ex["answer"]]
+    if train and not ex.get("answers"):
+        raise ValueError(f"{where}: training needs 'answers' (or 'answer')")
+    ex.setdefault("answers", [])  # without them a too-long passage cannot be cut around the answer
+    enc = _encode_one(ex, tokenizer, max_length, max_new_tokens, train)
+    if enc is None:
+        raise ValueError(f"{where}: does not fit max_length={max_length}")
+    return enc

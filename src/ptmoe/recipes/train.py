@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import get_scheduler
 
 from ..adapted import AdaptedModel
 from ..base_models import load_base_model
@@ -29,6 +28,7 @@ from ..data.format import special_ids
 from ..device import resolve_dtype
 from . import grow
 from .config import ConfigError, dump, load_config
+from .optim import SCHEDULES, optimizer_and_schedule, param_groups  # noqa: F401 (their former home)
 from .presets import apply_preset, resolve_method_options
 from .routing import RouterMonitor
 from .runs import (
@@ -68,8 +68,6 @@ def run(args):
 
 
 # ---- building blocks --------------------------------------------------------------------------
-# train.schedule -> transformers' scheduler (constant keeps the warm-up)
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 DATA_INIT_ROWS = 512  # training inputs an adapter that starts from the data (router_init: kmeans) sees
 
 
@@ -82,27 +80,6 @@ def build_model(cfg: dict, device: torch.device):
     base, tok = load_base_model(cfg["model"], resolve_dtype(cfg["dtype"], device))
     model = AdaptedModel(base.to(device), cfg["method"], options, tok, seed=cfg["seed"])
     return model, tok
-
-
-def param_groups(model: AdaptedModel, lr: float, lr_groups: dict, weight_decay: float):
-    """AdamW groups: a parameter whose name contains a lr_groups key gets that learning rate."""
-    groups: dict[float, list] = {}
-    matched = set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        short = name.split(".")[-1]
-        group_lr = lr
-        for key, value in lr_groups.items():
-            if key == short or f".{key}." in f".{name}.":
-                group_lr = float(value)
-                matched.add(key)
-                break
-        groups.setdefault(group_lr, []).append(p)
-    unused = sorted(set(lr_groups) - matched)
-    if unused:
-        raise ConfigError(f"train.lr_groups: no trainable parameter matches {unused}")
-    return [{"params": ps, "lr": glr, "initial_lr": glr, "weight_decay": weight_decay} for glr, ps in groups.items()]
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -134,7 +111,7 @@ def validation_loss(model, rows, batch_size, pad_id, accelerator) -> float | Non
         b = {k: v.to(accelerator.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
         accelerator.unwrap_model(model).set_row_sources([r["set"] for r in rows[i : i + batch_size]])
         out = accelerator.unwrap_model(model)(b["input_ids"], b["attention_mask"], b["labels"])
-        total += float(out.loss) * out.num_label_tokens
+        total += float(out.label_loss) * out.num_label_tokens
         count += out.num_label_tokens
     model.train()
     return total / max(count, 1)
@@ -217,13 +194,9 @@ class TrainingRun:
         self.pad_id = special_ids(tok)[0]
         self.train_rows, self.valid_rows = encode_sources(cfg, sources, valid, rng, tok, log=self.main_log)
         growth = grow.start(cfg, source, self.model, self.train_rows, self.pad_id, log=self.main_log)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, t["lr"], t["lr_groups"], t["weight_decay"]))
+        self.optimizer, self.scheduler = optimizer_and_schedule(self.model, t)
         if growth is not None:  # frozen parts exactly as they were after every step (weight decay moves them)
             self.optimizer.register_step_post_hook(growth.restore)
-        warmup = int(t["warmup_ratio"] * t["steps"])
-        self.scheduler = get_scheduler(
-            SCHEDULES[t["schedule"]], self.optimizer, num_warmup_steps=warmup, num_training_steps=t["steps"]
-        )
 
     def restore_or_init(self) -> None:
         """A resumed run takes its checkpoint; a new one lets the adapter start from the data if it does."""
@@ -287,13 +260,14 @@ class TrainingRun:
             self.inner.set_row_sources(sets)
             out = self.model(b["input_ids"], b["attention_mask"], b["labels"])
             # token-mean over the global batch: DDP averages over processes, so scale by world
-            loss = out.loss * out.num_label_tokens * self.world / max(global_n, 1)
+            # out.loss holds the aux terms too; here the token loss is weighed first, the aux added once
+            loss = out.label_loss * out.num_label_tokens * self.world / max(global_n, 1)
             aux = self.inner.aux_loss()
             if aux is not None:
                 loss = loss + aux
             self.stop_if_not_finite(float(loss.detach()), "loss", self.step + 1)
             accelerator.backward(loss / t["grad_accum"])
-            self.window_loss += float(out.loss.detach()) * out.num_label_tokens
+            self.window_loss += float(out.label_loss.detach()) * out.num_label_tokens
             self.window_n += out.num_label_tokens
             self.tokens_seen += int(b["attention_mask"].sum())
             self.monitor.observe(sets)
