@@ -29,17 +29,24 @@ METHODS = {"ptmoe": {"num_tokens": 4, "experts": 2, "rank": 2}, "pt": {"num_toke
 ROWS = [{"question": "What is 2+2?", "task": "math"}, {"question": "Name a color, any color.", "task": "math"}]
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory, one_thread):
-    root = tmp_path_factory.mktemp("serve")
+def save_wide_tiny_base(folder) -> str:
+    """The tiny Llama shape with wider weights than its init (a random model whose answers vary with the
+    input), saved with its tokenizer to `folder`, which is returned as a model name."""
     base, tok = load_shape("tiny")
     torch.manual_seed(0)
-    with torch.no_grad():  # wider weights than the init: a random model whose answers vary with the input
+    with torch.no_grad():
         for p in base.parameters():
             if p.dim() == 2:
                 p.normal_(0, 0.15)
-    base.save_pretrained(root / "base")
-    tok.save_pretrained(root / "base")
+    base.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("serve")
+    save_wide_tiny_base(root / "base")
     adapters = {}
     for i, (method, options) in enumerate(METHODS.items()):
         own, tok = load_base_model(str(root / "base"))
