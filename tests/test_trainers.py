@@ -141,7 +141,7 @@ def test_checkpoint_is_the_adapter_alone_and_resumes_bit_identically(data, refer
         whole.__class__(model=whole.model, args=whole.args).save_model(str(reference["ptmoe"]))
 
 
-def test_saved_adapter_answers_through_generate_and_the_server_as_ptmoe_trains(
+def test_saved_adapter_answers_through_generate_server_and_lm_eval_as_ptmoe_trains(
     data, reference, trained, tmp_path, capsys
 ):
     questions = [
@@ -186,10 +186,23 @@ def test_saved_adapter_answers_through_generate_and_the_server_as_ptmoe_trains(
             ]
             assert got == answers[name], name
 
+    from lm_eval.api.instance import Instance
+
+    from ptmoe.interop.lm_eval_model import PtmoeLM
+
+    requests = [Instance("loglikelihood", {}, (build_prompt_text(q, served.tokenizer), " paper"), 0) for q in questions]
+    for m in OPTIONS:  # `ptmoe lm-eval`'s model scores both adapters alike
+        scores = [
+            [lp for lp, _ in PtmoeLM(str(data / "base"), adapters[f"{m}-{who}"], "fp32").loglikelihood(requests)]
+            for who in ("hf", "ref")
+        ]
+        assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+
 
 def test_plain_trainer_trains_evaluates_and_checkpoints_layers(data):
     """The issue's first failure: transformers' own Trainer, the model's own forward (a ModelOutput), a
-    collator from ptmoe's formatting on raw examples, gradient checkpointing passed to the frozen base."""
+    collator from ptmoe's formatting on raw examples, gradient checkpointing passed to the frozen base,
+    bf16 mixed precision."""
     base, tok = load_shape("tiny")
     model = AdaptedModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2, "load_balance": 0.1}, tok)
     before = model.adapter_state_dict()["B"].clone()
@@ -201,6 +214,8 @@ def test_plain_trainer_trains_evaluates_and_checkpoints_layers(data):
         gradient_accumulation_steps=2,
         learning_rate=0.1,
         gradient_checkpointing=True,
+        bf16=True,  # autocast over the frozen base
+        use_cpu=not torch.cuda.is_available(),
         save_strategy="no",
         remove_unused_columns=False,
         report_to="none",
@@ -210,6 +225,7 @@ def test_plain_trainer_trains_evaluates_and_checkpoints_layers(data):
     )
     trainer.train()
     assert model.lm.is_gradient_checkpointing
+    assert all(p.dtype == torch.float32 for p in model.trainable_parameters())  # the prompt stays fp32
     assert not torch.equal(model.adapter_state_dict()["B"], before)
     assert trainer.evaluate()["eval_loss"] > 0
 

@@ -137,7 +137,7 @@ class AdapterCheckpoints:
     this trainer did not write."""
 
     def __init__(self, *args, overwrite_adapter: bool = False, **kwargs):
-        self.overwrite_adapter, self._written = overwrite_adapter, set()
+        self.overwrite_adapter, self._written, self._best_step = overwrite_adapter, set(), None
         super().__init__(*args, **kwargs)
         if not isinstance(self._adapted(), AdaptedModel):
             raise TypeError(f"{type(self).__name__} trains a ptmoe AdaptedModel, got {type(self._adapted()).__name__}")
@@ -167,7 +167,8 @@ class AdapterCheckpoints:
             "lr": args.learning_rate,
             "seed": args.seed,
         }
-        extra = {"step": self.state.global_step, "training": training}
+        # after load_best_model_at_end the weights are the best checkpoint's
+        extra = {"step": self._best_step or self.state.global_step, "training": training}
         save_adapter(self._adapted(), folder, extra, overwrite=self.overwrite_adapter or folder in self._written)
         self._written.add(folder)
 
@@ -186,6 +187,7 @@ class AdapterCheckpoints:
 
     def _load_best_model(self) -> None:
         self._restore_adapter(self.state.best_model_checkpoint)
+        self._best_step = self.state.best_global_step
 
     def create_model_card(self, *args, **kwargs) -> None:
         """The adapter folder carries ptmoe's own model card (README.md); the Trainer's would replace it."""
