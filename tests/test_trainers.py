@@ -12,6 +12,7 @@ import openai  # the hf server's client (the test extra)
 import pytest
 import torch
 from transformers import Trainer, TrainingArguments
+from transformers.utils import ModelOutput
 
 from ptmoe import AdaptedModel
 from ptmoe.cli import main as cli_main
@@ -137,6 +138,9 @@ def test_checkpoint_is_the_adapter_alone_and_resumes_bit_identically(data, refer
     assert_same_adapter(cut / "resumed", tmp_path / "whole", atol=0)
     assert_same_adapter(cut / "resumed" / "checkpoint-4", tmp_path / "whole" / "checkpoint-4", atol=0)
 
+    again = whole.__class__(model=whole.model, args=whole.args, train_dataset=[])
+    with pytest.raises(AdapterError, match=r"whole already holds checkpoint-2, checkpoint-4: resume from the last"):
+        again.train()  # a new run where one was is refused before it trains
     with pytest.raises(AdapterError, match="already holds an adapter"):  # a finished adapter is never overwritten
         whole.__class__(model=whole.model, args=whole.args).save_model(str(reference["ptmoe"]))
 
@@ -288,3 +292,27 @@ def test_collator_builds_ptmoe_rows_and_names_bad_input(data):
     with pytest.raises(ValueError, match=r"^row 0 of the batch: no 'set'"):
         collator_for(oracle, tok)([examples[0]])
     assert collator_for(oracle, tok)(rows.train[:2])["row_sources"] == [r["set"] for r in rows.train[:2]]
+
+
+def test_forward_takes_what_the_trainer_passes(data):
+    """A ModelOutput whose loss holds the router's terms in training; with `num_items_in_batch` the
+    micro-batches' losses add up to the token mean of the whole step (against plain cross-entropy on full
+    logits); extra columns are ignored."""
+    base, tok = load_shape("tiny")
+    options = {"num_tokens": 4, "experts": 2, "rank": 2, "noise": "none", "load_balance": 0.5}
+    model = AdaptedModel(base, "ptmoe", options, tok).train()
+    batch = collator_for(model, tok)(training_rows(tok, None, overrides(data, "pt"), log=quiet).train[:4])
+    halves = [{k: v[i : i + 2] for k, v in batch.items()} for i in (0, 2)]
+    out = model(**halves[0], index=[0, 1])  # a column the model does not read
+    assert isinstance(out, ModelOutput) and list(out.keys()) == ["loss"] and out[0] is out.loss
+    torch.testing.assert_close(out.loss, out.label_loss + model.aux_loss())
+    total = sum(int((h["labels"][:, 1:] != -100).sum()) for h in halves)
+    summed, reference = 0.0, 0.0
+    for h in halves:
+        summed += model(**h, num_items_in_batch=torch.tensor(total)).loss
+        plain = model(**h, return_logits=True)  # full logits: the 4 prompt positions, then the row's
+        ce = torch.nn.functional.cross_entropy(
+            plain.logits[:, 4:-1].flatten(0, 1), h["labels"][:, 1:].flatten(), reduction="sum"
+        )
+        reference += (ce + model.aux_loss() * plain.num_label_tokens) / total
+    torch.testing.assert_close(summed, reference, rtol=1e-5, atol=1e-6)

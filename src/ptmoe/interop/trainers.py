@@ -151,6 +151,20 @@ class AdapterCheckpoints:
                 f"saved from one process's copy: use DDP or ZeRO-1/2 (docs/trainers.md)"
             )
 
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """Refuses at once, not at the first save, a run whose checkpoints would land on adapters that
+        are already in the output folder (a finished run, or checkpoints after the one resumed from)."""
+        if not self.overwrite_adapter and self.args.should_save and resume_from_checkpoint is not True:
+            start = _step(resume_from_checkpoint) if resume_from_checkpoint else -1
+            folders = sorted(Path(self.args.output_dir).glob("checkpoint-*"), key=_step)
+            taken = [c.name for c in folders if _step(c) > start and (c / CONFIG_NAME).exists()]
+            if taken:
+                raise AdapterError(
+                    f"{self.args.output_dir} already holds {', '.join(taken)}: resume from the last one "
+                    f"(train(resume_from_checkpoint=True)), choose another output_dir, or pass overwrite_adapter=True"
+                )
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     def _adapted(self, model=None) -> AdaptedModel:
         return self.accelerator.unwrap_model(model or self.model, keep_torch_compile=False)
 
@@ -195,3 +209,9 @@ class AdapterCheckpoints:
 
 class AdapterTrainer(AdapterCheckpoints, Trainer):
     """transformers' Trainer for a ptmoe AdaptedModel: checkpoints and `save_model` are adapter folders."""
+
+
+def _step(checkpoint) -> int:
+    """N of a Trainer's checkpoint-N folder (-1 for any other name)."""
+    tail = Path(checkpoint).name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
