@@ -1,13 +1,20 @@
-"""Can a router's input tell the training sources apart? (issue 23, docs/routing.md)
+"""Can a router's input tell the tasks apart, before any training? (issues 23 and 30, docs/routing.md)
 
-For the training mix of a compare config, pool each training row's router input (the masked mean of
-the frozen input embeddings over what the router may read, `context_mask`) and report, on held-out
-rows: the accuracy of a linear probe (logistic regression on the standardised input, the router's own
-form) that predicts the source, and the mutual information between source and a k-means clustering
-(k = the number of sources, the `router_init: kmeans` start). A probe near 100% with k-means near
-0 bits means the task is in the input but not in its largest directions. Embedding lookups only.
+For the training mix of a config (a train or compare config), read every candidate router input
+(`router_input`: the input embeddings, or the frozen model's hidden states after layer L; `router_pool`:
+mean or last token) of training rows (training windows, `data.train_max_length`) and of the held-out
+evaluation questions as inference sees them (`data.max_length` prompts, no answer), and report per input:
 
-    python benchmarks/router_separability.py configs/routing-mix.yaml --rows 1000
+- probe train->eval: a linear probe (logistic regression on standardised inputs, the router's own form)
+  fit on training rows and scored on the evaluation questions: what a router taught in training keeps at use
+  (the train / evaluation shift included);
+- probe eval: the same probe fit on half of the evaluation questions, scored on the other half;
+- k-means MI: the mutual information (bits) between task and a k-means clustering (k = the number of
+  tasks) of the evaluation questions, and of the training rows: what a router that must find the split by
+  itself (the paper's, `router_init: kmeans`, growth's new rows) can find;
+- prefill cost: the router pass's time over a full forward of the same evaluation prompts.
+
+    python benchmarks/router_separability.py configs/routing-mix.yaml --train-rows 300 --eval-rows 100
 """
 
 from __future__ import annotations
@@ -15,65 +22,148 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import time
 
 import torch
 import yaml
 
-from ptmoe.adapted import AdaptedModel
 from ptmoe.base_models import load_base_model
-from ptmoe.data.format import special_ids
+from ptmoe.collate import pad_batch
+from ptmoe.data import load_eval_set
+from ptmoe.data.format import encode_dataset, special_ids
+from ptmoe.inputs import context_mask, position_ids_from_mask
 from ptmoe.methods.ptmoe import kmeans
+from ptmoe.methods.router_input import hidden_states_after, pool_states
 from ptmoe.recipes.compare_plan import shared_config
 from ptmoe.recipes.routing import mutual_information_bits
 from ptmoe.recipes.train_data import encode_sources, read_sources
 
 
-def pooled_inputs(cfg, rows_per_source):
-    """The router's input for each training row (`AdaptedModel.pooled_inputs`) and its source's index."""
-    base, tok = load_base_model(cfg["model"])
-    sources, valid, rng = read_sources(cfg, log=lambda *a: None)
-    sources = [(spec, ex[:rows_per_source]) for spec, ex in sources]
+def task_of(set_name: str) -> str:
+    return set_name.split("/")[0]
+
+
+def training_rows(cfg, tok, per_source):
+    sources, _, rng = read_sources(cfg, log=lambda *a: None)
+    sources = [(spec, ex[:per_source]) for spec, ex in sources]
     rows, _ = encode_sources(cfg, sources, [], rng, tok, log=lambda *a: None)
-    names = sorted({r["set"] for r in rows})
-    x = AdaptedModel(base, "none", {}, tok).pooled_inputs(rows, special_ids(tok)[0])
-    return x, torch.tensor([names.index(r["set"]) for r in rows]), names
+    return rows, [task_of(r["set"]) for r in rows]
 
 
-def linear_probe(x, y, k, seed=0, steps=500):
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(x), generator=g)
-    train, test = order[: len(x) // 2], order[len(x) // 2 :]
-    mean, std = x[train].mean(0), x[train].std(0) + 1e-6
-    z = (x - mean) / std
+def evaluation_rows(cfg, tok, per_set):
+    rows, tasks = [], []
+    for spec in cfg["data"]["eval"]:
+        examples = load_eval_set(spec, cfg["data"], log=lambda *a: None)[:per_set]
+        enc, _ = encode_dataset(examples, tok, cfg["data"]["max_length"], train=False, max_new_tokens=16)
+        rows += [dict(r, labels=[-100] * len(r["input_ids"])) for r in enc]
+        tasks += [task_of(spec)] * len(enc)
+    return rows, tasks
+
+
+@torch.no_grad()
+def read_inputs(lm, rows, pad_id, layers, pools, batch_size=16) -> dict:
+    """{(layer, pool): [n, H]} for every layer (0: the embeddings) and pooling, one pass per batch."""
+    emb, out = lm.get_input_embeddings(), {}
+    hidden = [L for L in layers if L > 0]
+    for i in range(0, len(rows), batch_size):
+        b = pad_batch(rows[i : i + batch_size], pad_id, side="left")
+        mask = context_mask(b["attention_mask"], b["labels"])
+        e = emb(b["input_ids"])
+        states = {0: e, **(hidden_states_after(lm, e, mask, hidden) if hidden else {})}
+        for L in layers:
+            for pool in pools:
+                out.setdefault((L, pool), []).append(pool_states(states[L], mask, pool))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def probe(x_fit, y_fit, x_test, y_test, k, seed=0, steps=300):
+    mean, std = x_fit.mean(0), x_fit.std(0) + 1e-6
     torch.manual_seed(seed)  # the probe's initialisation: the same figure on every rerun
-    probe = torch.nn.Linear(x.shape[1], k)
-    opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-3)
+    lin = torch.nn.Linear(x_fit.shape[1], k)
+    opt = torch.optim.Adam(lin.parameters(), lr=1e-2, weight_decay=1e-3)
     for _ in range(steps):
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(probe(z[train]), y[train]).backward()
+        torch.nn.functional.cross_entropy(lin((x_fit - mean) / std), y_fit).backward()
         opt.step()
-    return (probe(z[test]).argmax(-1) == y[test]).float().mean().item()
+    return (lin((x_test - mean) / std).argmax(-1) == y_test).float().mean().item()
+
+
+def kmeans_bits(x, y, names):
+    _, assign = kmeans(x, len(names), torch.Generator().manual_seed(0))
+    counts = {n: torch.bincount(assign[y == i], minlength=len(names)).tolist() for i, n in enumerate(names)}
+    return mutual_information_bits(counts)
+
+
+@torch.no_grad()
+def prefill_costs(lm, rows, pad_id, layers, repeats=2) -> dict:
+    """Seconds of each router pass over the seconds of a full forward, on the same padded batch."""
+    b = pad_batch(rows, pad_id, side="left")
+    ids, mask = b["input_ids"], b["attention_mask"]
+    e = lm.get_input_embeddings()(ids)
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    full = best(lambda: lm(inputs_embeds=e, attention_mask=mask, position_ids=position_ids_from_mask(mask)))
+    return {L: (best(lambda: hidden_states_after(lm, e, mask, [L])) / full if L else 0.0) for L in layers}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
-    ap.add_argument("--rows", type=int, default=1000, help="training rows per source")
+    ap.add_argument("--train-rows", type=int, default=300, help="training rows per source")
+    ap.add_argument("--eval-rows", type=int, default=100, help="evaluation questions per set")
+    ap.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2, 4, 8], help="0: the input embeddings")
+    ap.add_argument("--pools", nargs="+", default=["mean", "last", "tail:32"], help="router_pool values")
+    ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
-    raw = yaml.safe_load(open(args.config))
-    cfg = shared_config(raw, args.config)
+    cfg = shared_config(yaml.safe_load(open(args.config)), args.config)
     cfg["seed"] = 0
+    cfg["data"]["max_eval_examples"] = args.eval_rows
     random.seed(0)
-    x, y, names = pooled_inputs(cfg, args.rows)
-    k = len(names)
-    out = {"config": args.config, "sources": names, "rows": len(x)}
-    out["linear_probe_accuracy"] = linear_probe(x, y, k)
-    for space in ("raw", "standardized"):
-        z = x if space == "raw" else (x - x.mean(0)) / (x.std(0) + 1e-6)
-        _, assign = kmeans(z, k, torch.Generator().manual_seed(0))
-        counts = {n: torch.bincount(assign[y == i], minlength=k).tolist() for i, n in enumerate(names)}
-        out[f"kmeans_{space}"] = {"per_source": counts, "mutual_information_bits": mutual_information_bits(counts)}
-    print(json.dumps(out, indent=2))
+    base, tok = load_base_model(cfg["model"], torch.float32)
+    base.eval()
+    pad_id = special_ids(tok)[0]
+    train, train_tasks = training_rows(cfg, tok, args.train_rows)
+    evals, eval_tasks = evaluation_rows(cfg, tok, args.eval_rows)
+    names = sorted(set(train_tasks) | set(eval_tasks))
+    y_train = torch.tensor([names.index(t) for t in train_tasks])
+    y_eval = torch.tensor([names.index(t) for t in eval_tasks])
+    x_train = read_inputs(base, train, pad_id, args.layers, args.pools)
+    x_eval = read_inputs(base, evals, pad_id, args.layers, args.pools)
+    costs = prefill_costs(base, evals[:16], pad_id, args.layers)
+    half = torch.randperm(len(evals), generator=torch.Generator().manual_seed(0))
+    a, b = half[: len(evals) // 2], half[len(evals) // 2 :]
+    print(f"{args.config}: tasks {names}; {len(train)} training rows, {len(evals)} evaluation questions")
+    print(
+        "| router input | pool | probe train->eval | probe eval | k-means MI eval (bit) | k-means MI train (bit) | prefill cost |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    table = []
+    for (L, pool), xe in x_eval.items():
+        xt, k = x_train[(L, pool)], len(names)
+        row = {
+            "router_input": "embeddings" if L == 0 else f"hidden:{L}",
+            "pool": pool,
+            "probe_train_to_eval": probe(xt, y_train, xe, y_eval, k),
+            "probe_eval": probe(xe[a], y_eval[a], xe[b], y_eval[b], k),
+            "kmeans_bits_eval": kmeans_bits(xe, y_eval, names),
+            "kmeans_bits_train": kmeans_bits(xt, y_train, names),
+            "prefill_cost": costs[L],
+        }
+        table.append(row)
+        print(
+            f"| {row['router_input']} | {pool} | {row['probe_train_to_eval']:.3f} | {row['probe_eval']:.3f} | "
+            f"{row['kmeans_bits_eval']:.2f} | {row['kmeans_bits_train']:.2f} | {row['prefill_cost']:.3f} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": args.config, "tasks": names, "rows": table}, f, indent=2)
 
 
 if __name__ == "__main__":

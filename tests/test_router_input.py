@@ -26,6 +26,10 @@ HIDDEN = {
         {"num_tokens": 5, "experts": 3, "rank": 3, "router_input": "hidden:2", "router_pool": "last"},
     ),
     "smop": ("smop", {"num_tokens": 6, "experts": 2, "router_input": "hidden:2"}),
+    "ptmoe-tail": (
+        "ptmoe",
+        {"num_tokens": 5, "experts": 2, "rank": 3, "router_input": "hidden:1", "router_pool": "tail:3"},
+    ),
 }
 
 
@@ -59,6 +63,8 @@ def test_hidden_input_equals_transformers_hidden_states():
     emb = base.get_input_embeddings()(b["input_ids"])
     torch.testing.assert_close(RouterInput(1, "mean")(base, emb, mask), want_mean, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(RouterInput(1, "last")(base, emb, mask), want_last, rtol=1e-5, atol=1e-5)
+    tail = [layer1[i, -2:].mean(0) if mask[i].sum() >= 2 else layer1[i, -1] for i in range(len(TEXTS))]
+    torch.testing.assert_close(RouterInput(1, "tail:2")(base, emb, mask), torch.stack(tail), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(
         RouterInput(0, "mean")(base, emb, mask), (emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     )
@@ -80,7 +86,7 @@ def test_hidden_router_batched_generation_equals_one_by_one(name):
         torch.testing.assert_close(model.routing.probs[0], batched_probs[i], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["ptmoe-mean", "ptmoe-last"])
+@pytest.mark.parametrize("name", ["ptmoe-mean", "ptmoe-last", "ptmoe-tail"])
 def test_a_training_row_routes_as_at_inference(name):
     """The router reads the prompt alone: a training row (answer appended, labels on it, right-padded among
     longer rows) and the same example encoded for inference (left-padded) get the same router input."""
@@ -133,6 +139,7 @@ def test_save_and_load_keep_the_router_input(tmp_path):
         ({"router_input": "hidden:x"}, "option 'router_input' must be 'embeddings' or 'hidden:L'"),
         ({"router_input": "layers"}, "option 'router_input' must be 'embeddings' or 'hidden:L'"),
         ({"router_pool": "max"}, "option 'router_pool' must be one of"),
+        ({"router_pool": "tail:0"}, "option 'router_pool' must be one of"),
     ],
 )
 def test_bad_router_input_options_are_one_line_errors(options, message):

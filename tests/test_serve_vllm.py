@@ -29,7 +29,9 @@ from ptmoe.serving.server import Background
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 QUESTIONS = ["What is the capital of France?", "Name three colors."]
 ADAPTERS = {"ptmoe": {"num_tokens": 8, "experts": 2, "rank": 4}, "pt": {"num_tokens": 8}, "lora": {"r": 2}}
-NAMES = [*ADAPTERS, "grown"]
+# a router on the frozen model's hidden states (issue 30): its router pass runs in the serving process
+HIDDEN = {"num_tokens": 8, "experts": 2, "rank": 4, "router_input": "hidden:4", "router_pool": "last"}
+NAMES = [*ADAPTERS, "grown", "hidden"]
 
 
 def grow(source: str, root) -> str:
@@ -59,6 +61,31 @@ def grow(source: str, root) -> str:
     return train(cfg, log=lambda *a, **k: None)["output_dir"] + "/best"
 
 
+def hidden_router_adapter(root):
+    """A ptmoe adapter routed on hidden states whose router sends the two questions to different experts."""
+    base, tok = load_base_model(DEFAULT_MODEL)
+    model = PtmoeModel(base, "ptmoe", HIDDEN, tok, seed=5)
+    with torch.no_grad():
+        model.adapter.A[1].mul_(-1.0)  # experts that answer differently
+        x = torch.stack([model.adapter.router_features(*chat_embeds(model, tok, q)) for q in QUESTIONS])[:, 0]
+        w = model.adapter.router.linear
+        d = x[0] - x[1]
+        w.weight.copy_(torch.stack([d, -d]) * (10.0 / d.norm() ** 2))  # question 0 -> expert 0, 1 -> 1
+        w.bias.copy_(-w.weight @ (x[0] + x[1]) / 2)
+    return model.save_pretrained(root / "hidden")
+
+
+def chat_ids(tok, question):
+    """The question as the server renders a chat request (openai_api.encode_chat)."""
+    text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    return tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+
+
+def chat_embeds(model, tok, question):
+    ids = chat_ids(tok, question)
+    return model.lm.get_input_embeddings()(ids), torch.ones_like(ids)
+
+
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
     from ptmoe.serving.engine_vllm import VLLMEngine
@@ -74,6 +101,7 @@ def engines(tmp_path_factory):
                     p.add_(torch.randn_like(p) * 0.05)
         paths[method] = str(model.save_pretrained(root / method))
     paths["grown"] = grow(paths["ptmoe"], root)
+    paths["hidden"] = str(hidden_router_adapter(root))
     served = load_served(DEFAULT_MODEL, paths)
     # one process: no engine-core or worker processes to spawn (each re-imports vLLM: ~30 s apiece)
     vllm = VLLMEngine(served, max_model_len=1024, distributed_executor_backend="uni", in_process=True)
@@ -111,6 +139,15 @@ def test_vllm_greedy_equals_hf(engines):
     stats = {}
     want, got = answers(hf, served), answers(vllm, served, stats)
     assert got == want
+    # the hidden-state router's adapter answers as `AdaptedModel.generate` (what `ptmoe generate` calls) does,
+    # and its router sent the two questions to different experts
+    base, tok = load_base_model(DEFAULT_MODEL)
+    model = PtmoeModel.from_pretrained(served.paths["hidden"], base, tok).eval()
+    for i, q in enumerate(QUESTIONS):
+        ids = chat_ids(tok, q)
+        new = model.generate(ids, max_new_tokens=16, eos_token_id=served.eos_ids(), pad_token_id=tok.pad_token_id)
+        assert tok.decode(new[0], skip_special_tokens=True) == want[("hidden", q)]
+        assert model.routing.selected[0].argmax().item() == i
     assert len(set(want.values())) >= 4  # the adapters really change the answers
     # the concurrent requests for the base model and both prompt adapters ran in one vLLM batch
     assert any({served.base_name, "pt", "ptmoe"} <= set(b) for b in stats["recent_batches"]), stats

@@ -38,7 +38,7 @@ class PTMoEConfig(MethodConfig):
     router_temperature: float = 1.0
     router_input_norm: str = "none"  # "standardize": running per-dimension standardisation (see router.py)
     # what the router reads (router_input.py): "embeddings" (the paper's) or "hidden:L", the frozen model's
-    # hidden states after decoder layer L; pooled over the readable input by `router_pool` (mean, last)
+    # hidden states after decoder layer L; pooled over the readable input by `router_pool` (mean, last, tail:N)
     router_input: str = "embeddings"
     router_pool: str = "mean"
     init_text: str | None = None  # SVD init text; else sampled vocabulary tokens
@@ -188,6 +188,7 @@ def kmeans(x: torch.Tensor, k: int, generator=None, iters: int = 50) -> tuple[to
     centroids = x[torch.randint(len(x), (1,), generator=generator)]
     while len(centroids) < k:  # k-means++: the next centre far from the chosen ones
         d = torch.cdist(x, centroids).min(1).values.pow(2)
+        d = d if d.sum() > 0 else torch.ones_like(d)  # every point on a centre already: any will do
         centroids = torch.cat([centroids, x[torch.multinomial(d / d.sum(), 1, generator=generator)]])
     for _ in range(iters):
         assign = torch.cdist(x, centroids).argmin(1)

@@ -5,8 +5,9 @@ task is a minor direction: a linear probe finds it, but a router that has to dis
 (the paper's, k-means, growth's new rows) does not. `router_input: hidden:L` reads the frozen model's
 hidden states after decoder layer L instead, from a prompt-free pass of the first L layers over the
 same tokens (what X-LoRA, IDPG and L2P do with a full extra pass; here only L layers run, about L / layers
-of a prefill). `router_pool` pools the positions the router may read (`inputs.context_mask`): `mean`, or
-`last` (the last readable token, which has attended to all the others).
+of a prefill). `router_pool` pools the positions the router may read (`inputs.context_mask`): `mean`, `last` (the
+last readable token, which has attended to all the others) or `tail:N` (the mean over the last N: the
+question and the chat template's end, the same text in a training window and an evaluation prompt).
 
 The pass runs under no_grad on the frozen model: the router's input does not depend on anything trained.
 Every path that routes (training, evaluation, generation, mixed batches, both server engines, lm-eval,
@@ -21,7 +22,7 @@ import torch
 
 from ..inputs import position_ids_from_mask
 
-POOLS = ("mean", "last")
+POOLS = ("mean", "last", "tail:N")
 EMBEDDINGS = "embeddings"
 
 
@@ -37,8 +38,9 @@ class RouterInput:
     @classmethod
     def parse(cls, spec: str, pool: str = "mean", where: str = "method options") -> "RouterInput":
         """'embeddings' | 'hidden:L' (L >= 1) and a pooling; a bad value is a one-line error naming it."""
-        if pool not in POOLS:
-            raise ValueError(f"{where}: option 'router_pool' must be one of {POOLS}, got {pool!r}")
+        head, _, n = str(pool).partition(":")
+        if pool not in ("mean", "last") and not (head == "tail" and n.isdigit() and int(n) >= 1):
+            raise ValueError(f"{where}: option 'router_pool' must be one of {POOLS} (N >= 1), got {pool!r}")
         if spec == EMBEDDINGS:
             return cls(0, pool)
         name, _, layer = str(spec).partition(":")
@@ -68,7 +70,11 @@ class RouterInput:
 
 
 def pool_states(states: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Tensor:
-    """[B, S, H] -> [B, H] fp32 over the positions where mask is 1 (padded positions may hold anything)."""
+    """[B, S, H] -> [B, H] fp32 over the positions where mask is 1 (padded positions may hold anything).
+    `tail:N`: the mean over each row's last N readable positions."""
+    if pool.startswith("tail:"):
+        from_end = mask.long().flip(-1).cumsum(-1).flip(-1)  # 1 at the last readable position, 2 before it...
+        mask = mask * (from_end <= int(pool[5:])).to(mask.dtype)
     m = mask.bool().unsqueeze(-1)
     x = torch.where(m, states.float(), 0.0)
     if pool == "last":

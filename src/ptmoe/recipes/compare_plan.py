@@ -39,6 +39,8 @@ ADDED_OPTIONS = {
     "sources": [],
     "source_supervision": 0.0,
     "stage_experts": None,
+    "router_input": "embeddings",
+    "router_pool": "mean",
 }
 
 
