@@ -117,6 +117,37 @@ def test_grown_adapter_keeps_old_parts_bit_identical(source, grown):
     assert torch.equal(store["inputs"][:16], read_store(source)["inputs"])
 
 
+def test_grown_adapter_with_its_own_B_rows_keeps_every_old_part_bit_identical(files, source):
+    """grow.rank: the new expert gets B rows of its own; the old experts (their new columns 0), the old B rows
+    and the old router rows stay bit-identical, so an old expert's prompt is what it was."""
+    own = run_train(
+        overrides(
+            files,
+            "t2",
+            files / "grown_own_rows",
+            "train.steps=4",
+            "train.weight_decay=0.1",
+            f"init_from={source}",
+            "grow.experts=1",
+            "grow.rank=2",
+        )
+    )
+    old, new = load_file(f"{source}/adapter_model.safetensors"), load_file(f"{own}/adapter_model.safetensors")
+    assert new["A"].shape == (3, 4, 4) and new["B"].shape == (4, 64)
+    assert torch.equal(new["A"][:2, :, :2], old["A"]) and not new["A"][:2, :, 2:].any()
+    assert torch.equal(new["B"][:2], old["B"])
+    assert torch.equal(new["router.linear.weight"][:2], old["router.linear.weight"])
+    assert torch.equal(new["router.linear.bias"][:2], old["router.linear.bias"])
+    assert not torch.equal(new["A"][2, :, 2:], torch.zeros(4, 2)) and new["B"][2:].abs().sum() > 0  # trained
+    for i in range(2):  # each old expert's prompt, A_i B, as the source adapter made it
+        torch.testing.assert_close(new["A"][i] @ new["B"], old["A"][i] @ old["B"], rtol=0, atol=1e-6)
+    meta = json.loads(Path(own, "adapter_config.json").read_text())
+    assert meta["config"]["rank"] == 4 and meta["lineage"][-1]["b_rows_added"] == 2
+    assert "old B rows" in meta["lineage"][-1]["frozen"]
+    lm, tok = load_base_model(str(files / "base"))
+    PtmoeModel.from_pretrained(own, lm, tok)  # an ordinary ptmoe adapter of rank 4
+
+
 @pytest.fixture(scope="module")
 def grown_per_stage(files, source):
     """Grown like `grown`, with the route loss (new inputs to the new expert) and grow.gate=per_stage (the default)."""

@@ -6,7 +6,9 @@ and the router's replay store.
   experts, the shared B and the old router rows (with the router's input statistics) can be frozen,
   exactly: their gradients are masked and, after every optimizer step, the frozen values are copied back
   (AdamW's weight decay moves a parameter even where its gradient is zero). New experts start as the
-  mean of the old ones; new router rows start from the new data (`grow.router_init`).
+  mean of the old ones; new router rows start from the new data (`grow.router_init`). `grow.rank: K` also
+  adds K rows to B (K columns to every A_i) for the new experts: the old experts' new columns are 0 and
+  frozen with the rest of them, the old B rows frozen, so old prompts are unchanged.
 - the replay store (`grow.store_size` > 0): per training stage, the pooled router inputs (masked mean
   input embeddings, H floats each, never text) of that many training examples, with the expert the
   router sent each to when the stage ended. It is saved beside the adapter as router_replay.safetensors
@@ -99,6 +101,9 @@ def from_adapter(cfg: dict) -> tuple[dict, dict | None]:
         if cfg["grow"]["gate"] == "per_stage":
             options["stage_experts"] = (stages or [options["experts"]]) + [cfg["grow"]["experts"]]
         options["experts"] = options["experts"] + cfg["grow"]["experts"]
+        options["rank"] = options["rank"] + cfg["grow"]["rank"]
+    elif cfg["grow"]["rank"]:
+        raise ConfigError("grow.rank: B rows are added with new experts only (set grow.experts too)")
     return {**cfg, "method_options": options, "preset": None}, meta
 
 
@@ -172,22 +177,27 @@ class Growth:
             self.model.load_weights(self.cfg["init_from"])
             return
         state = self.adapter.state_dict()
-        n_old = self.n_old = src["A"].shape[0]
+        n_old, r_old = self.n_old, self.r_old = src["A"].shape[0], src["A"].shape[2]
         grown = {}
         for key, value in state.items():
             old = src[key].to(value.device, value.dtype)
             if old.shape == value.shape:
                 grown[key] = old.clone()
-            else:  # a per-expert tensor: old experts first, then the new ones
+            else:  # per-expert tensors and, with grow.rank, A's columns and B's rows: the old ones first
                 grown[key] = value.clone()
-                grown[key][:n_old] = old
-        noise = torch.randn(grown["A"][n_old:].shape, generator=torch.Generator().manual_seed(self.cfg["seed"]))
-        grown["A"][n_old:] = src["A"].mean(0) + noise.to(grown["A"].device) * 0.01 * float(src["A"].std())
+                grown[key][tuple(slice(0, n) for n in old.shape)] = old
+        A = grown["A"]
+        A[:n_old, :, r_old:] = 0.0  # old experts never read the new B rows: their prompts stay as they were
+        noise = torch.randn(A[n_old:, :, :r_old].shape, generator=torch.Generator().manual_seed(self.cfg["seed"]))
+        # new experts: the old experts' mean on the old rows; on new rows (grow.rank) the fresh SVD init's values
+        A[n_old:, :, :r_old] = src["A"].mean(0) + noise.to(A.device) * 0.01 * float(src["A"].std())
         self.adapter.load_adapter_state(grown)
         self._init_new_rows(n_old, train_rows, pad_id)
         self._freeze(n_old)
         log(
-            f"[grow] {self.cfg['init_from']}: {n_old} experts + {self.g['experts']} new; frozen: "
+            f"[grow] {self.cfg['init_from']}: {n_old} experts + {self.g['experts']} new"
+            + (f", B rows {r_old} + {self.g['rank']} new" if self.g["rank"] else "")
+            + "; frozen: "
             + (", ".join(self._frozen_parts()) or "nothing")
         )
 
@@ -230,7 +240,7 @@ class Growth:
             p = named.get(name)
             if not frozen or p is None:
                 continue
-            rows = slice(None) if name == "B" else slice(0, n_old)
+            rows = slice(0, self.r_old) if name == "B" else slice(0, n_old)
             self.frozen[name] = (rows, p.detach()[rows].clone())
             mask = torch.ones_like(p)
             mask[rows] = 0.0
@@ -243,7 +253,11 @@ class Growth:
     def _frozen_parts(self) -> list[str]:
         return [
             n
-            for n, on in (("old experts", "A"), ("B", "B"), ("old router rows", "router.linear.weight"))
+            for n, on in (
+                ("old experts", "A"),
+                ("old B rows" if self.g["rank"] else "B", "B"),
+                ("old router rows", "router.linear.weight"),
+            )
             if on in self.frozen
         ]
 
@@ -303,6 +317,8 @@ class Growth:
         entry = {"from": self.cfg["init_from"], "data": list(self.cfg["data"]["train"])}
         if self.cfg["init_from"]:
             entry["experts_added"] = self.g["experts"]
+            if self.g["rank"]:
+                entry["b_rows_added"] = self.g["rank"]
         if self.g["experts"]:
             entry.update(
                 frozen=self._frozen_parts(),

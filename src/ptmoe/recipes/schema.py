@@ -205,7 +205,14 @@ SCHEMA: dict[str, tuple] = {
     ),
     "grow.experts": (0, integer(0), "experts added to the `init_from` adapter (a routed method: ptmoe); 0: no growth"),
     "grow.freeze_experts": (True, boolean(), "the grown adapter's old experts A_i stay exactly as they were"),
-    "grow.freeze_shared": (True, boolean(), "the shared B stays exactly as it was"),
+    "grow.freeze_shared": (True, boolean(), "the shared B (its old rows, with grow.rank) stays exactly as it was"),
+    "grow.rank": (
+        0,
+        integer(0),
+        "rows this stage adds to the shared B (and columns to every A_i): the new experts get directions of "
+        "their own instead of living inside the first stage's B; old experts' new columns stay 0, so their "
+        "prompts are unchanged; 0: the new experts share the old B (docs/continual.md)",
+    ),
     "grow.freeze_router": (True, boolean(), "the old router rows (and input statistics) stay exactly as they were"),
     "grow.router_init": (
         "data",
