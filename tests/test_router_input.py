@@ -166,3 +166,16 @@ def test_a_replay_store_of_another_input_kind_is_refused(tmp_path):
         read_store(tmp_path, "hidden:2/mean")
     msg = str(e.value)
     assert STORE_NAME in msg and "'embeddings/mean'" in msg and "'hidden:2/mean'" in msg and "\n" not in msg
+
+
+def test_the_router_pass_runs_once_at_prefill_and_never_while_decoding():
+    model, tok = routed("ptmoe-last")
+    calls = []
+    layer = model.lm.model.layers[0]
+    handle = layer.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[1]))
+    ids = torch.tensor([tok(TEXTS[1])["input_ids"]])
+    model.generate(ids, max_new_tokens=6, eos_token_id=None)
+    handle.remove()
+    # layer 1 runs: the router pass and the prefill over the prompt, then one token per decode step
+    n = ids.shape[1]
+    assert calls == [n, n + model.adapter.num_tokens] + [1] * 5

@@ -71,7 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--methods",
         default=",".join(SYNTH_METHODS),
-        help="comma list of forward, peft-pt, peft-lora and our methods by name (lora, hydralora: rank 8)",
+        help="comma list of forward, peft-pt, peft-lora and our methods by name (lora, hydralora: rank 8); "
+        "ptmoe@hidden:2: a routed method with that router_input",
     )
     p.add_argument(
         "--parts",
@@ -107,8 +108,13 @@ def run(args) -> int:
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     known = [FORWARD, *PEFT, *REGISTRY]
     for m in methods:
-        if m not in known:
+        name, _, router_input = m.partition("@")
+        if name not in known:
             raise ValueError(f"--methods: unknown {m!r}; known: {', '.join(known)}")
+        if router_input:  # checked before any model loads
+            from ..methods import make_config
+
+            make_config(name, {"router_input": router_input}, where=f"--methods {m}")
     for p in parts:
         if p not in PARTS:
             raise ValueError(f"--parts: unknown {p!r}; known: {', '.join(PARTS)}")

@@ -81,11 +81,18 @@ def _peft_lora(base):
 
 
 def _ours(base, method, T, tok):
+    """Our method by name; `ptmoe@hidden:2` (any routed method) sets its router_input, so the router
+    pass's cost stands beside the paper's input in one run."""
     from ..adapted import AdaptedModel
 
+    method, _, router_input = method.partition("@")
     spec = get_method(method)
     fields = {f.name for f in dataclasses.fields(spec.config_cls)}
     opts = {k: v for k, v in {**OURS_OPTIONS, "num_tokens": T}.items() if k in fields}
+    if router_input:
+        if "router_input" not in fields:
+            raise ValueError(f"--methods: {method}@{router_input}: {method} has no router")
+        opts["router_input"] = router_input
     return AdaptedModel(base, method, opts, tokenizer=tok)
 
 
@@ -97,7 +104,7 @@ def changes_base(name: str) -> bool:
     """Contenders that change the base model's weights run alone, after the others, and are removed."""
     if name in PEFT or name == FORWARD:
         return name == "peft-lora"
-    return get_method(name).changes == WEIGHTS
+    return get_method(name.partition("@")[0]).changes == WEIGHTS
 
 
 def _train_step(module, opt, fixed_batch, ours: bool):
