@@ -15,6 +15,9 @@ evaluation questions as inference sees them (`data.max_length` prompts, no answe
 - prefill cost: the router pass's time over a full forward of the same evaluation prompts.
 
     python benchmarks/router_separability.py configs/routing-mix.yaml --train-rows 300 --eval-rows 100
+
+`--equal-windows` cuts training rows to the evaluation prompts' length: what is left between the two probe
+columns then is not the window.
 """
 
 from __future__ import annotations
@@ -50,9 +53,13 @@ def training_rows(cfg, tok, per_source):
     return rows, [task_of(r["set"]) for r in rows]
 
 
-def evaluation_rows(cfg, tok, per_set):
+def evaluation_rows(cfg, tok, per_set, tasks_trained):
+    """Held-out questions of the evaluation sets that belong to a training task (SQuAD-Shifts has no
+    training source of its own: a probe fit on the sources cannot be scored on it)."""
     rows, tasks = [], []
     for spec in cfg["data"]["eval"]:
+        if task_of(spec) not in tasks_trained:
+            continue
         examples = load_eval_set(spec, cfg["data"], log=lambda *a: None)[:per_set]
         enc, _ = encode_dataset(examples, tok, cfg["data"]["max_length"], train=False, max_new_tokens=16)
         rows += [dict(r, labels=[-100] * len(r["input_ids"])) for r in enc]
@@ -120,17 +127,22 @@ def main():
     ap.add_argument("--eval-rows", type=int, default=100, help="evaluation questions per set")
     ap.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2, 4, 8], help="0: the input embeddings")
     ap.add_argument("--pools", nargs="+", default=["mean", "last", "tail:32"], help="router_pool values")
+    ap.add_argument(
+        "--equal-windows", action="store_true", help="training rows cut to data.max_length too (the shift's part)"
+    )
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     cfg = shared_config(yaml.safe_load(open(args.config)), args.config)
     cfg["seed"] = 0
     cfg["data"]["max_eval_examples"] = args.eval_rows
+    if args.equal_windows:
+        cfg["data"]["train_max_length"] = cfg["data"]["max_length"]
     random.seed(0)
     base, tok = load_base_model(cfg["model"], torch.float32)
     base.eval()
     pad_id = special_ids(tok)[0]
     train, train_tasks = training_rows(cfg, tok, args.train_rows)
-    evals, eval_tasks = evaluation_rows(cfg, tok, args.eval_rows)
+    evals, eval_tasks = evaluation_rows(cfg, tok, args.eval_rows, set(train_tasks))
     names = sorted(set(train_tasks) | set(eval_tasks))
     y_train = torch.tensor([names.index(t) for t in train_tasks])
     y_eval = torch.tensor([names.index(t) for t in eval_tasks])

@@ -415,3 +415,21 @@ def test_the_gate_changes_a_run_key_only_when_the_run_grows(source):
     older = load_config(None, ["grow.store_size=8", *growing, "grow.gate=shared"])
     del older["grow"]["gate"]  # a run stored before the gate existed weighed over every expert: shared
     assert run_key(older) == key(*growing, "grow.gate=shared")
+
+
+def test_growth_with_its_own_B_rows_runs_three_stages_and_joint_matches_its_size(files, tmp_path):
+    """grow.rank: each later stage starts from an adapter of a larger rank than the config's (the stage before
+    added B rows); joint training gets growth's final experts and rank."""
+    t3 = tmp_path / "t3.jsonl"
+    t3.write_text((files / "t1.jsonl").read_text())
+    cfg = continual_config(files, tmp_path / "cont")
+    cfg["sequence"].append({"train": str(t3), "eval": str(t3)})
+    cfg.update(strategies=["growth", "joint"], grow={"experts": 1, "store_size": 8, "rank": 2})
+    continual(cfg, log=quiet)
+    saved = json.loads((tmp_path / "cont" / "continual.json").read_text())
+    last = saved["rows"]["growth"]["stage_keys"][0][-1]
+    meta = json.loads((tmp_path / "cont" / "runs" / last / "train" / "best" / "adapter_config.json").read_text())
+    assert (meta["config"]["experts"], meta["config"]["rank"]) == (4, 6)
+    joint = saved["rows"]["joint"]["stage_keys"][0][0]
+    meta = json.loads((tmp_path / "cont" / "runs" / joint / "train" / "best" / "adapter_config.json").read_text())
+    assert (meta["config"]["experts"], meta["config"]["rank"]) == (4, 6)

@@ -135,7 +135,12 @@ def stage_configs(shared: dict, strategy: str, tasks: list, pt_options: dict, ov
         if strategy in ("seq-pt", "oracle"):
             cfg.update(method="pt", method_options=dict(pt_options), preset=None)
         elif strategy == "joint":
-            cfg["method_options"] = {**cfg["method_options"], "experts": experts(shared) + (T - 1) * g["experts"]}
+            cfg["method_options"] = {
+                **cfg["method_options"],
+                "experts": first_option(shared, "experts") + (T - 1) * g["experts"],
+            }
+            if g["rank"]:  # and growth's final rank, where its stages add B rows
+                cfg["method_options"]["rank"] = first_option(shared, "rank") + (T - 1) * g["rank"]
             cfg["train"]["steps"] = T * shared["train"]["steps"]
         else:  # the PT-MoE sequences keep a replay store from stage 0 on (it changes no training)
             cfg["grow"]["store_size"] = g["store_size"]
@@ -143,6 +148,8 @@ def stage_configs(shared: dict, strategy: str, tasks: list, pt_options: dict, ov
             cfg["data"]["eval"] = [task["eval"]]
         if strategy in SEQUENTIAL and i > 0:  # the adapter it starts from fixes the number of experts
             cfg["method_options"].pop("experts", None)
+            if g["rank"]:  # and, where growth adds B rows, the rank
+                cfg["method_options"].pop("rank", None)
         if strategy.startswith("growth") and i > 0:
             cfg["grow"] = {**g, "replay_weight": g["replay_weight"] if strategy == "growth" else 0.0}
         if over:
@@ -153,10 +160,13 @@ def stage_configs(shared: dict, strategy: str, tasks: list, pt_options: dict, ov
     return out
 
 
-def experts(shared: dict) -> int:
+def first_option(shared: dict, name: str) -> int:
+    """A method option of the first stage, its preset expanded and its default filled in."""
+    from ..methods import make_config
     from .presets import apply_preset
 
-    return apply_preset(shared)["method_options"].get("experts", 2)
+    cfg = apply_preset(shared)
+    return getattr(make_config(cfg["method"], cfg["method_options"]), name)
 
 
 # ---- running ----------------------------------------------------------------------------------------
