@@ -41,6 +41,12 @@ clustered: the paper's routing started from the data (docs/routing.md, issue 23)
          on SQuAD + DROP (configs/routing-mix.yaml, 3 seeds) its clusters do not follow the tasks (MI
          0.00-0.01 bit) and it scored 26.20 F1 against `paper`'s 28.11 (routing value -1.00
          [-3.93, +2.15]): measured, not better, so not the default.
+supervised: the paper's recipe with a router that reads the frozen model's hidden states after layer 2
+         (`router_input: hidden:2`) and is taught, in training, which source each row comes from
+         (`source_supervision: 1.0`, one expert per training source); at inference it reads the input
+         alone. Issue 30 (docs/routing.md): on SQuAD + GSM-Symbolic it sends every held-out question to
+         its task's expert (MI 0.99 bit at seed 0), where the paper's input and k-means do not. For
+         multi-source training only; not the default, which must also fit one-source data.
 default: stays `paper` after issue 23 too: the best learned router on SQuAD + DROP (28.11 F1, 1.24
          above one expert [-4.35, +6.38]; docs/routing.md), though no learned router there found the
          task split that routing by the true task (the oracle bracket, 31.16) exploits.
@@ -91,6 +97,13 @@ PRESETS["ptmoe"]["clustered"] = {
         "router_input_norm": "standardize",
         "load_balance": 0.1,
         "z_loss": 0.001,
+    }
+}
+PRESETS["ptmoe"]["supervised"] = {
+    "method_options": {
+        **PRESETS["ptmoe"]["paper"]["method_options"],
+        "router_input": "hidden:2",
+        "source_supervision": 1.0,
     }
 }
 PRESETS["ptmoe"]["default"] = PRESETS["ptmoe"]["paper"]  # the measured winner (docstring)
