@@ -179,3 +179,18 @@ def test_the_router_pass_runs_once_at_prefill_and_never_while_decoding():
     # layer 1 runs: the router pass and the prefill over the prompt, then one token per decode step
     n = ids.shape[1]
     assert calls == [n, n + model.adapter.num_tokens] + [1] * 5
+
+
+@pytest.mark.integration
+def test_the_packaged_demo_config_resolves_its_routed_options():
+    """The demo's supervised router (one expert per source, experts left at the default) resolves before any
+    model loads: a config error there used to surface only after the base model's evaluation."""
+    from ptmoe.data import prepare
+    from ptmoe.recipes.config import load_config
+    from ptmoe.recipes.demo import DEMO_CONFIG
+    from ptmoe.recipes.presets import apply_preset, resolve_method_options
+
+    prepare(log=lambda *a: None)
+    opts = resolve_method_options(apply_preset(load_config(DEMO_CONFIG, [])))
+    assert opts["router_input"] == "hidden:2" and opts["source_supervision"] > 0
+    assert [s.split("/")[0] for s in opts["sources"]] == ["squad", "gsm_symbolic"]

@@ -24,6 +24,7 @@ def add_arguments(p):
 def run(args):
     from ..data import prepare
     from .evaluate import evaluate, format_table
+    from .presets import apply_preset, resolve_method_options
     from .routing import plot_usage
     from .train import train
 
@@ -31,6 +32,7 @@ def run(args):
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
     print("[demo] data: preparing the packaged benchmarks (cached after the first run)", flush=True)
     prepare(log=lambda *a: print("[data]", *a, flush=True))
+    resolve_method_options(apply_preset(cfg))  # a bad option fails now, not after the first evaluation
     wanted = Path(str(cfg["output_dir"]).format(method=cfg["method"], seed=cfg["seed"]))
     out = fresh_folder(wanted)  # never over an earlier demo's run
     if out != wanted:

@@ -133,14 +133,23 @@ def resolve_method_options(cfg: dict) -> dict:
     opts = task_init_text(cfg)
     if (opts.get("route_by") == "source" or (opts.get("source_supervision") or 0) > 0) and not opts.get("sources"):
         sources = list(cfg["data"]["train"])
-        if opts.get("experts") != len(sources):
+        experts = opts.get("experts", default_option(cfg["method"], "experts"))
+        if experts != len(sources):
             raise ValueError(
                 f"method_options route_by: source / source_supervision need experts = the number of data.train "
                 f"sources ({len(sources)}), "
-                f"got experts={opts.get('experts')}"
+                f"got experts={experts}"
             )
         opts = {**opts, "sources": [first_example(spec, cfg).get("set", spec) for spec in sources]}
     return opts
+
+
+def default_option(method: str, name: str):
+    from dataclasses import fields
+
+    from ..methods import get_method
+
+    return next(f.default for f in fields(get_method(method).config_cls) if f.name == name)
 
 
 def first_example(spec: str, cfg: dict) -> dict:
