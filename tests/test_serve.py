@@ -51,9 +51,10 @@ def files(tmp_path_factory, one_thread):
     for i, (method, options) in enumerate(METHODS.items()):
         own, tok = load_base_model(str(root / "base"))
         model = PtmoeModel(own, method, options, tok, seed=i)
+        g = torch.Generator().manual_seed(i)  # not the global RNG: the adapters are the same in any test order
         with torch.no_grad():
             for p in model.trainable_parameters():
-                p.add_(torch.randn_like(p) * 0.5)
+                p.add_(torch.randn(p.shape, generator=g).to(p) * 0.5)
         adapters[method] = str(model.save_pretrained(root / method))
     return str(root / "base"), adapters
 
@@ -188,11 +189,12 @@ def test_official_client_sees_errors(server):
 
 
 def test_full_queue_answers_503_at_once_and_timeout_504(served):
-    app = create_app(HFEngine(served), served, max_queue=1, max_batch=1, batch_wait=0, request_timeout=3)
-    body = {"model": "pt", "prompt": "busy", "max_tokens": 3000, "temperature": 0}
+    # 4000 new tokens take about 3 s on a free core (the decode loop got faster): far above the 1 s timeout
+    app = create_app(HFEngine(served), served, max_queue=1, max_batch=1, batch_wait=0, request_timeout=1)
+    body = {"model": "pt", "prompt": "busy", "max_tokens": 4000, "temperature": 0}
     with Background(app) as url:
         with ThreadPoolExecutor(3) as pool:
-            running = pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=30)  # takes > 3 s
+            running = pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=30)  # takes > 1 s
             while not httpx.get(f"{url}/stats").json()["batches"]:
                 time.sleep(0.02)
             queued = pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=30)
