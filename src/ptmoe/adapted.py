@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -88,19 +89,16 @@ class AdaptedModel(nn.Module):
             adapter.row_sources = sets
 
     @torch.no_grad()
-    def pooled_inputs(self, rows: list[dict], pad_id: int, batch_size: int = 32, reader=None) -> torch.Tensor:
+    def pooled_inputs(self, rows: list[dict], pad_id: int, batch_size: int = 32) -> torch.Tensor:
         """What a routed prompt reads of each encoded row: its router input (the active adapter's
-        `router_features`: pooled input embeddings or hidden states, `methods/router_input.py`) over the
-        context (`context_mask`, never the answer), [n, H] fp32 on the model's device. `reader`: another
-        `RouterInput` to read instead (the separation benchmark)."""
+        `router_features`: pooled input embeddings or hidden states, `methods/router_input.py`; the paper's
+        input for an adapter without a router) over the context (`context_mask`, never the answer), [n, H]
+        fp32 on the model's device."""
         from .collate import pad_batch
         from .methods.router_input import RouterInput
 
         emb = self.lm.get_input_embeddings()
-        if reader is not None:
-            read = lambda e, m: reader(self.lm, e, m)  # noqa: E731
-        else:
-            read = getattr(self.adapter, "router_features", None) or (lambda e, m: RouterInput()(self.lm, e, m))
+        read = getattr(self.adapter, "router_features", None) or partial(RouterInput(), self.lm)
         out = []
         for i in range(0, len(rows), batch_size):
             b = {k: v.to(emb.weight.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}

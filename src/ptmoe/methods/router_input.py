@@ -83,9 +83,12 @@ def pool_states(states: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Te
     return x.sum(1) / m.float().sum(1).clamp_min(1.0)
 
 
+def decoder_of(lm) -> torch.nn.Module:
+    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
+
+
 def decoder_layers(lm) -> torch.nn.ModuleList:
-    decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
-    layers = getattr(decoder, "layers", None)
+    layers = getattr(decoder_of(lm), "layers", None)
     if layers is None:
         raise ValueError(f"router_input hidden:L: {type(lm).__name__} has no decoder .layers to read")
     return layers
@@ -119,8 +122,7 @@ def hidden_states_after(lm, input_embeds: torch.Tensor, mask: torch.Tensor, laye
     handles = [blocks[L - 1].register_forward_hook(keep(L)) for L in sorted(set(layers))]
     mask = mask.long()
     try:
-        decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model
-        decoder(
+        decoder_of(lm)(
             inputs_embeds=input_embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
         )
     except _LayerReached:

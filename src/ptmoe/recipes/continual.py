@@ -162,11 +162,10 @@ def stage_configs(shared: dict, strategy: str, tasks: list, pt_options: dict, ov
 
 def first_option(shared: dict, name: str) -> int:
     """A method option of the first stage, its preset expanded and its default filled in."""
-    from ..methods import make_config
-    from .presets import apply_preset
+    from .presets import apply_preset, default_option
 
     cfg = apply_preset(shared)
-    return getattr(make_config(cfg["method"], cfg["method_options"]), name)
+    return cfg["method_options"].get(name, default_option(cfg["method"], name))
 
 
 # ---- running ----------------------------------------------------------------------------------------

@@ -146,6 +146,7 @@ def resolve_method_options(cfg: dict) -> dict:
 
 
 def default_option(method: str, name: str):
+    """A method option's default (its config dataclass field)."""
     from dataclasses import fields
 
     from ..methods import get_method
