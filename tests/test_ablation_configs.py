@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptmoe.recipes.compare import method_config, shared_config
-from ptmoe.recipes.presets import apply_preset
+from ptmoe.config.presets import apply_preset
+from ptmoe.experiments.plan import method_config, shared_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import count_trainable, load_shape
 from ptmoe.methods import get_method, make_config
 from ptmoe.methods.hydralora import HydraLoRALinear
-from ptmoe.model import PtmoeModel
-from ptmoe.models import count_trainable, load_shape
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def batch(tok, texts=("hello there", "a longer question, right?", "x")):
 
 def save_pt(tmp_path, name, method="pt", seed=0):
     base, tok = load_shape("tiny")
-    return PtmoeModel(base, method, {"num_tokens": 8}, tok, seed=seed).save_pretrained(tmp_path / name)
+    return AdaptedModel(base, method, {"num_tokens": 8}, tok, seed=seed).save_pretrained(tmp_path / name)
 
 
 @pytest.mark.parametrize(
@@ -43,12 +43,12 @@ def test_param_counts_match_formulas(tiny, method, options):
     base, tok = tiny
     formula = get_method(method).num_params(make_config(method, options), base.config)
     assert count_trainable(method, options, base.config) == formula
-    assert PtmoeModel(base, method, options, tok).num_trainable() == formula
+    assert AdaptedModel(base, method, options, tok).num_trainable() == formula
 
 
 def test_attempt_weights_sum_to_one_and_gradients_reach_only_target_and_attention(tiny):
     base, tok = tiny
-    model = PtmoeModel(base, "attempt", {"num_tokens": 8, "num_random_sources": 3, "attn_dim": 2}, tok)
+    model = AdaptedModel(base, "attempt", {"num_tokens": 8, "num_random_sources": 3, "attn_dim": 2}, tok)
     ids, mask, labels = batch(tok)
     model(ids, mask, labels).loss.backward()
     probs = model.prompt_module.routing.probs
@@ -71,7 +71,7 @@ def test_attempt_weights_sum_to_one_and_gradients_reach_only_target_and_attentio
 def test_attempt_loads_pt_sources_and_is_self_contained(tiny, tmp_path):
     base, tok = tiny
     paths = [str(save_pt(tmp_path, f"src{i}", seed=i)) for i in range(2)]
-    model = PtmoeModel(base, "attempt", {"num_tokens": 8, "source_prompts": paths}, tok)
+    model = AdaptedModel(base, "attempt", {"num_tokens": 8, "source_prompts": paths}, tok)
     from safetensors.torch import load_file
 
     for i, p in enumerate(paths):
@@ -82,7 +82,7 @@ def test_attempt_loads_pt_sources_and_is_self_contained(tiny, tmp_path):
     for p in paths:  # the adapter carries its source prompts: the source folders are not needed any more
         for f in ("adapter_config.json", "adapter_model.safetensors"):
             (tmp_path / p / f).unlink()
-    loaded = PtmoeModel.from_pretrained(out, load_shape("tiny")[0], tok)
+    loaded = AdaptedModel.from_pretrained(out, load_shape("tiny")[0], tok)
     assert loaded.config.source_prompts == paths
     torch.testing.assert_close(loaded.prompt_module.sources, model.prompt_module.sources)
 
@@ -91,15 +91,15 @@ def test_attempt_rejects_wrong_sources(tiny, tmp_path):
     base, tok = tiny
     dpt = save_pt(tmp_path, "dpt", method="dpt")
     with pytest.raises(ValueError, match=r"dpt/adapter_config.json: method is 'dpt', expected 'pt'"):
-        PtmoeModel(base, "attempt", {"num_tokens": 8, "source_prompts": [str(dpt)]}, tok)
+        AdaptedModel(base, "attempt", {"num_tokens": 8, "source_prompts": [str(dpt)]}, tok)
     wide = tmp_path / "wide"
     wide.mkdir()
     (wide / "adapter_config.json").write_text(json.dumps({"method": "pt", "base_model": {"hidden_size": 32}}))
     save_file({"prompt": torch.zeros(8, 32)}, str(wide / "adapter_model.safetensors"))
     with pytest.raises(ValueError, match=r"wide/adapter_model.safetensors: hidden size 32, this model has 64"):
-        PtmoeModel(base, "attempt", {"num_tokens": 8, "source_prompts": [str(wide)]}, tok)
+        AdaptedModel(base, "attempt", {"num_tokens": 8, "source_prompts": [str(wide)]}, tok)
     with pytest.raises(ValueError, match="not found"):
-        PtmoeModel(base, "attempt", {"num_tokens": 8, "source_prompts": [str(tmp_path / "nope")]}, tok)
+        AdaptedModel(base, "attempt", {"num_tokens": 8, "source_prompts": [str(tmp_path / "nope")]}, tok)
 
 
 def test_hydralora_router_mixes_heads():
@@ -121,8 +121,8 @@ def test_hydralora_router_mixes_heads():
 def test_single_head_hydralora_equals_peft_lora(tiny):
     base, tok = tiny
     ids, mask, _ = batch(tok)
-    lora = PtmoeModel(base, "lora", {"r": 2, "alpha": 4.0})
-    hydra = PtmoeModel(load_shape("tiny")[0], "hydralora", {"r": 2, "heads": 1, "alpha": 4.0})
+    lora = AdaptedModel(base, "lora", {"r": 2, "alpha": 4.0})
+    hydra = AdaptedModel(load_shape("tiny")[0], "hydralora", {"r": 2, "heads": 1, "alpha": 4.0})
     torch.manual_seed(1)
     wrapped = {n: m for n, m in hydra.lm.named_modules() if isinstance(m, HydraLoRALinear)}
     assert len(wrapped) == 4  # q_proj, v_proj in 2 layers
@@ -135,7 +135,7 @@ def test_single_head_hydralora_equals_peft_lora(tiny):
             m.router.weight.normal_()  # ignored: softmax over one head is 1
     a = lora(ids, mask, return_logits=True).logits
     b = hydra(ids, mask, return_logits=True).logits
-    assert not torch.allclose(a, PtmoeModel(load_shape("tiny")[0], "lora")(ids, mask).logits)
+    assert not torch.allclose(a, AdaptedModel(load_shape("tiny")[0], "lora")(ids, mask).logits)
     torch.testing.assert_close(a, b)
 
 
@@ -144,20 +144,20 @@ def test_single_head_hydralora_equals_peft_lora(tiny):
 )
 def test_save_and_load_give_identical_outputs(tiny, tmp_path, method, options):
     base, tok = tiny
-    model = PtmoeModel(base, method, options, tok, seed=3)
+    model = AdaptedModel(base, method, options, tok, seed=3)
     with torch.no_grad():
         for p in model.trainable_parameters():
             p.add_(torch.randn_like(p) * 0.1)  # as if trained (HydraLoRA's B starts at zero)
     ids, mask, _ = batch(tok)
     out = model.save_pretrained(tmp_path / method)
-    loaded = PtmoeModel.from_pretrained(out, load_shape("tiny")[0], tok)
+    loaded = AdaptedModel.from_pretrained(out, load_shape("tiny")[0], tok)
     assert loaded.num_trainable() == model.num_trainable()
     torch.testing.assert_close(loaded(ids, mask).logits, model(ids, mask).logits)
 
 
 def test_attempt_batched_left_padded_generate_equals_one_by_one(tiny):
     base, tok = tiny
-    model = PtmoeModel(base, "attempt", {"num_tokens": 8, "num_random_sources": 2}, tok)
+    model = AdaptedModel(base, "attempt", {"num_tokens": 8, "num_random_sources": 2}, tok)
     texts = ("hello there", "a longer question, right?", "x")
     ids, mask, _ = batch(tok, texts)
     together = model.generate(ids, mask, max_new_tokens=6)

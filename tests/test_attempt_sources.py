@@ -10,10 +10,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from ptmoe.model import PtmoeModel
-from ptmoe.models import count_trainable, load_shape
-from ptmoe.recipes.compare import compare
-from ptmoe.recipes.config import ConfigError
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import count_trainable, load_shape
+from ptmoe.config.schema import ConfigError
+from ptmoe.experiments.compare import compare
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,7 +86,7 @@ def test_compare_trains_one_pt_run_per_source_and_attempt_reads_them(tmp_path):
 def test_attempt_without_source_prompt_is_a_one_line_error(tmp_path):
     base, tok = load_shape("tiny", seed=0)
     with pytest.raises(ValueError, match="attempt: no source prompt") as e:
-        PtmoeModel(base, "attempt", {"num_tokens": 4}, tok)
+        AdaptedModel(base, "attempt", {"num_tokens": 4}, tok)
     assert "\n" not in str(e.value)
     assert count_trainable("attempt", {"num_tokens": 4}, base.config) > 0  # counting needs no source
     methods = [
@@ -114,9 +114,9 @@ def test_routed_runs_from_before_the_routing_fix_are_never_reused():
     routed method names the rule (a pre-fix SMoP run has another key), and only theirs."""
     import hashlib
 
-    from ptmoe.recipes.compare import run_key
-    from ptmoe.recipes.config import load_config
-    from ptmoe.recipes.presets import apply_preset
+    from ptmoe.config.loading import load_config
+    from ptmoe.config.presets import apply_preset
+    from ptmoe.experiments.store import run_key
 
     def old_key(cfg):  # the key before the fix: the expanded config alone
         ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}

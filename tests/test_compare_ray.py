@@ -16,8 +16,8 @@ import yaml
 ray = pytest.importorskip("ray")
 
 from ptmoe.cli import main as cli_main  # noqa: E402
-from ptmoe.recipes.compare import compare  # noqa: E402
-from ptmoe.recipes.compare_ray import RayOptions, check_shared_store, nodes_missing  # noqa: E402
+from ptmoe.experiments.compare import compare  # noqa: E402
+from ptmoe.experiments.ray_cluster import RayOptions, check_shared_store, nodes_missing  # noqa: E402
 from test_attempt_sources import config as attempt_config  # noqa: E402
 from test_attempt_sources import quiet  # noqa: E402
 

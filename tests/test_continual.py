@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_base_model, load_shape
 from ptmoe.cli import main
-from ptmoe.model import PtmoeModel
-from ptmoe.models import load_base_model, load_shape
-from ptmoe.recipes.config import load_config
-from ptmoe.recipes.continual import continual
-from ptmoe.recipes.grow import read_store
-from ptmoe.recipes.train import train
+from ptmoe.config.loading import load_config
+from ptmoe.experiments.continual import continual
+from ptmoe.training.grow_source import read_store
+from ptmoe.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,7 +146,7 @@ def test_grown_adapter_with_its_own_B_rows_keeps_every_old_part_bit_identical(fi
     assert meta["config"]["rank"] == 4 and meta["lineage"][-1]["b_rows_added"] == 2
     assert "old B rows" in meta["lineage"][-1]["frozen"]
     lm, tok = load_base_model(str(files / "base"))
-    PtmoeModel.from_pretrained(own, lm, tok)  # an ordinary ptmoe adapter of rank 4
+    AdaptedModel.from_pretrained(own, lm, tok)  # an ordinary ptmoe adapter of rank 4
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def grown_per_stage(files, source):
 def prompts_on_old_task(files, adapter: str):
     """The adapter's soft prompts and selected experts for the first task's inputs (eval mode: no noise)."""
     lm, tok = load_base_model(str(files / "base"))
-    model = PtmoeModel.from_pretrained(adapter, lm, tok).eval()
+    model = AdaptedModel.from_pretrained(adapter, lm, tok).eval()
     texts = [json.loads(line)["context"] for line in (files / "t1.jsonl").read_text().splitlines()]
     batch = tok(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -239,7 +239,7 @@ def test_grown_adapter_loads_generates_and_serves(files, grown):
 
     base = str(files / "base")
     lm, tok = load_base_model(base)
-    model = PtmoeModel.from_pretrained(grown, lm, tok)
+    model = AdaptedModel.from_pretrained(grown, lm, tok)
     assert model.adapter.A.shape[0] == 3
     lines = (files / "t1.jsonl").read_text().splitlines()[:3] + (files / "t2.jsonl").read_text().splitlines()[:3]
     rows = [{**json.loads(line), "task": "qa"} for line in lines]
@@ -270,7 +270,7 @@ def test_lm_eval_answers_with_a_grown_adapter_as_its_model_does(files, grown):
 
     base = str(files / "base")
     lm, tok = load_base_model(base)
-    model = PtmoeModel.from_pretrained(grown, lm, tok).eval()
+    model = AdaptedModel.from_pretrained(grown, lm, tok).eval()
     prompts = [json.loads(line)["context"] for line in (files / "t2.jsonl").read_text().splitlines()[:3]]
     want = []
     for p in prompts:
@@ -317,8 +317,6 @@ def continual_config(files: Path, out: Path, first="t1") -> dict:
 
 
 def test_continual_writes_R_and_resumes_stage_by_stage(files, tmp_path, monkeypatch):
-    import ptmoe.recipes.train as train_module
-
     cfg = continual_config(files, tmp_path / "cont")
     table = continual(cfg, log=quiet)
     saved = json.loads((tmp_path / "cont" / "continual.json").read_text())
@@ -341,18 +339,20 @@ def test_continual_writes_R_and_resumes_stage_by_stage(files, tmp_path, monkeypa
     last = saved["rows"]["growth"]["stage_keys"][0][1]
     for path in sorted((tmp_path / "cont" / "runs" / last).rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
+    import ptmoe.experiments.store as store_module
+
     trained = []
-    real = train_module.train
-    monkeypatch.setattr(train_module, "train", lambda c, **kw: trained.append(c) or real(c, **kw))
+    real = store_module.train
+    monkeypatch.setattr(store_module, "train", lambda c, **kw: trained.append(c) or real(c, **kw))
     again = continual(cfg, log=quiet)
     assert len(trained) == 1 and trained[0]["init_from"].endswith("/train/best")
     assert again["rows"]["growth"]["R"] == R  # the same stage, retrained the same way
 
 
 def test_bad_input_is_one_line_before_any_model_loads(files, source, grown_per_stage, tmp_path, capsys, monkeypatch):
-    import ptmoe.recipes.train as train_module
+    import ptmoe.training.loop as loop_module
 
-    monkeypatch.setattr(train_module, "build_model", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(loop_module, "build_model", lambda *a: pytest.fail("a model was loaded"))
     other = tmp_path / "pt-adapter"  # the source adapter, relabelled as another method's
     other.mkdir()
     for f in Path(source).iterdir():
@@ -384,10 +384,10 @@ def test_bad_input_is_one_line_before_any_model_loads(files, source, grown_per_s
 
 def test_the_growth_router_loss_keeps_the_adapters_own_aux_terms():
     """The growth hook adds its router losses to what the forward set (balance, z-loss), never in place of it."""
-    from ptmoe.recipes.grow import Growth
+    from ptmoe.training.grow import Growth
 
     base, tok = load_shape("tiny", dtype=torch.float32, seed=0)
-    model = PtmoeModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 3, "z_loss": 0.5, "noise": "none"}, tok)
+    model = AdaptedModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 3, "z_loss": 0.5, "noise": "none"}, tok)
     prompt = model.adapter
     hook = Growth.__new__(Growth)  # only what the hook reads: no replay, the route loss toward expert 1
     hook.replaying, hook.g, hook.n_old = False, {"route_weight": 1.0}, 1
@@ -403,8 +403,8 @@ def test_the_growth_router_loss_keeps_the_adapters_own_aux_terms():
 
 
 def test_the_gate_changes_a_run_key_only_when_the_run_grows(source):
-    from ptmoe.recipes.compare_plan import run_key
-    from ptmoe.recipes.config import load_config
+    from ptmoe.config.loading import load_config
+    from ptmoe.experiments.store import run_key
 
     def key(*over):
         return run_key(load_config(None, ["grow.store_size=8", *over]))

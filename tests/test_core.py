@@ -8,12 +8,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import SHAPES, count_trainable, load_base_config, load_shape
 from ptmoe.cli import main as cli_main
 from ptmoe.collate import pad_batch
 from ptmoe.methods import get_method, make_config
 from ptmoe.methods.base import svd_factors
-from ptmoe.model import AdapterError, PtmoeModel
-from ptmoe.models import SHAPES, count_trainable, load_base_config, load_shape
+from ptmoe.persistence import AdapterError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,7 +107,7 @@ def test_param_counts_tiny_real_modules(method):
     spec = get_method(method)
     formula = spec.num_params(make_config(method, opts), base.config) if spec.num_params else ft_formula(base.config)
     assert count_trainable(method, opts, base.config) == formula
-    model = PtmoeModel(base, method, opts, tok)
+    model = AdaptedModel(base, method, opts, tok)
     assert model.num_trainable() == formula
 
 
@@ -130,7 +131,7 @@ def routed_model(method="ptmoe", **opts):
         else {"num_tokens": 6, "experts": 3, "noise": "none"}
     )
     o.update(opts)
-    model = PtmoeModel(base, method, o, tok).eval()
+    model = AdaptedModel(base, method, o, tok).eval()
     pm = model.prompt_module
     with torch.no_grad():  # distinct experts and a router that spreads the examples
         if method == "ptmoe":
@@ -265,7 +266,7 @@ def test_standardized_router_input_separates_inputs_with_a_shared_component():
 def test_standardized_router_statistics_are_saved_with_the_adapter(tmp_path):
     base, tok = tiny()
     opts = {**OPTS["ptmoe"], "router_input_norm": "standardize"}
-    model = perturb(PtmoeModel(base, "ptmoe", opts, tok, seed=3), seed=1)
+    model = perturb(AdaptedModel(base, "ptmoe", opts, tok, seed=3), seed=1)
     ids, mask, _ = batch(tok)
     model.train()
     with torch.no_grad():
@@ -274,7 +275,7 @@ def test_standardized_router_statistics_are_saved_with_the_adapter(tmp_path):
         ref = model(ids, mask, return_logits=True).logits
     assert int(model.prompt_module.router.input_count) == len(TEXTS)
     assert "router.input_mean" in model.adapter_state_dict()
-    loaded = PtmoeModel.from_pretrained(model.save_pretrained(tmp_path / "a"), tiny()[0], tok).eval()
+    loaded = AdaptedModel.from_pretrained(model.save_pretrained(tmp_path / "a"), tiny()[0], tok).eval()
     torch.testing.assert_close(loaded.prompt_module.router.input_var, model.prompt_module.router.input_var)
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids, mask, return_logits=True).logits, ref, rtol=0, atol=1e-6)
@@ -312,7 +313,7 @@ def test_svd_init_at_full_rank_reproduces_init_embeddings(method):
     opts = {"num_tokens": T, "rank": T, "init_text": text}
     if method == "ptmoe":
         opts["experts"] = 2
-    model = PtmoeModel(base, method, opts, tok)
+    model = AdaptedModel(base, method, opts, tok)
     E = base.get_input_embeddings()(torch.tensor(tok(text, add_special_tokens=False)["input_ids"])).detach()
     pm = model.prompt_module
     As = pm.A if method == "ptmoe" else pm.A[None]
@@ -328,7 +329,7 @@ def test_svd_init_at_full_rank_reproduces_init_embeddings(method):
 @pytest.mark.parametrize("method", PROMPT_METHODS)
 def test_batched_left_padded_generation_equals_one_by_one(method):
     base, tok = tiny()
-    model = perturb(PtmoeModel(base, method, OPTS[method], tok, seed=1)).eval()
+    model = perturb(AdaptedModel(base, method, OPTS[method], tok, seed=1)).eval()
     rows = encode(tok)
     left = pad_batch(rows, tok.pad_token_id, "left")
     right = pad_batch(rows, tok.pad_token_id, "right")
@@ -351,7 +352,7 @@ def test_batched_left_padded_generation_equals_one_by_one(method):
 
 def test_generate_pads_after_eos():
     base, tok = tiny()
-    model = PtmoeModel(base, "pt", OPTS["pt"], tok).eval()
+    model = AdaptedModel(base, "pt", OPTS["pt"], tok).eval()
     ids, mask, _ = batch(tok)
     free = model.generate(ids, mask, max_new_tokens=5, eos_token_id=None)
     eos = int(free[0, 0])  # make row 0's first token the EOS
@@ -366,7 +367,7 @@ def test_generate_pads_after_eos():
 @pytest.mark.parametrize("method", PROMPT_METHODS + ["lora", "hydralora"])
 def test_left_and_right_padding_give_the_same_loss_and_logits(method):
     base, tok = tiny()
-    model = perturb(PtmoeModel(base, method, OPTS[method], tok, seed=1)).eval()  # eval: no router noise
+    model = perturb(AdaptedModel(base, method, OPTS[method], tok, seed=1)).eval()  # eval: no router noise
     il, ml, ll = batch(tok, side="left")
     ir, mr, lr = batch(tok, side="right")
     with torch.no_grad():
@@ -386,7 +387,7 @@ def test_left_and_right_padding_give_the_same_loss_and_logits(method):
 
 def test_training_loss_and_gradients_equal_under_both_paddings():
     base, tok = tiny()
-    model = PtmoeModel(base, "ptmoe", {**OPTS["ptmoe"], "noise": "none"}, tok).train()
+    model = AdaptedModel(base, "ptmoe", {**OPTS["ptmoe"], "noise": "none"}, tok).train()
     grads = []
     for side in ("left", "right"):
         ids, mask, labels = batch(tok, side=side)
@@ -403,7 +404,7 @@ def test_training_loss_and_gradients_equal_under_both_paddings():
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_save_then_load_gives_identical_outputs(method, tmp_path):
     base, tok = tiny()
-    model = perturb(PtmoeModel(base, method, OPTS[method], tok, seed=3), seed=1).eval()
+    model = perturb(AdaptedModel(base, method, OPTS[method], tok, seed=3), seed=1).eval()
     ids, mask, _ = batch(tok)
     with torch.no_grad():
         ref = model(ids, mask, return_logits=True).logits
@@ -416,7 +417,7 @@ def test_save_then_load_gives_identical_outputs(method, tmp_path):
     assert sorted(p.name for p in path.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
 
     fresh, _ = tiny()  # the same base model, untouched
-    loaded = PtmoeModel.from_pretrained(path, fresh, tok).eval()
+    loaded = AdaptedModel.from_pretrained(path, fresh, tok).eval()
     with torch.no_grad():
         out = loaded(ids, mask, return_logits=True).logits
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
@@ -436,60 +437,60 @@ def other_hidden_base():
 @pytest.mark.parametrize("method", ["ptmoe", "lora"])
 def test_loading_onto_another_base_model_fails_clearly(method, tmp_path):
     base, tok = tiny()
-    path = PtmoeModel(base, method, OPTS[method], tok).save_pretrained(tmp_path / "a")
+    path = AdaptedModel(base, method, OPTS[method], tok).save_pretrained(tmp_path / "a")
     saved_fp = json.loads((path / "adapter_config.json").read_text())["base_model"]["embedding_fingerprint"]
     other, _ = tiny(seed=1)  # same shape, different weights
     with pytest.raises(AdapterError, match="fingerprint") as e:
-        PtmoeModel.from_pretrained(path, other, tok)
+        AdaptedModel.from_pretrained(path, other, tok)
     assert "adapter_config.json" in str(e.value) and saved_fp in str(e.value)
     with pytest.raises(AdapterError, match="hidden 64.*hidden 32") as e:
-        PtmoeModel.from_pretrained(path, other_hidden_base(), tok)
+        AdaptedModel.from_pretrained(path, other_hidden_base(), tok)
     if method == "ptmoe":  # load_adapter checks the base too
-        host = PtmoeModel(tiny(seed=1)[0], "pt", OPTS["pt"], tok)
+        host = AdaptedModel(tiny(seed=1)[0], "pt", OPTS["pt"], tok)
         with pytest.raises(AdapterError, match="fingerprint"):
             host.load_adapter(path, "x")
 
 
 def test_corrupt_or_missing_adapter_files_name_the_file(tmp_path):
     base, tok = tiny()
-    good = PtmoeModel(base, "pt", OPTS["pt"], tok).save_pretrained(tmp_path / "good")
+    good = AdaptedModel(base, "pt", OPTS["pt"], tok).save_pretrained(tmp_path / "good")
     fresh = lambda: tiny()[0]
 
     bad_json = tmp_path / "bad_json"
-    PtmoeModel(tiny()[0], "pt", OPTS["pt"], tok).save_pretrained(bad_json)
+    AdaptedModel(tiny()[0], "pt", OPTS["pt"], tok).save_pretrained(bad_json)
     (bad_json / "adapter_config.json").write_text('{"method": "pt", "config": ')
     with pytest.raises(AdapterError, match=r"adapter_config\.json.*not valid JSON"):
-        PtmoeModel.from_pretrained(bad_json, fresh(), tok)
+        AdaptedModel.from_pretrained(bad_json, fresh(), tok)
 
     no_field = tmp_path / "no_field"
-    PtmoeModel(tiny()[0], "pt", OPTS["pt"], tok).save_pretrained(no_field)
+    AdaptedModel(tiny()[0], "pt", OPTS["pt"], tok).save_pretrained(no_field)
     meta = json.loads((no_field / "adapter_config.json").read_text())
     del meta["base_model"]
     (no_field / "adapter_config.json").write_text(json.dumps(meta))
     with pytest.raises(AdapterError, match=r"adapter_config\.json.*base_model"):
-        PtmoeModel.from_pretrained(no_field, fresh(), tok)
+        AdaptedModel.from_pretrained(no_field, fresh(), tok)
 
     no_weights = tmp_path / "no_weights"
-    PtmoeModel(tiny()[0], "pt", OPTS["pt"], tok).save_pretrained(no_weights)
+    AdaptedModel(tiny()[0], "pt", OPTS["pt"], tok).save_pretrained(no_weights)
     (no_weights / "adapter_model.safetensors").unlink()
     with pytest.raises(AdapterError, match=r"adapter_model\.safetensors.*not found"):
-        PtmoeModel.from_pretrained(no_weights, fresh(), tok)
+        AdaptedModel.from_pretrained(no_weights, fresh(), tok)
 
     garbage = tmp_path / "garbage"
-    PtmoeModel(tiny()[0], "pt", OPTS["pt"], tok).save_pretrained(garbage)
+    AdaptedModel(tiny()[0], "pt", OPTS["pt"], tok).save_pretrained(garbage)
     (garbage / "adapter_model.safetensors").write_bytes(b"\x80\x04not a safetensors file")
     with pytest.raises(AdapterError, match=r"adapter_model\.safetensors"):
-        PtmoeModel.from_pretrained(garbage, fresh(), tok)
+        AdaptedModel.from_pretrained(garbage, fresh(), tok)
 
     with pytest.raises(AdapterError, match=r"adapter_config\.json.*not found"):
-        PtmoeModel.from_pretrained(tmp_path / "nowhere", fresh(), tok)
+        AdaptedModel.from_pretrained(tmp_path / "nowhere", fresh(), tok)
 
     # tensors of the wrong shape (config says 5 tokens, weights of another T)
     wrong = tmp_path / "wrong"
-    PtmoeModel(tiny()[0], "pt", {"num_tokens": 7}, tok).save_pretrained(wrong)
+    AdaptedModel(tiny()[0], "pt", {"num_tokens": 7}, tok).save_pretrained(wrong)
     (wrong / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
     with pytest.raises(AdapterError, match=r"adapter_model\.safetensors.*wrong shape"):
-        PtmoeModel.from_pretrained(wrong, fresh(), tok)
+        AdaptedModel.from_pretrained(wrong, fresh(), tok)
 
 
 # ---- training details ------------------------------------------------------------------------------------
@@ -497,7 +498,7 @@ def test_corrupt_or_missing_adapter_files_name_the_file(tmp_path):
 def test_gradient_checkpointing_gives_the_same_gradients(method):
     base, tok = tiny()
     opts = {**OPTS[method], "noise": "none"} if method == "ptmoe" else OPTS[method]
-    model = perturb(PtmoeModel(base, method, opts, tok)).train()
+    model = perturb(AdaptedModel(base, method, opts, tok)).train()
     ids, mask, labels = batch(tok, side="right")
 
     def grads():
@@ -521,7 +522,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(method):
 @pytest.mark.parametrize("method", ["ptmoe", "pt"])
 def test_bf16_base_with_fp32_prompt_parameters(method):
     base, tok = tiny(dtype=torch.bfloat16)
-    model = PtmoeModel(base, method, OPTS[method], tok).train()
+    model = AdaptedModel(base, method, OPTS[method], tok).train()
     assert model.lm.get_input_embeddings().weight.dtype == torch.bfloat16
     params = model.trainable_parameters()
     assert params and all(p.dtype == torch.float32 for p in params)
@@ -541,11 +542,11 @@ def test_bf16_base_with_fp32_prompt_parameters(method):
 
 def test_mixed_adapters_in_one_batch_equal_each_adapter_alone(tmp_path):
     tok = tiny()[1]
-    pa = perturb(PtmoeModel(tiny()[0], "pt", {"num_tokens": 4}, tok, seed=1), seed=1).save_pretrained(tmp_path / "a")
+    pa = perturb(AdaptedModel(tiny()[0], "pt", {"num_tokens": 4}, tok, seed=1), seed=1).save_pretrained(tmp_path / "a")
     pb = perturb(
-        PtmoeModel(tiny()[0], "ptmoe", {**OPTS["ptmoe"], "num_tokens": 7}, tok, seed=2), seed=2
+        AdaptedModel(tiny()[0], "ptmoe", {**OPTS["ptmoe"], "num_tokens": 7}, tok, seed=2), seed=2
     ).save_pretrained(tmp_path / "b")
-    mixed = PtmoeModel.from_pretrained(pa, tiny()[0], tok, adapter_name="a")
+    mixed = AdaptedModel.from_pretrained(pa, tiny()[0], tok, adapter_name="a")
     mixed.load_adapter(pb, "b")
     mixed.eval()
     names = ["a", "b", "b", "a", "b"]
@@ -554,8 +555,8 @@ def test_mixed_adapters_in_one_batch_equal_each_adapter_alone(tmp_path):
     with torch.no_grad():
         mixed_logits = last_logits(mixed, ids, mask, adapter_names=names)
     alone = {
-        "a": PtmoeModel.from_pretrained(pa, tiny()[0], tok).eval(),
-        "b": PtmoeModel.from_pretrained(pb, tiny()[0], tok).eval(),
+        "a": AdaptedModel.from_pretrained(pa, tiny()[0], tok).eval(),
+        "b": AdaptedModel.from_pretrained(pb, tiny()[0], tok).eval(),
     }
     rows = encode(tok)
     for i, name in enumerate(names):
@@ -572,6 +573,6 @@ def test_mixed_adapters_in_one_batch_equal_each_adapter_alone(tmp_path):
     )
     with pytest.raises(ValueError, match="not loaded"):
         mixed.generate(ids, mask, max_new_tokens=2, adapter_names=["a", "zzz", "a", "a", "a"])
-    lora = PtmoeModel(tiny()[0], "lora", OPTS["lora"], tok).save_pretrained(tmp_path / "lora")
+    lora = AdaptedModel(tiny()[0], "lora", OPTS["lora"], tok).save_pretrained(tmp_path / "lora")
     with pytest.raises(AdapterError, match="only prompt methods"):
         mixed.load_adapter(lora, "c")

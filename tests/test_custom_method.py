@@ -14,11 +14,11 @@ from torch import nn
 from ptmoe import AdaptedModel
 from ptmoe.base_models import count_trainable, load_shape
 from ptmoe.cli import main as cli_main
+from ptmoe.config.loading import load_config
+from ptmoe.evaluation.evaluate import evaluate
 from ptmoe.methods import REGISTRY, MethodConfig, MethodSpec, PromptModule, Routing, WeightAdapter
 from ptmoe.methods.base import init_embeddings, masked_mean, register
-from ptmoe.recipes.config import load_config
-from ptmoe.recipes.evaluate import evaluate
-from ptmoe.recipes.train import train
+from ptmoe.training.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -330,8 +330,8 @@ def test_answer_only_in_question_keeps_passage_start(tok):
 
 
 def test_special_ids_stop_on_eos_and_end_of_turn_never_on_unk():
+    from ptmoe.base_models import load_shape
     from ptmoe.data.format import special_ids
-    from ptmoe.models import load_shape
 
     _, tok = load_shape("tiny")  # no end-of-turn token in its vocabulary
     pad, ends = special_ids(tok)

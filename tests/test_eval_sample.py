@@ -3,9 +3,9 @@ one passage are correlated), `first` keeps the first N; stored runs keep their k
 
 import copy
 
+from ptmoe.config.loading import load_config
 from ptmoe.data import eval_subset
-from ptmoe.recipes.compare import run_key
-from ptmoe.recipes.config import load_config
+from ptmoe.experiments.store import run_key
 
 
 def rows(passages):
@@ -33,7 +33,7 @@ def test_train_max_length_shortens_training_rows_only(tmp_path):
     import json
 
     from ptmoe.base_models import load_shape
-    from ptmoe.recipes.train_data import load_sources
+    from ptmoe.training.data import load_sources
 
     _, tok = load_shape("tiny")
     passage = " ".join(f"w{i}" for i in range(60)) + " the answer is here. " + " ".join(f"v{i}" for i in range(60))

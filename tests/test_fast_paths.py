@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from ptmoe.model import PtmoeModel, chunked_cross_entropy
-from ptmoe.models import load_shape
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_shape
+from ptmoe.loss import chunked_cross_entropy
 
 METHODS = ["pt", "ptmoe", "smop", "lora", "dpt"]
 
@@ -34,7 +35,7 @@ def _model(method, dtype):
         opts = {"num_tokens": 4, "rank": 3}
     if method in ("smop", "ptmoe"):
         opts["noise"] = "none"  # deterministic routing: the two passes must see the same weights
-    m = PtmoeModel(base, method, opts, seed=1)
+    m = AdaptedModel(base, method, opts, seed=1)
     if method == "lora":  # LoRA's B starts at zero: make the adapter do something
         with torch.no_grad():
             for n, p in m.named_parameters():

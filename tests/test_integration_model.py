@@ -6,10 +6,10 @@ import time
 import pytest
 import torch
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import DEFAULT_MODEL, cache_dir, load_base_model
 from ptmoe.collate import pad_batch
 from ptmoe.data.format import build_prompt_text, encode_dataset
-from ptmoe.model import PtmoeModel
-from ptmoe.models import DEFAULT_MODEL, cache_dir, load_base_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
@@ -40,7 +40,7 @@ def test_embedded_model_loads_from_cache_forward_and_generate():
     assert load_s < 20, f"loading the cached model took {load_s:.1f} s"
     assert base.config.hidden_size == 576 and tok.chat_template
 
-    model = PtmoeModel(base, "ptmoe", {"init_text": "Answer the question with a short span from the passage."}, tok)
+    model = AdaptedModel(base, "ptmoe", {"init_text": "Answer the question with a short span from the passage."}, tok)
     assert model.num_trainable() == 2 * 40 * 36 + 36 * 576 + 2 * 576 + 2  # the paper's defaults T=40, N=2, R=36
 
     # forward with loss on chat-formatted QA examples (loss on the answer tokens only)

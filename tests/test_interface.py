@@ -89,11 +89,11 @@ def test_dtype_auto_follows_the_hardware(monkeypatch):
 
 def test_version_and_the_packaged_demo_config(capsys):
     from ptmoe import __version__
-    from ptmoe.recipes.config import load_config
+    from ptmoe.config.loading import load_config
     from ptmoe.recipes.demo import DEMO_CONFIG
 
     with pytest.raises(SystemExit) as e:
         cli_main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"ptmoe {__version__}"
-    assert DEMO_CONFIG.is_file() and DEMO_CONFIG.parent.name == "configs" and DEMO_CONFIG.parent.parent.name == "ptmoe"
+    assert DEMO_CONFIG.is_file() and DEMO_CONFIG.parent.name == "config" and DEMO_CONFIG.parent.parent.name == "ptmoe"
     assert load_config(DEMO_CONFIG, [])["method"] == "ptmoe"

@@ -13,15 +13,15 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="the lm-eval extra: pip install -e '.[lm-eval]'")
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import DEFAULT_MODEL, load_base_model
+from ptmoe.config.loading import load_config
 from ptmoe.data import prepare
 from ptmoe.data.format import build_prompt_text
+from ptmoe.evaluation.evaluate import evaluate
 from ptmoe.interop.lm_eval_cli import lm_eval_argv
 from ptmoe.interop.lm_eval_model import PtmoeLM
 from ptmoe.interop.lm_eval_tasks import write_tasks
-from ptmoe.model import PtmoeModel
-from ptmoe.models import DEFAULT_MODEL, load_base_model
-from ptmoe.recipes.config import load_config
-from ptmoe.recipes.evaluate import evaluate
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 N = 4
@@ -35,7 +35,7 @@ def test_ptmoe_eval_and_lm_eval_give_the_same_answers_and_scores(tmp_path, monke
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     prepare(log=lambda *a: None)
     base, tok = load_base_model(DEFAULT_MODEL)
-    adapter = PtmoeModel(
+    adapter = AdaptedModel(
         base,
         "ptmoe",
         {"init_text": "Answer the question with a short span from the passage.", "init_noise": 0.5, "experts": 2},
@@ -57,7 +57,7 @@ def test_ptmoe_eval_and_lm_eval_give_the_same_answers_and_scores(tmp_path, monke
     preds = ours["predictions"]["squad/heldout"]
     assert ours["sets"]["squad/heldout"]["dropped_too_long"] == 0
 
-    model = PtmoeModel.from_pretrained(tmp_path / "adapter", base, tok)
+    model = AdaptedModel.from_pretrained(tmp_path / "adapter", base, tok)
     tasks = write_tasks(tmp_path / "tasks")
     out = lm_eval.simple_evaluate(
         model=PtmoeLM(model=model, tokenizer=tok, batch_size=2),

@@ -1,6 +1,6 @@
 """The lm-eval `ptmoe` model on the tiny random model, against independent references: a plain
 one-request-at-a-time loop that builds the prompt from the context's embeddings and sums log-probs of
-the continuation, and `PtmoeModel.generate` on each unpadded prompt. And the routing rule: the
+the continuation, and `AdaptedModel.generate` on each unpadded prompt. And the routing rule: the
 prompt of a log-likelihood request is routed on its context alone, whatever the continuation."""
 
 import pytest
@@ -10,9 +10,9 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_shape
 from ptmoe.interop.lm_eval_model import PtmoeLM
-from ptmoe.model import PtmoeModel
-from ptmoe.models import load_shape
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 OPTIONS = {"num_tokens": 4, "experts": 3, "rank": 3, "init_noise": 0.5}
@@ -28,7 +28,7 @@ def routed():
         for p in base.parameters():
             if p.dim() == 2:
                 p.normal_(0, 0.2, generator=g)
-    model = PtmoeModel(base, "ptmoe", OPTIONS, tok)
+    model = AdaptedModel(base, "ptmoe", OPTIONS, tok)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a router far from its init, so different inputs route differently
         for p in model.trainable_parameters():

@@ -2,7 +2,15 @@
 
 import pytest
 
-from ptmoe.metrics import exact_match, extract_number, f1_score, math_correct, normalize_answer, qa_scores, score
+from ptmoe.evaluation.metrics import (
+    exact_match,
+    extract_number,
+    f1_score,
+    math_correct,
+    normalize_answer,
+    qa_scores,
+    score,
+)
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,9 @@ import yaml
 from safetensors.torch import load_file
 
 from ptmoe.cli import main as cli_main
+from ptmoe.config import reference as config_mod
+from ptmoe.config.loading import load_config
 from ptmoe.data import load_examples
-from ptmoe.recipes import config as config_mod
-from ptmoe.recipes.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -154,10 +154,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_finite_checkpoint(cfg_file, tm
     ],
 )
 def test_wrong_values_are_one_line_before_any_model_loads(cfg_file, monkeypatch, capsys, extra, needles):
-    import ptmoe.recipes.train as train_mod
+    import ptmoe.training.setup as setup_mod
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(train_mod, "load_base_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(setup_mod, "load_base_model", lambda *a, **k: pytest.fail("the model was loaded"))
     assert cli_main(["train", str(cfg_file), *extra]) == 2
     line = one_error_line(capsys, "train")
     for needle in needles:
@@ -169,6 +169,26 @@ def test_a_bare_train_names_what_to_give(capsys):
     assert "give a config file" in one_error_line(capsys, "train")
 
 
+def test_an_empty_training_file_is_one_line_before_the_model_loads_and_the_run_stays(
+    cfg_file, tmp_path, monkeypatch, capsys
+):
+    import ptmoe.training.setup as setup_mod
+
+    monkeypatch.setattr(setup_mod, "load_base_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    empty = cfg_file.parent / "data" / "empty.jsonl"
+    empty.write_text("")
+    finished = tmp_path / "run"  # a finished run that --overwrite was asked to replace
+    (finished / "final").mkdir(parents=True)
+    (finished / "final" / "adapter_model.safetensors").write_bytes(b"weights")
+    (finished / "train_summary.json").write_text('{"steps": 2}')
+    before = sorted((p.relative_to(finished), p.read_bytes() if p.is_file() else None) for p in finished.rglob("*"))
+    assert cli_main(["train", str(cfg_file), f"data.train=[{empty}]", "--overwrite"]) == 2
+    line = one_error_line(capsys, "train")
+    assert "data.train" in line and "empty.jsonl" in line and "no examples" in line, line
+    after = sorted((p.relative_to(finished), p.read_bytes() if p.is_file() else None) for p in finished.rglob("*"))
+    assert after == before
+
+
 def test_numbers_as_people_write_them():
     cfg = load_config(
         None, ["model=shape:tiny", "train.lr=5e-5", "train.weight_decay=1e-2", "method_options.noise_std=1e-3"]
@@ -178,9 +198,9 @@ def test_numbers_as_people_write_them():
 
 
 def test_every_method_of_a_comparison_is_checked_before_the_first_run(cfg_file, tmp_path, monkeypatch, capsys):
-    import ptmoe.recipes.train as train_mod
+    import ptmoe.experiments.store as store_mod
 
-    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("a run started"))
+    monkeypatch.setattr(store_mod, "train", lambda *a, **k: pytest.fail("a run started"))
     raw = yaml.safe_load(cfg_file.read_text())
     raw.update(
         output_dir=str(tmp_path / "cmp"),
@@ -356,7 +376,7 @@ def test_ctrl_c_says_where_to_resume(cfg_file, tmp_path):
 def test_ctrl_c_waits_for_the_step_to_end_and_a_second_one_does_not():
     """The first SIGINT only sets the flag the loop reads after a step (so it never lands inside a save or
     TensorBoard's writer, where a KeyboardInterrupt can leave a lock held and hang the exit)."""
-    from ptmoe.recipes.train import interrupt_at_step_end
+    from ptmoe.training.setup import interrupt_at_step_end
 
     before = signal.getsignal(signal.SIGINT)
     requested, restore = interrupt_at_step_end()
@@ -379,8 +399,8 @@ def test_training_step_and_generation_emit_no_deprecation_warnings():
     import traceback
     import warnings
 
-    from ptmoe import PtmoeModel, encode
-    from ptmoe.models import load_shape
+    from ptmoe import AdaptedModel, encode
+    from ptmoe.base_models import load_shape
 
     ours = []
 
@@ -405,7 +425,7 @@ def test_training_step_and_generation_emit_no_deprecation_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = record
         for method, opts in (("ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}), ("lora", {"r": 1})):
-            model = PtmoeModel(base, method, opts, tok)
+            model = AdaptedModel(base, method, opts, tok)
             model.gradient_checkpointing_enable()
             b = encode(rows, tok, train=True)
             model(b["input_ids"], b["attention_mask"], labels=b["labels"]).loss.backward()
@@ -432,7 +452,7 @@ def test_demo_splits_the_gain_into_format_and_content():
 
 def test_stored_compare_runs_keep_their_keys():
     """The keys added here (data.columns, data.task) must not change the hash of runs stored before them."""
-    from ptmoe.recipes.compare import run_key
+    from ptmoe.experiments.store import run_key
 
     assert run_key(load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7"])) == "ab542753125c"
     # (a prompt-tuning config: routed methods' keys changed on purpose with the routing fix, issue 14)

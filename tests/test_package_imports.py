@@ -1,6 +1,7 @@
-"""How the package's modules import one another (issue 26): never through the former names kept for
-users (`ptmoe.model`, `ptmoe.models`), and without a circle, counting the imports inside functions
-too (a circle there only waits for the first call to bite)."""
+"""How the package's modules import one another (issues 26, 33): never through the former names kept
+for users (`ptmoe.model`, `ptmoe.models`), without a circle, counting the imports inside functions too
+(a circle there only waits for the first call to bite), and in layers: nothing below the commands
+imports one, and persistence does not depend on interop. No file of the package is over 330 lines."""
 
 import ast
 import subprocess
@@ -71,11 +72,47 @@ def test_the_package_imports_have_no_circle():
     assert circles == []
 
 
-def test_the_former_names_still_work_for_users():
+def test_the_former_names_still_work_for_users_and_warn_once_naming_the_new_import():
     code = (
-        "import ptmoe.interop.peft_format, ptmoe.adapted as a, ptmoe.base_models as b, ptmoe.model as m, ptmoe.models, ptmoe\n"
-        "assert m.PtmoeModel is a.AdaptedModel is ptmoe.PtmoeModel and ptmoe.models is b\n"
-        "assert m.context_mask is ptmoe.inputs.context_mask\n"
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    import ptmoe.interop.peft_format, ptmoe.adapted as a, ptmoe.base_models as b, ptmoe\n"
+        "    import ptmoe.model as m, ptmoe.models\n"
+        "    import ptmoe.model, ptmoe.models\n"
+        "    assert m.PtmoeModel is a.AdaptedModel is ptmoe.PtmoeModel is ptmoe.PtmoeModel and ptmoe.models is b\n"
+        "    assert m.context_mask is ptmoe.inputs.context_mask\n"
+        "for w in seen:\n"
+        "    print(w.category.__name__, '|', w.message)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)})
     assert out.returncode == 0, out.stderr[-2000:]
+    ours = [line for line in out.stdout.splitlines() if "ptmoe" in line]
+    assert len(ours) == 3, out.stdout  # one per former name, however often it is used
+    assert all(line.startswith("DeprecationWarning | ") for line in ours), ours
+    for former, new in [
+        ("ptmoe.model ", "ptmoe.adapted"),
+        ("ptmoe.models ", "ptmoe.base_models"),
+        ("PtmoeModel", "AdaptedModel"),
+    ]:
+        assert any(former in line and new in line for line in ours), (former, ours)
+
+
+BELOW_THE_COMMANDS = [
+    n for n in MODULES if not n.startswith("ptmoe.recipes") and n not in ("ptmoe.cli", "ptmoe.__main__")
+]
+
+
+def test_nothing_below_the_commands_imports_a_command():
+    offenders = {n: sorted(d for d in GRAPH[n] if d.startswith("ptmoe.recipes")) for n in BELOW_THE_COMMANDS}
+    assert {n: d for n, d in offenders.items() if d} == {}
+    assert all(n in GRAPH for n in ("ptmoe.interop.lm_eval_model", "ptmoe.training.loop", "ptmoe.experiments.store"))
+
+
+def test_persistence_does_not_depend_on_interop():
+    assert sorted(d for d in GRAPH["ptmoe.persistence"] if d.startswith("ptmoe.interop")) == []
+
+
+def test_no_file_of_the_package_is_over_330_lines():
+    long = {str(p.relative_to(SRC)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) > 330}
+    assert long == {}

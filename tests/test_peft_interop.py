@@ -11,10 +11,11 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, PromptTuningConfig, get_peft_model
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_shape
 from ptmoe.cli import main
 from ptmoe.interop.peft_format import export_peft
-from ptmoe.model import AdapterError, PtmoeModel
-from ptmoe.models import load_shape
+from ptmoe.persistence import AdapterError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NEW = 8
@@ -65,7 +66,7 @@ def trained_like(model):
 @pytest.mark.parametrize("method,options", [("pt", {"num_tokens": 5}), ("lora", {"r": 2, "alpha": 4.0})])
 def test_ptmoe_export_loads_in_peft_with_same_tokens(tiny, tmp_path, method, options):
     base, tok = tiny
-    model = trained_like(PtmoeModel(copy.deepcopy(base), method, options, tok))
+    model = trained_like(AdaptedModel(copy.deepcopy(base), method, options, tok))
     model.save_pretrained(tmp_path / "adapter")
     assert main(["export", "--format", "peft", str(tmp_path / "adapter"), str(tmp_path / "peft")]) == 0
     cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
@@ -77,10 +78,10 @@ def test_ptmoe_export_loads_in_peft_with_same_tokens(tiny, tmp_path, method, opt
     ours = ptmoe_greedy(model, ids)
     theirs = PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path / "peft")).eval()
     assert peft_greedy(theirs, ids) == ours
-    plain = ptmoe_greedy(PtmoeModel(copy.deepcopy(base), "ft", {}, tok), ids)
+    plain = ptmoe_greedy(AdaptedModel(copy.deepcopy(base), "ft", {}, tok), ids)
     assert ours != plain  # the adapter changes the answer: the equality above is not vacuous
     # and back: the exported PEFT folder loads into ptmoe
-    again = PtmoeModel.from_pretrained(tmp_path / "peft", copy.deepcopy(base), tok)
+    again = AdaptedModel.from_pretrained(tmp_path / "peft", copy.deepcopy(base), tok)
     assert again.method == method and ptmoe_greedy(again, ids) == ours
 
 
@@ -95,7 +96,7 @@ def test_peft_prompt_tuning_made_by_peft_loads_into_ptmoe(tiny, tmp_path):
     peft_model.save_pretrained(str(tmp_path / "peft_pt"))
     ids = prompt_ids(tok)
     expected = peft_greedy(peft_model.eval(), ids)
-    model = PtmoeModel.from_pretrained(tmp_path / "peft_pt", copy.deepcopy(base), tok)
+    model = AdaptedModel.from_pretrained(tmp_path / "peft_pt", copy.deepcopy(base), tok)
     assert model.method == "pt" and model.prompt_module.num_tokens == 6
     assert ptmoe_greedy(model, ids) == expected
     # batched with left padding, as `ptmoe eval` runs it, the unpadded row still gets the same tokens
@@ -118,7 +119,7 @@ def test_peft_lora_made_by_peft_loads_into_ptmoe(tiny, tmp_path):
     peft_model.save_pretrained(str(tmp_path / "peft_lora"))
     ids = prompt_ids(tok)
     expected = peft_greedy(peft_model.eval(), ids)
-    model = PtmoeModel.from_pretrained(tmp_path / "peft_lora", copy.deepcopy(base), tok)
+    model = AdaptedModel.from_pretrained(tmp_path / "peft_lora", copy.deepcopy(base), tok)
     assert (
         model.method == "lora"
         and model.config.r == 4
@@ -127,12 +128,12 @@ def test_peft_lora_made_by_peft_loads_into_ptmoe(tiny, tmp_path):
     assert ptmoe_greedy(model, ids) == expected
     # saved again by ptmoe, it is a ptmoe adapter that still answers the same
     model.save_pretrained(tmp_path / "ours")
-    assert ptmoe_greedy(PtmoeModel.from_pretrained(tmp_path / "ours", copy.deepcopy(base), tok), ids) == expected
+    assert ptmoe_greedy(AdaptedModel.from_pretrained(tmp_path / "ours", copy.deepcopy(base), tok), ids) == expected
 
 
 def test_refusals_are_one_line(tiny, tmp_path, capsys):
     base, tok = tiny
-    PtmoeModel(copy.deepcopy(base), "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok).save_pretrained(
+    AdaptedModel(copy.deepcopy(base), "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok).save_pretrained(
         tmp_path / "moe"
     )
     assert main(["export", "--format", "peft", str(tmp_path / "moe"), str(tmp_path / "x")]) == 2
@@ -140,7 +141,7 @@ def test_refusals_are_one_line(tiny, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "'ptmoe' cannot be exported to PEFT" in err and "router" in err
     assert not (tmp_path / "x").exists()
 
-    PtmoeModel(copy.deepcopy(base), "pt", {"num_tokens": 3}, tok).save_pretrained(tmp_path / "pt")
+    AdaptedModel(copy.deepcopy(base), "pt", {"num_tokens": 3}, tok).save_pretrained(tmp_path / "pt")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("user's work")
     assert main(["export", str(tmp_path / "pt"), str(tmp_path / "taken")]) == 2
@@ -153,14 +154,14 @@ def test_refusals_are_one_line(tiny, tmp_path, capsys):
     cfg = json.loads((tmp_path / "taken" / "adapter_config.json").read_text())
     (tmp_path / "taken" / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": "gpt2"}))
     with pytest.raises(AdapterError, match="made for base model 'gpt2'"):
-        PtmoeModel.from_pretrained(tmp_path / "taken", copy.deepcopy(base), tok)
+        AdaptedModel.from_pretrained(tmp_path / "taken", copy.deepcopy(base), tok)
     (tmp_path / "taken" / "adapter_config.json").write_text(json.dumps({**cfg, "num_virtual_tokens": 7}))
     with pytest.raises(AdapterError, match=r"shape \(3, 64\).*7 virtual tokens"):
-        PtmoeModel.from_pretrained(tmp_path / "taken", copy.deepcopy(base), tok)
+        AdaptedModel.from_pretrained(tmp_path / "taken", copy.deepcopy(base), tok)
     lora = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, target_modules=["q_proj"], use_rslora=True))
     lora.save_pretrained(str(tmp_path / "rslora"))
     with pytest.raises(AdapterError, match="use_rslora=True is not supported"):
-        PtmoeModel.from_pretrained(tmp_path / "rslora", copy.deepcopy(base), tok)
+        AdaptedModel.from_pretrained(tmp_path / "rslora", copy.deepcopy(base), tok)
 
 
 def test_model_card_written_with_adapter(tiny, tmp_path):
@@ -170,7 +171,7 @@ def test_model_card_written_with_adapter(tiny, tmp_path):
     (run / "config.yaml").write_text(
         "data: {train: [squad/train], max_length: 256}\ntrain: {steps: 7, batch_size: 2, lr: 0.01}\nseed: 3\n"
     )
-    PtmoeModel(copy.deepcopy(base), "pt", {"num_tokens": 3}, tok).save_pretrained(run / "best", extra={"step": 7})
+    AdaptedModel(copy.deepcopy(base), "pt", {"num_tokens": 3}, tok).save_pretrained(run / "best", extra={"step": 7})
     card = (run / "best" / "README.md").read_text()
     for part in (
         "base_model: shape:tiny",
@@ -195,9 +196,9 @@ def test_peft_prompt_mixes_with_a_ptmoe_adapter_in_one_batch(tiny, tmp_path):
     peft_model.save_pretrained(str(tmp_path / "peft_pt"))
     ids = prompt_ids(tok)
     expected = peft_greedy(peft_model.eval(), ids)
-    ours = trained_like(PtmoeModel(copy.deepcopy(base), "pt", {"num_tokens": 5}, tok))
+    ours = trained_like(AdaptedModel(copy.deepcopy(base), "pt", {"num_tokens": 5}, tok))
     ours.save_pretrained(tmp_path / "ours")
-    model = PtmoeModel.from_pretrained(tmp_path / "ours", copy.deepcopy(base), tok, adapter_name="ours")
+    model = AdaptedModel.from_pretrained(tmp_path / "ours", copy.deepcopy(base), tok, adapter_name="ours")
     model.load_adapter(tmp_path / "peft_pt", "peft")
     both = model.generate(ids.repeat(2, 1), max_new_tokens=NEW, adapter_names=["ours", "peft"])
     assert both[1].tolist() == expected and both[0].tolist() == ptmoe_greedy(ours, ids)

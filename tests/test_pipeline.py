@@ -16,15 +16,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import count_trainable, load_shape
 from ptmoe.cli import main as cli_main
 from ptmoe.collate import pad_batch
-from ptmoe.model import PtmoeModel
-from ptmoe.models import count_trainable, load_shape
-from ptmoe.recipes.config import ConfigError, load_config
-from ptmoe.recipes.evaluate import evaluate
-from ptmoe.recipes.presets import apply_preset
-from ptmoe.recipes.routing import RouterMonitor
-from ptmoe.recipes.train import param_groups, train
+from ptmoe.config.loading import load_config
+from ptmoe.config.presets import apply_preset
+from ptmoe.config.schema import ConfigError
+from ptmoe.evaluation.evaluate import evaluate
+from ptmoe.evaluation.routing import RouterMonitor
+from ptmoe.training.loop import train
+from ptmoe.training.optim import param_groups
 
 METHODS = ["pt", "dpt", "smop", "ptmoe", "attempt", "lora", "hydralora", "ft"]
 OPTS = {
@@ -417,7 +419,7 @@ def test_generate_mixes_two_adapters_in_one_file(tmp_path, capsys):
     dirs = {}
     for name, method, seed in (("a", "pt", 1), ("b", "ptmoe", 2)):
         base, _ = load_shape("tiny")
-        model = PtmoeModel(base, method, {**OPTS[method], "num_tokens": 3 + seed}, tok, seed=seed)
+        model = AdaptedModel(base, method, {**OPTS[method], "num_tokens": 3 + seed}, tok, seed=seed)
         with torch.no_grad():
             for p in model.trainable_parameters():
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
@@ -457,7 +459,7 @@ def routed_batch(tok, n=6):
 
 def test_router_monitor_warns_on_collapse_once():
     base, tok = load_shape("tiny")
-    model = PtmoeModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok).eval()
+    model = AdaptedModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok).eval()
     with torch.no_grad():
         model.prompt_module.router.linear.bias.copy_(torch.tensor([50.0, -50.0]))  # everything to expert 0
     logs = []
@@ -478,7 +480,7 @@ def test_router_monitor_on_a_dense_mixture_reports_mean_weights():
     """With top_k = N every expert serves every input: the share is the mean routing weight, so a
     balanced mixture is quiet and one that puts all weight on one expert is a collapse."""
     base, tok = load_shape("tiny")
-    model = PtmoeModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2, "top_k": 2}, tok).eval()
+    model = AdaptedModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2, "top_k": 2}, tok).eval()
     router = model.prompt_module.router.linear
     ids, mask = routed_batch(tok)
     for bias, share, warned in (([0.0, 0.0], [0.5, 0.5], False), ([3.0, 0.0], [0.9526, 0.0474], True)):
@@ -495,7 +497,7 @@ def test_router_monitor_on_a_dense_mixture_reports_mean_weights():
 
 def test_per_group_learning_rates_reach_the_optimizer():
     base, tok = load_shape("tiny")
-    model = PtmoeModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok)
+    model = AdaptedModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok)
     opt = torch.optim.AdamW(param_groups(model, 0.3, {"router": 0.01}, 0.0))
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     pm = model.prompt_module
@@ -525,8 +527,8 @@ def test_paper_preset():
 
 
 def test_run_key_hashes_what_a_preset_expands_to(monkeypatch):
-    from ptmoe.recipes import presets
-    from ptmoe.recipes.compare import run_key
+    from ptmoe.config import presets
+    from ptmoe.experiments.store import run_key
 
     cfg = load_config(None, ["method=ptmoe", "preset=paper"])
     spelled_out = apply_preset(cfg)  # the same run written option by option shares its stored result

@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_shape
+from ptmoe.config.loading import load_config
+from ptmoe.config.presets import PRESETS, TASK_TEXT, apply_preset, task_init_text
 from ptmoe.data.format import MATH_INSTRUCTION, QA_INSTRUCTION
 from ptmoe.methods.base import init_embeddings
-from ptmoe.model import PtmoeModel
-from ptmoe.models import load_shape
-from ptmoe.recipes.config import load_config
-from ptmoe.recipes.presets import PRESETS, TASK_TEXT, apply_preset, task_init_text
 
 
 def tiny():
@@ -25,7 +25,7 @@ def test_short_init_text_leaves_E_full_rank(method, text):
     E with rank <= the distinct count and the other singular values at ~1e-4 of the top one."""
     base, tok = tiny()
     opts = {"num_tokens": 40, "rank": 36, "init_text": text, **({"experts": 2} if method == "ptmoe" else {})}
-    pm = PtmoeModel(base, method, opts, tok).prompt_module
+    pm = AdaptedModel(base, method, opts, tok).prompt_module
     A = pm.A[0] if method == "ptmoe" else pm.A
     S = torch.linalg.svdvals((A @ pm.B).detach())[:36]
     assert len(set(tok(text, add_special_tokens=False)["input_ids"])) < 36
@@ -87,4 +87,4 @@ def test_every_preset_inits_from_the_task_instruction(tmp_path):
 def test_the_task_placeholder_is_never_embedded_as_text():
     base, tok = tiny()
     with pytest.raises(ValueError, match="init_text: '@task'"):
-        PtmoeModel(base, "ptmoe", {"num_tokens": 4, "rank": 2, "init_text": TASK_TEXT}, tok)
+        AdaptedModel(base, "ptmoe", {"num_tokens": 4, "rank": 2, "init_text": TASK_TEXT}, tok)

@@ -14,7 +14,7 @@ from ptmoe.data.format import encode
 from ptmoe.methods import make_config
 from ptmoe.methods.router_input import RouterInput
 from ptmoe.persistence import AdapterError
-from ptmoe.recipes.grow import STORE_NAME, read_store
+from ptmoe.training.grow_source import STORE_NAME, read_store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -185,10 +185,10 @@ def test_the_router_pass_runs_once_at_prefill_and_never_while_decoding():
 def test_the_packaged_demo_config_resolves_its_routed_options():
     """The demo's supervised router (one expert per source, experts left at the default) resolves before any
     model loads: a config error there used to surface only after the base model's evaluation."""
+    from ptmoe.config.loading import load_config
+    from ptmoe.config.presets import apply_preset, resolve_method_options
     from ptmoe.data import prepare
-    from ptmoe.recipes.config import load_config
     from ptmoe.recipes.demo import DEMO_CONFIG
-    from ptmoe.recipes.presets import apply_preset, resolve_method_options
 
     prepare(log=lambda *a: None)
     opts = resolve_method_options(apply_preset(load_config(DEMO_CONFIG, [])))

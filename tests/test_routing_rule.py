@@ -5,9 +5,10 @@ generate's prefill of the prompt alone. And generate itself against a plain cach
 import pytest
 import torch
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_shape
 from ptmoe.collate import pad_batch
-from ptmoe.model import PtmoeModel, context_mask
-from ptmoe.models import load_shape
+from ptmoe.inputs import context_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,7 +23,7 @@ ANSWERS = [" paris, the city of light and many long words", " y", " melville"]
 
 def routed_model(method, seed=0):
     base, tok = load_shape("tiny", dtype=torch.float32, seed=seed)
-    model = PtmoeModel(base, method, ROUTED[method], tok, seed=seed)
+    model = AdaptedModel(base, method, ROUTED[method], tok, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # a router far from its init, so different inputs route differently
         for p in model.trainable_parameters():
@@ -114,7 +115,7 @@ def test_generate_equals_a_plain_cache_free_loop(method):
         model, tok = routed_model(method)
     else:
         base, tok = load_shape("tiny", dtype=torch.float32, seed=0)
-        model = PtmoeModel(base, method, {"num_tokens": 4} if method == "pt" else {"r": 2}, tok)
+        model = AdaptedModel(base, method, {"num_tokens": 4} if method == "pt" else {"r": 2}, tok)
         with torch.no_grad():
             for p in model.trainable_parameters():
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.3)

@@ -10,11 +10,11 @@ import torch
 from ptmoe.adapted import AdaptedModel
 from ptmoe.base_models import load_shape
 from ptmoe.collate import pad_batch
+from ptmoe.config.loading import load_config
+from ptmoe.evaluation.evaluate import evaluate
+from ptmoe.evaluation.routing import mutual_information_bits
 from ptmoe.methods.ptmoe import kmeans, source_index
 from ptmoe.methods.router import UNIFORM, Router, expert_choice, replaced_routing
-from ptmoe.recipes.config import load_config
-from ptmoe.recipes.evaluate import evaluate
-from ptmoe.recipes.routing import mutual_information_bits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -220,7 +220,7 @@ def test_option_errors_name_the_option():
 def test_routing_configs_parse_and_bracket_the_routed_rows(name):
     import yaml
 
-    from ptmoe.recipes.compare import method_config, shared_config
+    from ptmoe.experiments.plan import method_config, shared_config
 
     path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
     raw = yaml.safe_load(path.read_text())
@@ -253,8 +253,8 @@ def test_source_supervision_teaches_the_router_the_oracles_split_from_the_input_
 
 
 def test_routing_value_changes_the_run_key_only_where_a_router_is_evaluated_without_it():
-    from ptmoe.recipes.compare_plan import run_key
-    from ptmoe.recipes.config import load_config
+    from ptmoe.config.loading import load_config
+    from ptmoe.experiments.store import run_key
 
     def key(*over):
         return run_key(load_config(None, list(over)))

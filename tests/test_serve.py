@@ -16,9 +16,9 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_base_model, load_shape
 from ptmoe.data.format import build_prompt_text, user_text
-from ptmoe.model import PtmoeModel
-from ptmoe.models import load_base_model, load_shape
 from ptmoe.recipes.generate import answer
 from ptmoe.serving.adapters import load_served
 from ptmoe.serving.app import create_app
@@ -50,7 +50,7 @@ def files(tmp_path_factory, one_thread):
     adapters = {}
     for i, (method, options) in enumerate(METHODS.items()):
         own, tok = load_base_model(str(root / "base"))
-        model = PtmoeModel(own, method, options, tok, seed=i)
+        model = AdaptedModel(own, method, options, tok, seed=i)
         g = torch.Generator().manual_seed(i)  # not the global RNG: the adapters are the same in any test order
         with torch.no_grad():
             for p in model.trainable_parameters():

@@ -17,14 +17,14 @@ if importlib.util.find_spec("vllm") is None:
     )
 openai = pytest.importorskip("openai")
 
-from ptmoe.model import PtmoeModel
-from ptmoe.models import DEFAULT_MODEL, load_base_model
-from ptmoe.recipes.config import load_config
-from ptmoe.recipes.train import train
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import DEFAULT_MODEL, load_base_model
+from ptmoe.config.loading import load_config
 from ptmoe.serving.adapters import load_served
 from ptmoe.serving.app import create_app
 from ptmoe.serving.engine_hf import HFEngine
 from ptmoe.serving.server import Background
+from ptmoe.training.loop import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 QUESTIONS = ["What is the capital of France?", "Name three colors."]
@@ -64,7 +64,7 @@ def grow(source: str, root) -> str:
 def hidden_router_adapter(root):
     """A ptmoe adapter routed on hidden states whose router sends the two questions to different experts."""
     base, tok = load_base_model(DEFAULT_MODEL)
-    model = PtmoeModel(base, "ptmoe", HIDDEN, tok, seed=5)
+    model = AdaptedModel(base, "ptmoe", HIDDEN, tok, seed=5)
     with torch.no_grad():
         model.adapter.A[1].mul_(-1.0)  # experts that answer differently
         x = torch.stack([model.adapter.router_features(*chat_embeds(model, tok, q)) for q in QUESTIONS])[:, 0]
@@ -94,7 +94,7 @@ def engines(tmp_path_factory):
     paths = {}
     for i, (method, options) in enumerate(ADAPTERS.items()):
         base, tok = load_base_model(DEFAULT_MODEL)
-        model = PtmoeModel(base, method, options, tok, seed=i)  # untrained: text-initialised prompts
+        model = AdaptedModel(base, method, options, tok, seed=i)  # untrained: text-initialised prompts
         if method == "lora":
             with torch.no_grad():  # LoRA's B starts at zero: make the adapter change something
                 for p in model.trainable_parameters():
@@ -142,7 +142,7 @@ def test_vllm_greedy_equals_hf(engines):
     # the hidden-state router's adapter answers as `AdaptedModel.generate` (what `ptmoe generate` calls) does,
     # and its router sent the two questions to different experts
     base, tok = load_base_model(DEFAULT_MODEL)
-    model = PtmoeModel.from_pretrained(served.paths["hidden"], base, tok).eval()
+    model = AdaptedModel.from_pretrained(served.paths["hidden"], base, tok).eval()
     for i, q in enumerate(QUESTIONS):
         ids = chat_ids(tok, q)
         new = model.generate(ids, max_new_tokens=16, eos_token_id=served.eos_ids(), pad_token_id=tok.pad_token_id)

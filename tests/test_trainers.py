@@ -15,18 +15,18 @@ from transformers import Trainer, TrainingArguments
 from transformers.utils import ModelOutput
 
 from ptmoe import AdaptedModel
+from ptmoe.base_models import load_shape
 from ptmoe.cli import main as cli_main
+from ptmoe.config.loading import load_config
 from ptmoe.data.format import build_prompt_text
 from ptmoe.interop.trainer_setup import ptmoe_train_setup
 from ptmoe.interop.trainers import AdapterError, collator_for, training_rows
-from ptmoe.models import load_shape
-from ptmoe.recipes.config import load_config
-from ptmoe.recipes.train import train
-from ptmoe.recipes.train_data import read_sources
 from ptmoe.serving.adapters import load_served
 from ptmoe.serving.app import create_app
 from ptmoe.serving.engine_hf import HFEngine
 from ptmoe.serving.server import Background
+from ptmoe.training.data import read_sources
+from ptmoe.training.loop import train
 from test_pipeline import adapter_tensors, assert_same_adapter, quiet
 from test_serve import save_wide_tiny_base
 

@@ -14,7 +14,8 @@ _EXPORTS = {
     "make_config": "methods",
     "METHODS": "methods",
 }
-__all__ = list(_EXPORTS)
+__all__ = [name for name in _EXPORTS if name != "PtmoeModel"]
+_warned: set = set()
 
 
 def __getattr__(name):
@@ -22,5 +23,14 @@ def __getattr__(name):
         raise AttributeError(f"module 'ptmoe' has no attribute {name!r}")
     import importlib
 
+    if name == "PtmoeModel" and name not in _warned:  # a former name: once per process
+        import warnings
+
+        _warned.add(name)
+        warnings.warn(
+            "ptmoe.PtmoeModel is deprecated: it is AdaptedModel (from ptmoe import AdaptedModel, or ptmoe.adapted)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
     return getattr(module, {"METHODS": "REGISTRY", "PtmoeModel": "AdaptedModel"}.get(name, name))

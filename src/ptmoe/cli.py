@@ -8,7 +8,7 @@ import re
 import shlex
 import sys
 
-from .recipes.runs import RunStopped
+from .training.run_folder import RunStopped
 
 # subcommand -> module with add_arguments(parser) and run(args)
 COMMANDS = {
@@ -41,7 +41,7 @@ OPTION_FLAGS = {"prompt_length": "num_tokens", "experts": "experts", "rank": "ra
 
 
 def parse_assignments(items: list[str], where: str) -> dict:
-    from .recipes.config import parse_value
+    from .config.loading import parse_value
 
     out = {}
     for item in items or []:

@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .fsutil import atomic_dir
-from .interop.model_card import write_model_card
 from .methods import AdapterStateError
+from .model_card import write_model_card
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"

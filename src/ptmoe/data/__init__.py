@@ -1,6 +1,7 @@
 """Data layer: prepared benchmark sets, local/HF readers, prompt formatting."""
 
-from .readers import DataError, eval_subset, load_eval_set, load_examples, load_set
+from .load import eval_subset, load_eval_set, load_examples, load_set
+from .readers import DataError
 from .sources import list_sets, load_split, prepare
 
 __all__ = [

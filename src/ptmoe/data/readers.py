@@ -1,27 +1,11 @@
-"""`load_examples(spec)`: examples from a prepared split or from data users already have.
-
-spec is one of
-    "set/split"                 a prepared split (see sources.py)
-    file.json                   SQuAD JSON ({"data": [{"title", "paragraphs": [...]}]})
-    file.jsonl[.gz]             MRQA (header line, then {"context", "qas"}), GSM8K-style
-                                ({"question", "answer": "... #### N"}), or generic rows
-                                mapped with `columns`
-    file.csv                    generic rows mapped with `columns`
-    "hf:NAME[:CONFIG]"          a Hugging Face dataset (needs `datasets` and the hub);
-                                rows are mapped like generic rows, split via `split`
-
-`columns` maps record fields to row keys, as a dict or "question=q,context=ctx,answers=ans"
-(fields: question, answers (or answer), context, id, doc, solution); `task` forces qa or math.
-docs/data.md lists every format with an example row and how the task is decided. A bad row raises DataError
-"file:line: what"; with skip_bad=True bad rows are skipped and counted in `.n_skipped`.
-"""
+"""The file formats `load_examples` reads (load.py): SQuAD JSON, JSON lines (MRQA, GSM8K-style or
+generic rows mapped with `columns`), CSV and hf: datasets, each row checked; a bad row raises DataError
+"file:line: what"."""
 
 import csv
 import gzip
 import hashlib
 import json
-import re
-from pathlib import Path
 
 
 class DataError(ValueError):
@@ -275,75 +259,3 @@ def read_hf(spec, split, columns, task, skip):
             yield row_to_example(row, f"{spec}[{split}]:{i}", columns, task)
         except DataError as e:
             skip(e)
-
-
-def load_examples(
-    spec, columns=None, task=None, split="train", skip_bad=False, set_name=None, cache_dir=None, log=print
-):
-    """Examples (dicts as in sources.py) from spec; see the module docstring.
-
-    task: "qa"/"math" to force the task (default: inferred). set_name: the "set" field
-    (default: the file stem). Returns an Examples list; `.n_skipped` counts bad rows.
-    """
-    spec = str(spec)
-    path = Path(spec)
-    out = Examples()
-
-    def skip(err):
-        if not skip_bad:
-            raise err
-        out.n_skipped += 1
-
-    if spec.startswith("hf:"):
-        rows = read_hf(spec, split, columns, task, skip)
-        default_set = spec[3:].replace("/", "_")
-    elif not path.exists():
-        if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-            from .sources import load_split
-
-            return Examples(load_split(spec, cache_dir))
-        raise FileNotFoundError(f"{spec}: no such file, prepared split or hf: dataset")
-    else:
-        name = path.name.lower()
-        default_set = re.sub(r"\.(jsonl|json|csv)(\.gz)?$", "", path.name)
-        if name.endswith(".json"):
-            rows = read_squad(path, default_set, skip)
-        elif name.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
-            rows = read_jsonl(path, columns, task, skip)
-        elif name.endswith(".csv"):
-            rows = read_csv(path, columns, task, skip)
-        else:
-            raise DataError(f"{path}: unknown format (expected .json, .jsonl[.gz] or .csv)")
-    for ex in rows:
-        ex["set"] = set_name or default_set
-        out.append(ex)
-    if out.n_skipped:
-        log(f"{spec}: skipped {out.n_skipped} bad rows")
-    return out
-
-
-def eval_subset(examples: list[dict], n: int | None, sample: str = "first") -> list[dict]:
-    """The questions of one evaluation set: the first n (`first`), or one question per passage in turn
-    (`per_passage`: the first question of each passage in file order, then the second, ...), since the
-    questions on one passage are correlated: 64 questions on 3 passages are worth about 3 draws."""
-    if sample == "first" or n is None or n >= len(examples):
-        return examples[:n]
-    by_passage: dict[str, list[dict]] = {}
-    for ex in examples:
-        by_passage.setdefault(ex.get("context") or ex["question"], []).append(ex)
-    rounds = max(map(len, by_passage.values()))
-    spread = [qs[r] for r in range(rounds) for qs in by_passage.values() if r < len(qs)]
-    return spread[:n]
-
-
-def load_set(spec, data: dict, log=print) -> Examples:
-    """One data set as a config's `data` section reads it (columns, task, skip_bad): one place for
-    training sources, evaluation sets and the task-text init alike."""
-    return load_examples(spec, columns=data.get("columns"), task=data.get("task"), skip_bad=data["skip_bad"], log=log)
-
-
-def load_eval_set(spec, data: dict, log=print) -> list[dict]:
-    """The questions of one evaluation set as `ptmoe eval` asks them, by a resolved config's `data`
-    section (load_set's keys, max_eval_examples, eval_sample): one place, so the train-eval overlap
-    warning and the bench scripts see exactly the evaluated questions."""
-    return eval_subset(list(load_set(spec, data, log)), data["max_eval_examples"], data["eval_sample"])

@@ -45,7 +45,7 @@ class PtmoeLM(HFLM):
         if str(batch_size).startswith("auto"):
             raise ValueError("model_args batch_size: the ptmoe model takes a number, not 'auto'")
         if model is None:
-            from ..recipes.evaluate import load_for_eval
+            from ..evaluation.evaluate import load_for_eval
 
             if not device or (device.startswith("cuda") and not torch.cuda.is_available()):
                 device = "cuda" if torch.cuda.is_available() else "cpu"  # lm-eval's --device defaults to cuda

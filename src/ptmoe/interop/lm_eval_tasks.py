@@ -19,7 +19,7 @@ from pathlib import Path
 from string import Template
 
 from ..data.format import user_text
-from ..metrics import math_correct, qa_scores, stop_answer
+from ..evaluation.metrics import math_correct, qa_scores, stop_answer
 
 TEMPLATES = Path(__file__).parent / "tasks"
 TASKS = ("ptmoe_squad", "ptmoe_gsm8k", "ptmoe_mathqa")

@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from ..fsutil import atomic_dir
 from ..methods import REGISTRY
+from ..model_card import HF_IDS, write_model_card
 from ..persistence import CONFIG_NAME, WEIGHTS_NAME, AdapterError, read_adapter_config
-from .model_card import HF_IDS, write_model_card
 
 # what PEFT cannot express, per method
 NOT_IN_PEFT = {

@@ -82,10 +82,11 @@ def ptmoe_train_setup(config: str | os.PathLike | None = None, overrides=(), log
     adapter (`--from`, growth) stays `ptmoe train`'s."""
     from accelerate.utils import set_seed
 
-    from ..recipes.config import ConfigError, load_config
-    from ..recipes.optim import optimizer_and_schedule
-    from ..recipes.presets import apply_preset
-    from ..recipes.train import DATA_INIT_ROWS, build_model
+    from ..config.loading import load_config
+    from ..config.presets import apply_preset
+    from ..config.schema import ConfigError
+    from ..training.optim import optimizer_and_schedule
+    from ..training.setup import DATA_INIT_ROWS, build_model
 
     cfg = load_config(config, list(overrides))
     if cfg.get("init_from"):

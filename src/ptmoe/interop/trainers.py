@@ -2,7 +2,7 @@
 batches `ptmoe train` builds, and checkpoints that are adapter folders. docs/trainers.md.
 
 - `training_rows`: the encoded rows of a ptmoe config (prepared sets or your own files, read and
-  encoded by recipes/train_data.py), and `in_training_order`, the order `ptmoe train` feeds them in.
+  encoded by training/data.py), and `in_training_order`, the order `ptmoe train` feeds them in.
 - `PtmoeCollator` / `collator_for`: ptmoe.collate's padding of encoded rows; raw examples are encoded
   with ptmoe.data's prompt format first; each row's data set goes to the router where it reads one.
 - `AdapterCheckpoints` (a Trainer mixin) and `AdapterTrainer`: transformers' Trainer saves a model
@@ -51,8 +51,8 @@ def training_rows(tokenizer, config: str | os.PathLike | dict | None = None, ove
     """The rows `ptmoe train` trains and validates on: `config` a YAML file (or an already resolved config
     dict), `overrides` its key=value overrides (`["data.train=['my.jsonl']", "data.eval=[]"]`); the data
     options of docs/config.md, a bad file or key a one-line error."""
-    from ..recipes.config import load_config
-    from ..recipes.train_data import load_sources
+    from ..config.loading import load_config
+    from ..training.data import load_sources
 
     cfg = config if isinstance(config, dict) else load_config(config, list(overrides))
     train, valid = load_sources(cfg, tokenizer, log=log)

@@ -7,7 +7,7 @@ real model (`count_trainable`), gives and takes its saved state (safetensors ten
 against the expected keys and shapes), reports its routing (`routing`, a `Routing` record) and
 says whether rows of one batch may use different adapters of its kind (`mixable`).
 
-The wrapper (`ptmoe.adapted.AdaptedModel`), the recipes and the benchmark only call these hooks:
+The wrapper (`ptmoe.adapted.AdaptedModel`), the training loop, evaluation and the benchmark only call these hooks:
 a new method is one new file here that calls `register`.
 """
 

@@ -25,7 +25,7 @@ def init_embeddings(
     min_distinct > 0 (an SVD init of rank R): the text is never repeated; its repeated tokens and the
     positions after it take distinct sampled tokens until min(min_distinct, T) rows differ, so E has that rank."""
     vocab = embeddings.weight.shape[0]
-    if init_text == "@task":  # the presets' placeholder (recipes.presets.task_init_text), never text to embed
+    if init_text == "@task":  # the presets' placeholder (config.presets.task_init_text), never text to embed
         raise ValueError(
             "init_text: '@task' is replaced by the training task's instruction in `ptmoe train`; "
             "pass the text itself here"

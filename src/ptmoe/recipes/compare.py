@@ -15,22 +15,19 @@ so an interrupted comparison resumes where it stopped. `--report` trains nothing
 table from the runs that have finished (a comparison spread over sessions, or run in parallel
 with --only).
 
-A comparison is planned as steps, one per run (compare_plan.py), each naming the runs its config
-needs. Two executors run them: in order in this process (the reference, below), or as Ray tasks
-(`--executor ray`, compare_ray.py), where every run whose inputs are ready starts at once. Both read
-and write the same run store.
+A comparison is planned as steps, one per run (experiments/plan.py), each naming the runs its config
+needs. Two executors run them: in order in this process (the reference, experiments/sequential.py), or
+as Ray tasks (`--executor ray`, experiments/ray_executor.py), where every run whose inputs are ready
+starts at once. Both read and write the same run store (experiments/store.py).
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
-# run_key, method_config, shared_config, run_once: imported from here by older code
-from .compare_plan import Plan, method_config, plan_comparison, run_key, run_once, shared_config  # noqa: F401
-from .compare_table import build_table, paired_bootstrap, per_question  # noqa: F401
-from .config import ConfigError, merge, parse_override, read_config_file
+from ..config.loading import merge, parse_override, read_config_file
+from ..config.schema import ConfigError
+from ..experiments.compare import compare
 
 EXECUTORS = ("sequential", "ray")
 RAY_FLAGS = {
@@ -80,7 +77,7 @@ def run(args):
     ray_options = None
     given = [flag for key, flag in RAY_FLAGS.items() if getattr(args, key, None) is not None]
     if args.executor == "ray":
-        from .compare_ray import RayOptions
+        from ..experiments.ray_cluster import RayOptions
 
         ray_options = RayOptions.from_args(args)
     elif given:
@@ -88,64 +85,3 @@ def run(args):
     table = compare(raw, str(path), only=only, report=args.report, ray_options=ray_options)
     print(table["markdown"])
     return 1 if table.get("failed") else 0  # the table is printed either way
-
-
-# ---- the sequential executor (the reference) and the table -------------------------------------------------
-def run_in_order(plan: Plan, log=print, report: bool = False) -> list[dict | None]:
-    """Every step in this process, one after another; a step whose inputs have not finished
-    (report mode) is skipped (None)."""
-    results = []
-    for step in plan.steps:
-        needed = [results[i] for i in step.needs]
-        if any(r is None for r in needed):
-            results.append(None)
-            continue
-        cfg = step.config(needed)
-        if not report:
-            log(step.describe(cfg, needed))
-        results.append(run_once(cfg, plan.root, evaluate_it=step.evaluate, log=log, report=report))
-    return results
-
-
-def compare(
-    raw: dict, where: str = "compare config", only=None, log=print, report: bool = False, ray_options=None
-) -> dict:
-    """Plan, run (in order, or on Ray with `ray_options`), and write the table. Ray: a run that fails
-    after its retries is shown failed in the table; the others go on."""
-    plan = plan_comparison(raw, where, only)
-    plan.root.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    failed: dict[int, str] = {}
-    if ray_options is not None and not report:
-        from .compare_ray import run_on_ray
-
-        results, failed = run_on_ray(plan, ray_options, log=log)
-    else:
-        results = run_in_order(plan, log=log, report=report)
-    return write_table(plan, results, failed, raw.get("baseline", "pt"), where, log, t0)
-
-
-def write_table(plan: Plan, results: list, failed: dict[int, str], baseline: str, where: str, log, t0: float) -> dict:
-    """compare.md / compare.json from each entry's finished seed runs and the lines of its failed ones."""
-    finished, failures = {}, {}
-    for e in plan.entries:
-        seeds = plan.seed_steps[e.name]
-        runs = [results[i] for i in seeds if results[i] is not None]
-        failures[e.name] = [failed[i] for i in seeds if i in failed]
-        if runs or failures[e.name]:
-            finished[e.name] = runs
-        else:
-            log(f"[compare] {e.name}: no finished run")
-    if not finished:
-        raise ConfigError(f"{where}: no finished runs to report under {plan.root}")
-    table = build_table(finished, baseline, {k: v for k, v in failures.items() if v})
-    used = list({r["key"]: r for r in results if r is not None}.values())  # sweeps and source runs included
-    table["run_hours"] = sum(r["train"]["wall_s"] + r.get("eval", {}).get("wall_s", 0) for r in used) / 3600
-    table["markdown"] += (
-        f"\n\nCompute behind this table: {len(used)} runs (learning-rate sweeps included), "
-        f"{table['run_hours']:.1f} h of training and evaluation."
-    )
-    table["wall_s_this_invocation"] = time.time() - t0
-    (plan.root / "compare.json").write_text(json.dumps({k: v for k, v in table.items() if k != "markdown"}, indent=2))
-    (plan.root / "compare.md").write_text(table["markdown"])
-    return table

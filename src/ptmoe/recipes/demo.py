@@ -1,7 +1,7 @@
 """`ptmoe demo`, the main job: on the embedded default model, prepare the data if needed, evaluate
 the base model, train PT-MoE on a two-task mix for a short CPU budget, evaluate again, print the F1 gain
 and what its router did, all measured in this run (no stored figure). Every setting is in the packaged
-ptmoe/configs/demo.yaml (configs/demo.yaml in a checkout); key=value overrides apply."""
+ptmoe/config/demo.yaml (configs/demo.yaml in a checkout); key=value overrides apply."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-from .config import load_config
-from .runs import fresh_folder
+from ..config.loading import load_config
+from ..training.run_folder import fresh_folder
 
-DEMO_CONFIG = Path(str(files("ptmoe") / "configs" / "demo.yaml"))  # package data: found in any install
+DEMO_CONFIG = Path(str(files("ptmoe") / "config" / "demo.yaml"))  # package data: found in any install
 
 
 def add_arguments(p):
@@ -22,11 +22,11 @@ def add_arguments(p):
 
 
 def run(args):
+    from ..config.presets import apply_preset, resolve_method_options
     from ..data import prepare
-    from .evaluate import evaluate, format_table
-    from .presets import apply_preset, resolve_method_options
-    from .routing import plot_usage
-    from .train import train
+    from ..evaluation.evaluate import evaluate, format_table
+    from ..evaluation.routing import plot_usage
+    from ..training.loop import train
 
     t0 = time.time()
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
@@ -123,7 +123,7 @@ def routing_verdict(router: dict) -> str:
 def gain_parts(before: dict, after: dict) -> tuple[float, float]:
     """The F1 gain split by question: those where the base model's reply already contained a gold answer
     (what changed is the form of the answer) and the rest (what changed is the answer)."""
-    from ..metrics import normalize_answer, qa_scores, stop_answer
+    from ..evaluation.metrics import normalize_answer, qa_scores, stop_answer
 
     fmt = content = 0.0
     n_sets = 0

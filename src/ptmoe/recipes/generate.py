@@ -12,7 +12,7 @@ from ..base_models import DEFAULT_MODEL, check_model_name, load_base_model
 from ..collate import pad_batch
 from ..data.format import build_prompt_text, special_ids
 from ..device import default_device, resolve_dtype
-from ..metrics import stop_answer
+from ..evaluation.metrics import stop_answer
 
 
 def add_arguments(p):

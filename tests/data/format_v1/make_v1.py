@@ -6,8 +6,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 
+from ptmoe.adapted import AdaptedModel
 from ptmoe.collate import pad_batch
-from ptmoe.model import PtmoeModel
 from ptmoe.models import load_shape
 
 OPTS = {
@@ -23,7 +23,7 @@ out = sys.argv[1]
 expected = {}
 for method, opts in OPTS.items():
     base, tok = load_shape("tiny", seed=0)
-    model = PtmoeModel(base, method, opts, tok, seed=1)
+    model = AdaptedModel(base, method, opts, tok, seed=1)
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for p in model.trainable_parameters():

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .schema import ConfigError
+from ..config.schema import ConfigError
 
 # what a training run writes into its folder (anything else there is left alone)
 NON_FINITE = 3  # exit code of a run stopped by a NaN / inf loss

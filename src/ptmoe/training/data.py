@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from .schema import ConfigError
+from ..config.schema import ConfigError
 
 
 def read_sources(cfg: dict, log=print) -> tuple[list, list, random.Random]:
@@ -23,6 +23,10 @@ def read_sources(cfg: dict, log=print) -> tuple[list, list, random.Random]:
         examples = load_set(spec, d, log)
         ex, skipped = list(examples), examples.n_skipped
         n_read = len(ex)
+        if not ex:  # before the model loads: an empty source would only fail deep inside the first step
+            raise ConfigError(
+                f"data.train: {spec} has no examples" + (f" ({skipped} bad rows skipped)" if skipped else " (0 rows)")
+            )
         rng.shuffle(ex)
         n_valid = min(d["valid_examples"] // len(d["train"]), len(ex) // 5)
         valid += ex[:n_valid]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from transformers import get_scheduler
 
-from .schema import ConfigError
+from ..config.schema import ConfigError
 
 # train.schedule -> transformers' scheduler (constant keeps the warm-up)
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
