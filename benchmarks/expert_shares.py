@@ -27,14 +27,15 @@ from pathlib import Path
 
 import torch
 
+from ptmoe.adapted import AdaptedModel
+from ptmoe.base_models import load_base_model
 from ptmoe.collate import pad_batch
+from ptmoe.config.loading import load_config
 from ptmoe.data import load_eval_set
 from ptmoe.data.format import encode_dataset, special_ids
+from ptmoe.inputs import context_mask
 from ptmoe.methods.base import masked_mean
-from ptmoe.model import PtmoeModel, context_mask
-from ptmoe.models import load_base_model
-from ptmoe.recipes.config import load_config
-from ptmoe.recipes.train_data import load_sources
+from ptmoe.training.data import load_sources
 
 
 @torch.no_grad()
@@ -77,7 +78,7 @@ def main():
     cfg = load_config(args.config, args.overrides)
     run = Path(args.run)
     base, tok = load_base_model(cfg["model"])
-    model = PtmoeModel.from_pretrained(run / args.adapter, base, tok)
+    model = AdaptedModel.from_pretrained(run / args.adapter, base, tok)
     module, pad_id = model.prompt_module, special_ids(tok)[0]
     train_rows, _ = load_sources(cfg, tok, log=lambda *a: None)
     eval_rows, passages = [], set()

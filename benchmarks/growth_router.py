@@ -22,12 +22,12 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from ptmoe.adapted import AdaptedModel
 from ptmoe.base_models import load_base_model
+from ptmoe.config.loading import read_config_file
 from ptmoe.data.format import special_ids
-from ptmoe.model import PtmoeModel
-from ptmoe.recipes.compare_plan import shared_config
-from ptmoe.recipes.config import read_config_file
-from ptmoe.recipes.train_data import load_sources
+from ptmoe.experiments.plan import shared_config
+from ptmoe.training.data import load_sources
 
 
 def pooled(model, tok, cfg, spec: str, n: int, window: bool) -> torch.Tensor:
@@ -101,7 +101,7 @@ def main():
     raw = read_config_file(args.config)
     cfg = shared_config({k: v for k, v in raw.items() if k in ("model", "dtype", "data", "train", "grow")}, args.config)
     base, tok = load_base_model(cfg["model"])
-    model = PtmoeModel.from_pretrained(args.adapter, base, tok).eval()
+    model = AdaptedModel.from_pretrained(args.adapter, base, tok).eval()
     router = model.prompt_module.router
     old_x, new_x = (pooled(model, tok, cfg, f"{s}/train", args.train_rows, True) for s in (args.old, args.new))
     old_t, new_t = (pooled(model, tok, cfg, f"{s}/heldout", args.test_rows, False) for s in (args.old, args.new))

@@ -19,9 +19,9 @@ import torch
 import yaml
 
 from ptmoe.base_models import load_base_model
+from ptmoe.experiments.plan import shared_config
 from ptmoe.methods.router import Router
-from ptmoe.recipes.compare import shared_config
-from ptmoe.recipes.train_data import load_sources
+from ptmoe.training.data import load_sources
 
 
 def main():

@@ -26,23 +26,29 @@ import argparse
 import json
 import random
 import time
+from pathlib import Path
 
 import torch
 import yaml
 
 from ptmoe.base_models import load_base_model
 from ptmoe.collate import pad_batch
+from ptmoe.config.loading import DATA_SUFFIXES
 from ptmoe.data import load_eval_set
 from ptmoe.data.format import encode_dataset, special_ids
+from ptmoe.evaluation.routing import mutual_information_bits
+from ptmoe.experiments.plan import shared_config
 from ptmoe.inputs import context_mask, position_ids_from_mask
 from ptmoe.methods.ptmoe import kmeans
 from ptmoe.methods.router_input import hidden_states_after, pool_states
-from ptmoe.recipes.compare_plan import shared_config
-from ptmoe.recipes.routing import mutual_information_bits
-from ptmoe.recipes.train_data import encode_sources, read_sources
+from ptmoe.training.data import encode_sources, read_sources
 
 
 def task_of(set_name: str) -> str:
+    """A prepared split's set (squad/heldout -> squad); a local file's name without its suffixes, as a
+    training row's `set` names it (data/colour.jsonl -> colour)."""
+    if set_name.endswith(DATA_SUFFIXES):
+        return Path(set_name).name.split(".")[0]
     return set_name.split("/")[0]
 
 

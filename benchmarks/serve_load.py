@@ -33,15 +33,15 @@ QUESTIONS = [
 
 
 def make_adapters(model_name: str, root: Path) -> dict[str, str]:
-    from ptmoe.model import PtmoeModel
-    from ptmoe.models import load_base_model
+    from ptmoe.adapted import AdaptedModel
+    from ptmoe.base_models import load_base_model
 
     base, tok = load_base_model(model_name)
     out = {}
     for i, (method, options) in enumerate(
         {"pt": {"num_tokens": 20}, "ptmoe": {"num_tokens": 20, "experts": 2, "rank": 8}}.items()
     ):
-        out[method] = str(PtmoeModel(base, method, options, tok, seed=i).save_pretrained(root / method))
+        out[method] = str(AdaptedModel(base, method, options, tok, seed=i).save_pretrained(root / method))
     return out
 
 
