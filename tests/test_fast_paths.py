@@ -191,3 +191,68 @@ def test_bench_real_and_generate_parts(tmp_path):
     assert {"real", "generate"} <= set(result)
     md = (out / "bench.md").read_text()
     assert "PEFT prompt tuning generate" in md and "DataCollatorForSeq2Seq" in md
+
+
+def _saved_bytes(fn) -> int:
+    """(fn(), bytes of the tensors autograd keeps for backward while it runs, each storage once)."""
+    seen = {}
+
+    def pack(t):
+        seen.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
+@pytest.mark.parametrize("method", ["pt", "ptmoe", "lora"])
+def test_lean_mlp_keeps_less_with_the_same_loss_and_gradients_bit_for_bit(method, monkeypatch):
+    """The SwiGLU MLPs keep gate and up, not silu(gate), while ptmoe trains (lean_backbone.py): the loss
+    and every gradient equal plain autograd's exactly, and what is kept shrinks by the silu outputs."""
+    import contextlib
+
+    import ptmoe.loss
+
+    m = _model(method, torch.float32).train()
+    mlps = [mod for mod in m.lm.modules() if hasattr(mod, "_ptmoe_plain_forward")]
+    assert len(mlps) == m.lm.config.num_hidden_layers
+    ids, mask, labels = _batch()
+
+    def run():
+        m.zero_grad(set_to_none=True)
+        out, kept = _saved_bytes(lambda: m(ids, mask, labels))
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
+        return out.loss.detach(), grads, kept
+
+    loss_lean, g_lean, kept_lean = run()
+    monkeypatch.setattr(ptmoe.loss, "lean", contextlib.nullcontext)
+    loss_plain, g_plain, kept_plain = run()
+    assert torch.equal(loss_lean, loss_plain)
+    assert set(g_lean) == set(g_plain) and all(torch.equal(g_lean[n], g_plain[n]) for n in g_plain)
+    B, S = ids.shape
+    width = B * (S + (0 if method == "lora" else 4))  # the prompt's tokens too
+    silu_outputs = len(mlps) * width * m.lm.config.intermediate_size * 4
+    assert kept_plain - kept_lean == silu_outputs, (kept_plain, kept_lean, silu_outputs)
+
+
+def test_mlps_run_their_own_code_outside_ptmoe_training_and_odd_ones_are_left_alone():
+    from ptmoe.lean_backbone import install
+
+    m = _model("pt", torch.float32)
+    x = torch.randn(2, 5, m.lm.config.hidden_size, requires_grad=True)
+    mlp = m.lm.model.layers[0].mlp
+    _, kept = _saved_bytes(lambda: mlp(x))  # outside `lean()`: plain autograd keeps silu(gate) too
+    assert kept >= 3 * 2 * 5 * m.lm.config.intermediate_size * 4
+
+    class Scaled(nn.Module):  # gate/up/down and a SiLU, but a forward that does more
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj, self.down_proj = nn.Linear(4, 8), nn.Linear(4, 8), nn.Linear(8, 4)
+            self.act_fn = nn.SiLU()
+
+        def forward(self, x):
+            return 2 * self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+    assert install(nn.Sequential(Scaled())) == 0

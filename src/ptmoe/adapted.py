@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from . import persistence
+from . import lean_backbone, persistence
 from .generation import check_cache, greedy_decode, left_align
 from .inputs import context_mask, mixed_prompts, prepend_prompt
 from .loss import label_loss, logits_and_loss
@@ -63,6 +63,7 @@ class AdaptedModel(nn.Module):
         base.requires_grad_(False)
         self.lm = base
         self.adapters = nn.ModuleDict({adapter_name: spec.build(config, base, tokenizer, seed)})
+        lean_backbone.install(base)  # after the method (LoRA wraps projections): used by label_loss only
         self.active_adapter = adapter_name
         self.saved_with: dict = {}  # extra adapter_config.json fields (a grown adapter's lineage)
         self.sidecar_files: dict = {}  # file name -> () -> (tensors, metadata), saved beside the weights

@@ -3,14 +3,21 @@ so no full-vocabulary fp32 copy of the logits ever lives (the fused path also ne
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .lean_backbone import lean
 
-def _ce_chunk_rows(vocab: int, chunk: int | None) -> int:
-    """Rows per chunk: at most `chunk`, and about 64 MiB of fp32 logits per chunk by default."""
-    auto = max(64, (1 << 24) // max(vocab, 1))
+
+def _ce_chunk_rows(vocab: int, chunk: int | None, device: torch.device | None = None) -> int:
+    """Rows per chunk: at most `chunk`; by default about 64 MiB of fp32 logits per chunk on a GPU, and
+    24 MiB on a CPU, where a chunk that stays in the last-level cache makes the softmax passes over it
+    cheaper (and the step's peak memory lower)."""
+    budget = 24 << 20 if device is None or device.type == "cpu" else 64 << 20
+    auto = max(64, budget // 4 // max(vocab, 1))
     return max(1, min(chunk, auto) if chunk else auto)
 
 
@@ -27,22 +34,34 @@ class _FusedLinearCE(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        # one logits buffer for every chunk, and the softmax made in place in it: a fresh [rows, vocab]
+        # tensor per step of the softmax was most of this function's time (page faults) and of its memory
+        direct = bias is None and weight.dtype == torch.float32 and hidden.dtype == torch.float32
+        buffer = (
+            hidden.new_empty((min(rows, hidden.shape[0]), weight.shape[0]), dtype=torch.float32) if direct else None
+        )
         for i in range(0, hidden.shape[0], rows):
             h, t = hidden[i : i + rows], targets[i : i + rows]
-            z = nn.functional.linear(h, weight, bias).float()
+            if direct:
+                z = torch.mm(h, weight.t(), out=buffer[: h.shape[0]])
+            else:
+                z = nn.functional.linear(h, weight, bias).float()
             if softcap:
                 z = torch.tanh(z / softcap).mul_(softcap)
+            capped = z.clone() if softcap and (need_h or need_w or need_b) else None
             valid = t != -100
             tc = t.clamp_min(0)
-            lse = torch.logsumexp(z, -1)
-            total += ((lse - z.gather(1, tc[:, None]).squeeze(1)) * valid).sum()
+            picked = z.gather(1, tc[:, None]).squeeze(1)
+            top = z.amax(-1)
+            e = z.sub_(top[:, None]).exp_()  # exp(z - max), in place
+            sums = e.sum(-1)
+            lse = top + sums.log()
+            total += ((lse - picked) * valid).sum()
             if need_h or need_w or need_b:
-                g = z if not softcap else z.clone()
-                g.sub_(lse[:, None]).exp_()  # softmax
+                g = e.mul_((valid / sums)[:, None])  # softmax, 0 on rows without a label
                 g.scatter_add_(1, tc[:, None], -valid[:, None].to(g.dtype))
-                g.mul_(valid[:, None])
                 if softcap:  # d softcap(x) / dx = 1 - tanh^2
-                    g.mul_(1 - (z / softcap).square_())
+                    g.mul_(1 - (capped / softcap).square_())
                 if need_h:
                     grad_h[i : i + rows] = (g.to(weight.dtype) @ weight).to(hidden.dtype)
                 if need_w:
@@ -76,7 +95,7 @@ def chunked_cross_entropy(
     head (e.g. adapted by PEFT) through checkpointed chunks whose logits are recomputed in backward."""
     weight = getattr(head, "weight", None)
     if type(head) is nn.Linear and weight is not None and torch.is_grad_enabled():
-        rows = _ce_chunk_rows(weight.shape[0], chunk)
+        rows = _ce_chunk_rows(weight.shape[0], chunk, hidden.device)
         return _FusedLinearCE.apply(hidden, weight, head.bias, targets, rows, softcap)
 
     def piece(h, t):
@@ -85,7 +104,7 @@ def chunked_cross_entropy(
             logits = torch.tanh(logits / softcap) * softcap
         return nn.functional.cross_entropy(logits, t, reduction="sum")
 
-    rows = _ce_chunk_rows(getattr(weight, "shape", (32768,))[0], chunk)
+    rows = _ce_chunk_rows(getattr(weight, "shape", (32768,))[0], chunk, hidden.device)
     total = hidden.new_zeros((), dtype=torch.float32)
     for i in range(0, hidden.shape[0], rows):
         h, t = hidden[i : i + rows], targets[i : i + rows]
@@ -97,12 +116,16 @@ def label_loss(lm: nn.Module, inputs_embeds, attention_mask, position_ids, label
     """(mean token loss, number of label tokens): the backbone's hidden states, then the LM head only
     at positions whose next token is labelled. Labels are aligned with the input (label i is token i)."""
     backbone = getattr(lm, lm.base_model_prefix)
-    hidden = backbone(
-        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-    ).last_hidden_state
+    # the MLPs keep less for backward (lean_backbone.py), the same loss and gradients; checkpointed layers
+    # keep nothing anyway, and recompute in backward, outside this call, where the path must be the same
+    with lean() if not getattr(lm, "is_gradient_checkpointing", False) else contextlib.nullcontext():
+        hidden = backbone(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != -100
     h, t = hidden[:, :-1][keep], targets[keep]
+    del hidden  # every position's states: not needed past here, and the loss's chunks come on top of the peak
     n = t.numel()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
     return chunked_cross_entropy(h, lm.get_output_embeddings(), t, softcap=softcap) / max(n, 1), n
