@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .lean_backbone import lean
+from .lean_backbone import lean, pays_off
 
 
 def _ce_chunk_rows(vocab: int, chunk: int | None, device: torch.device | None = None) -> int:
@@ -118,7 +118,9 @@ def label_loss(lm: nn.Module, inputs_embeds, attention_mask, position_ids, label
     backbone = getattr(lm, lm.base_model_prefix)
     # the MLPs keep less for backward (lean_backbone.py), the same loss and gradients; checkpointed layers
     # keep nothing anyway, and recompute in backward, outside this call, where the path must be the same
-    with lean() if not getattr(lm, "is_gradient_checkpointing", False) else contextlib.nullcontext():
+    checkpointed = getattr(lm, "is_gradient_checkpointing", False)
+    use_lean = not checkpointed and pays_off(inputs_embeds.device, inputs_embeds.dtype)
+    with lean() if use_lean else contextlib.nullcontext():
         hidden = backbone(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
