@@ -12,11 +12,11 @@ from torch.utils.checkpoint import checkpoint
 from .lean_backbone import lean, pays_off
 
 
-def _ce_chunk_rows(vocab: int, chunk: int | None, device: torch.device | None = None) -> int:
+def _ce_chunk_rows(vocab: int, chunk: int | None, device: torch.device) -> int:
     """Rows per chunk: at most `chunk`; by default about 64 MiB of fp32 logits per chunk on a GPU, and
     24 MiB on a CPU, where a chunk that stays in the last-level cache makes the softmax passes over it
     cheaper (and the step's peak memory lower)."""
-    budget = 24 << 20 if device is None or device.type == "cpu" else 64 << 20
+    budget = 24 << 20 if device.type == "cpu" else 64 << 20
     auto = max(64, budget // 4 // max(vocab, 1))
     return max(1, min(chunk, auto) if chunk else auto)
 
