@@ -89,8 +89,9 @@ def install(lm: nn.Module) -> int:
 
 def pays_off(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether recomputing silu(gate) costs less than it saves. On a GPU it is one elementwise pass beside
-    the matmuls; on a CPU in fp32 a step is no slower (it allocates less); on a CPU in bf16 or fp16 the
-    step measured 4% slower (the CPU converts each elementwise pass through fp32), so there it is left off."""
+    the matmuls; on a CPU in fp32 a step is no slower (it allocates less); on a CPU in bf16 one run measured
+    the step 4% slower (each elementwise pass converts through fp32) and another equal
+    (benchmarks/lean_step.py), so there it is left off until a clearer measurement says otherwise."""
     return device.type != "cpu" or dtype == torch.float32
 
 
