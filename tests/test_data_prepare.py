@@ -12,7 +12,7 @@ from ptmoe.data.fetch import ARCHIVES, data_dir, download, sha256
 
 pytestmark = pytest.mark.integration
 
-SPLIT_SETS = ["squad", "quoref", "drop", "ropes", "coqa", "gsm_symbolic"]
+SPLIT_SETS = ["squad", "quoref", "drop", "ropes", "coqa", "cosmosqa", "gsm_symbolic"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_counts(counts):
     assert counts["squad_shifts_amazon"] == {"test": 9_877}
     assert counts["mathqa"] == {"test": 5_060}
     assert counts["coqa"]["train"] + counts["coqa"]["heldout"] == 700
-    for name in ("quoref", "ropes"):
+    for name in ("quoref", "ropes", "cosmosqa"):
         assert counts[name]["train"] + counts[name]["heldout"] == 6_500
     assert 1_000 < counts["drop"]["train"] + counts["drop"]["heldout"] < 6_500
     assert counts["gsm8k"] == {"heldout": 20}

@@ -50,6 +50,7 @@ MEMBERS = {
         NI + "subtask002_quoref_answer_generation/task.json",
         NI + "subtask028_drop_answer_generation/task.json",
         NI + "subtask061_ropes_answer_generation/task.json",
+        NI + "subtask024_cosmosqa_answer_generation/task.json",
         BB + "coqa_conversational_question_answering/coqa.test.json",
         BB + "elementary_math_qa/question_only/task.json",
     ],

@@ -6,7 +6,7 @@ never in two splits of one set):
     squad                  train / heldout   SQuAD v1.1 dev, 8 whole articles held out
     squad_shifts_<domain>  test              new_wiki, nyt, reddit, amazon (all of it)
     quoref, drop, ropes,   train / heldout   ~20% of the passages held out; the
-    coqa                                      benchmark evaluates these on `heldout`
+    coqa, cosmosqa                            benchmark evaluates these on `heldout`
     gsm_symbolic           train / heldout   variants of the 80 training templates (the 65
                                              whose reasoning-gym generator is marked ok)
                                              / of the 20 held-out templates
@@ -27,7 +27,7 @@ import time
 from . import gsm
 from .fetch import ARCHIVES, BB, NI, data_dir, extract
 
-VERSION = 1  # bump when the prepared data changes
+VERSION = 2  # bump when the prepared data changes
 SEED = 1234
 SQUAD_HELDOUT_ARTICLES = 8
 HELDOUT_FRACTION = 0.2
@@ -170,6 +170,20 @@ def coqa(raw):
     return out
 
 
+def cosmosqa(raw):
+    """CosmosQA answer generation: a blog passage and a commonsense question whose answer is a
+    written sentence (median 8 words) rather than a span: a QA set that wants answers of another
+    form than SQuAD's."""
+    out = []
+    for i, e in enumerate(_ni_examples(raw / NI / "subtask024_cosmosqa_answer_generation/task.json")):
+        passage, question = e["input"].rsplit("\nQuestion:", 1)
+        passage = re.sub(r"^Context:\s*", "", passage).strip()
+        answers = [a for a in (t.strip().rstrip(".").strip() for t in e["target"]) if a]
+        if answers:
+            out.append(_qa(f"cosmosqa-{i}", passage, question, list(dict.fromkeys(answers)), _doc_id(passage)))
+    return out
+
+
 def mathqa(raw):
     out = []
     for i, e in enumerate(_ni_examples(raw / BB / "elementary_math_qa/question_only/task.json")):
@@ -205,7 +219,7 @@ def build_all(raw):
     for short, fname in SHIFTS.items():
         name = f"squad_shifts_{short}"
         sets[name] = {"test": squad_file(raw / BB / f"squad_shifts/{fname}_v1.0.json", name)}
-    for name, fn in (("quoref", quoref), ("drop", drop), ("ropes", ropes), ("coqa", coqa)):
+    for name, fn in (("quoref", quoref), ("drop", drop), ("ropes", ropes), ("coqa", coqa), ("cosmosqa", cosmosqa)):
         tr, ho = _by_fraction(fn(raw))
         sets[name] = {"train": tr, "heldout": ho}
     sets.update(gsm_sets(raw))
