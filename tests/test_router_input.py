@@ -193,4 +193,4 @@ def test_the_packaged_demo_config_resolves_its_routed_options():
     prepare(log=lambda *a: None)
     opts = resolve_method_options(apply_preset(load_config(DEMO_CONFIG, [])))
     assert opts["router_input"] == "hidden:2" and opts["source_supervision"] > 0
-    assert [s.split("/")[0] for s in opts["sources"]] == ["squad", "gsm_symbolic"]
+    assert [s.split("/")[0] for s in opts["sources"]] == ["squad", "cosmosqa"]
