@@ -17,23 +17,8 @@ import torch
 import ptmoe.loss
 from ptmoe.adapted import AdaptedModel
 from ptmoe.base_models import load_base_model
-from ptmoe.bench.common import _cpu_profiler_peak
+from ptmoe.bench.common import _cpu_profiler_peak, saved_for_backward
 from ptmoe.loss import _FusedLinearCE
-
-
-def kept_mib(model, fn) -> float:
-    """MiB of the tensors autograd keeps for backward while fn() runs, each storage once, weights aside."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in weights:
-            seen.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values()) / 2**20
 
 
 def main():
@@ -83,8 +68,10 @@ def main():
     print("| path | step s (median) | steps s | kept for backward (MiB) |\n|---|---:|---|---:|")
     for k in paths:
         with taking(k):
-            mib = kept_mib(model, lambda: model(ids, mask, labels))
-        print(f"| {k} | {statistics.median(times[k][1:]):.3f} | {[round(t, 2) for t in times[k]]} | {mib:.0f} |")
+            _, kept = saved_for_backward(lambda: model(ids, mask, labels), skip=list(model.parameters()))
+        print(
+            f"| {k} | {statistics.median(times[k][1:]):.3f} | {[round(t, 2) for t in times[k]]} | {kept / 2**20:.0f} |"
+        )
 
     head = base.get_output_embeddings()
     h = torch.randn(args.batch_size * args.seq_len // 2, head.weight.shape[1], dtype=dtype, requires_grad=True)

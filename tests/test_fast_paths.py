@@ -11,6 +11,7 @@ from torch import nn
 
 from ptmoe.adapted import AdaptedModel
 from ptmoe.base_models import load_shape
+from ptmoe.bench.common import saved_for_backward
 from ptmoe.loss import chunked_cross_entropy
 
 METHODS = ["pt", "ptmoe", "smop", "lora", "dpt"]
@@ -193,19 +194,6 @@ def test_bench_real_and_generate_parts(tmp_path):
     assert "PEFT prompt tuning generate" in md and "DataCollatorForSeq2Seq" in md
 
 
-def _saved_bytes(fn) -> int:
-    """(fn(), bytes of the tensors autograd keeps for backward while it runs, each storage once)."""
-    seen = {}
-
-    def pack(t):
-        seen.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(seen.values())
-
-
 @pytest.mark.parametrize("method", ["pt", "ptmoe", "lora"])
 def test_lean_mlp_keeps_less_with_the_same_loss_and_gradients_bit_for_bit(method, monkeypatch):
     """The SwiGLU MLPs keep gate and up, not silu(gate), while ptmoe trains (lean_backbone.py): the loss
@@ -221,7 +209,7 @@ def test_lean_mlp_keeps_less_with_the_same_loss_and_gradients_bit_for_bit(method
 
     def run():
         m.zero_grad(set_to_none=True)
-        out, kept = _saved_bytes(lambda: m(ids, mask, labels))
+        out, kept = saved_for_backward(lambda: m(ids, mask, labels))
         out.loss.backward()
         grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
         return out.loss.detach(), grads, kept
@@ -243,7 +231,7 @@ def test_mlps_run_their_own_code_outside_ptmoe_training_and_odd_ones_are_left_al
     m = _model("pt", torch.float32)
     x = torch.randn(2, 5, m.lm.config.hidden_size, requires_grad=True)
     mlp = m.lm.model.layers[0].mlp
-    _, kept = _saved_bytes(lambda: mlp(x))  # outside `lean()`: plain autograd keeps silu(gate) too
+    _, kept = saved_for_backward(lambda: mlp(x))  # outside `lean()`: plain autograd keeps silu(gate) too
     assert kept >= 3 * 2 * 5 * m.lm.config.intermediate_size * 4
 
     class Scaled(nn.Module):  # gate/up/down and a SiLU, but a forward that does more

@@ -46,6 +46,23 @@ def _cpu_profiler_peak(fn) -> int:
     return peak
 
 
+def saved_for_backward(fn, skip=()) -> tuple:
+    """(fn(), bytes of the tensors autograd keeps for backward while fn() runs), each storage counted once
+    and the storages of the tensors in `skip` (weights, say) left out."""
+    skipped = {t.untyped_storage().data_ptr() for t in skip}
+    seen = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skipped:
+            seen.setdefault(ptr, t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+
 def _versions() -> dict:
     import peft
     import transformers
