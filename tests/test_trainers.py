@@ -234,6 +234,58 @@ def test_plain_trainer_trains_evaluates_and_checkpoints_layers(data):
     assert trainer.evaluate()["eval_loss"] > 0
 
 
+def plain_trainer(data, out, max_steps, **arguments):
+    """A PEFT user's habit: transformers' own Trainer handed an AdaptedModel on the tiny model (tied embeddings,
+    like the embedded SmolLM2), checkpoints on; -> (trainer, the adapter's tensors before training)."""
+    base, tok = load_shape("tiny")
+    assert base.lm_head.weight is base.model.embed_tokens.weight
+    model = AdaptedModel(base, "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2, "noise": "none"}, tok)
+    before = {k: v.clone() for k, v in model.adapter_state_dict().items()}
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    args = TrainingArguments(
+        output_dir=str(out),
+        max_steps=max_steps,
+        per_device_train_batch_size=2,
+        learning_rate=0.1,
+        save_steps=2,
+        seed=0,
+        use_cpu=True,
+        remove_unused_columns=False,
+        report_to="none",
+        **arguments,
+    )
+    return Trainer(model=model, args=args, train_dataset=rows, data_collator=collator_for(model, tok)), before
+
+
+def test_plain_trainer_checkpoints_and_saves_the_adapter_alone_and_resumes(data, tmp_path):
+    trainer, before = plain_trainer(data, tmp_path / "whole", 4)
+    trainer.train()
+    trainer.save_model()
+    trained = trainer.model.adapter_state_dict()
+    assert all(not torch.equal(trained[k], before[k]) for k in trained)
+    ckpt = tmp_path / "whole" / "checkpoint-2"
+    weights = ckpt / "model.safetensors"  # the Trainer's file name; what it holds is the adapter and its config
+    assert weights.stat().st_size < 64 * 1024  # no frozen base (the tiny base alone is about 2 MB)
+    base, tok = load_shape("tiny")
+    for folder in (tmp_path / "whole", tmp_path / "whole" / "checkpoint-4"):  # save_model's and the last checkpoint
+        loaded = AdaptedModel.from_pretrained(folder, base, tok)
+        assert loaded.method == "ptmoe" and loaded.config.experts == 2
+        for k, v in trained.items():
+            torch.testing.assert_close(loaded.adapter_state_dict()[k], v, rtol=0, atol=0)
+    early = AdaptedModel.from_pretrained(ckpt, base, tok).adapter_state_dict()
+    assert not torch.equal(early["B"], trained["B"])
+
+    resumed, _ = plain_trainer(data, tmp_path / "whole", 4)  # a fresh model: the checkpoint's adapter is read back
+    resumed.train(resume_from_checkpoint=str(ckpt))
+    assert resumed.state.global_step == 4
+    for k, v in resumed.model.adapter_state_dict().items():
+        torch.testing.assert_close(v, trained[k], rtol=0, atol=1e-6)
+
+    other = AdaptedModel(load_shape("tiny", seed=1)[0], "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok)
+    with pytest.raises(AdapterError, match="adapter was trained on base model"):
+        other.load_state_dict(trainer.model.state_dict())
+
+
 def test_sft_trainer_trains_and_saves_a_loadable_adapter(data, tmp_path):
     trl = pytest.importorskip("trl")
     from datasets import Dataset

@@ -232,9 +232,8 @@ class AdaptedModel(nn.Module):
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         return self.adapter.adapter_state()
 
-    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Writes adapter_config.json and adapter_model.safetensors atomically (temp dir, then rename)."""
-        meta = {
+    def _meta(self, extra: dict | None = None) -> dict:
+        return {
             "method": self.method,
             "config": self.config.to_dict(),
             "base_model": self.identity,
@@ -242,8 +241,36 @@ class AdaptedModel(nn.Module):
             **self.saved_with,
             **(extra or {}),
         }
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Writes adapter_config.json and adapter_model.safetensors atomically (temp dir, then rename)."""
         files = {name: make() for name, make in self.sidecar_files.items()}
-        return persistence.write_adapter(directory, meta, self.adapter, files)
+        return persistence.write_adapter(directory, self._meta(extra), self.adapter, files)
+
+    # transformers' plain Trainer saves a model that is not a PreTrainedModel as `model.state_dict()` in
+    # model.safetensors and resumes with `load_state_dict`: so that its checkpoints are the adapter alone
+    # (loadable by from_pretrained, ptmoe eval, generate, serve), an AdaptedModel's own state dict is its
+    # adapter and config (persistence.trainer_state); the frozen base's is `model.lm.state_dict()`.
+    _keys_to_ignore_on_save = None  # read by the Trainer after it loads a checkpoint
+
+    def state_dict(self, *args, **kwargs):
+        """Called on its own: the active adapter's tensors and its config, never the frozen base. Called by a
+        module holding this one (with a prefix): torch's usual, every tensor."""
+        if args or kwargs:
+            return super().state_dict(*args, **kwargs)
+        return persistence.trainer_state(self._meta(), self.adapter_state_dict())
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """`state_dict()`'s dict back (the same method on the same base model, else a one-line error);
+        any other dict as torch loads it."""
+        if persistence.CONFIG_KEY not in state_dict:
+            return super().load_state_dict(state_dict, strict, assign)
+        meta, tensors = persistence.split_trainer_state(state_dict, "state dict")
+        if meta["method"] != self.method:
+            raise AdapterError(f"state dict: a {meta['method']!r} adapter, and this model's is {self.method!r}")
+        self.check_base(meta, "state dict")
+        persistence.load_state(self.adapter, tensors, "state dict")
+        return nn.modules.module._IncompatibleKeys([], [])
 
     read_adapter_config = staticmethod(persistence.read_adapter_config)
 

@@ -1,5 +1,10 @@
 """Adapter folders: adapter_config.json (format version, method, its options, the base model's identity)
-and adapter_model.safetensors (whatever the method saves). Never a pickle; writes are atomic."""
+and adapter_model.safetensors (whatever the method saves). Never a pickle; writes are atomic.
+
+A folder that transformers' plain Trainer saved (checkpoint-N/, or `save_model`'s output_dir) holds the
+same adapter in one file instead: model.safetensors, the Trainer's name for what `AdaptedModel.state_dict()`
+returns (the adapter's tensors under `adapter.`, and its config as UTF-8 bytes under CONFIG_KEY). Both
+read alike here."""
 
 from __future__ import annotations
 
@@ -18,6 +23,9 @@ from .model_card import write_model_card
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+TRAINER_WEIGHTS = "model.safetensors"  # what transformers' Trainer writes for a model it does not know
+CONFIG_KEY = "ptmoe.adapter_config"  # in that file: the adapter_config.json text, as a uint8 tensor
+PREFIX = "adapter."  # in that file: the adapter's own tensors
 FORMAT_VERSION = 1  # what the keys of each method's tensors mean; bump (and convert) if one changes
 
 
@@ -40,12 +48,27 @@ def base_identity(lm: nn.Module) -> dict:
 
 def read_adapter_config(directory: str | os.PathLike) -> dict:
     path = Path(directory) / CONFIG_NAME
+    if not path.is_file() and (Path(directory) / TRAINER_WEIGHTS).is_file():
+        return _trainer_file(directory)[0]
     if not path.is_file():
-        raise AdapterError(f"{path}: adapter config not found")
+        raise AdapterError(f"{path}: adapter config not found{_run_folder_hint(directory)}")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise AdapterError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return _checked(meta, path, directory)
+
+
+def _run_folder_hint(directory) -> str:
+    """Where a `ptmoe train` run folder (or a Trainer's output_dir) was given: the adapters inside it."""
+    inside = [p.name for p in sorted(Path(directory).glob("*")) if (p / CONFIG_NAME).is_file()]
+    inside.sort(key=lambda n: (n not in ("best", "final"), n))
+    if not inside:
+        return ""
+    return f" ({directory} is a run folder: its adapters are {', '.join(inside[:4])}; e.g. --adapter {Path(directory) / inside[0]})"
+
+
+def _checked(meta: dict, path, directory) -> dict:
     for key in ("method", "config", "base_model"):
         if key not in meta:
             raise AdapterError(f"{path}: field {key!r} missing")
@@ -54,9 +77,45 @@ def read_adapter_config(directory: str | os.PathLike) -> dict:
         raise AdapterError(
             f"{path}: format_version {version!r} is newer than this ptmoe reads ({FORMAT_VERSION}): upgrade ptmoe"
         )
-    if not (Path(directory) / WEIGHTS_NAME).is_file():
+    if path.name == CONFIG_NAME and not (Path(directory) / WEIGHTS_NAME).is_file():
         raise AdapterError(f"{Path(directory) / WEIGHTS_NAME}: adapter weights not found")
     return meta
+
+
+def trainer_state(meta: dict, tensors: dict) -> dict:
+    """The adapter as one state dict (`AdaptedModel.state_dict()`): its tensors under PREFIX, each stored
+    once (tied weights of a full fine-tune share memory, which safetensors refuses), and its config."""
+    seen, out = set(), {}
+    for k, v in tensors.items():
+        if v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            out[PREFIX + k] = v
+    text = json.dumps({"format_version": FORMAT_VERSION, **meta}).encode()
+    out[CONFIG_KEY] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+    return out
+
+
+def split_trainer_state(state: dict, where) -> tuple[dict, dict]:
+    """trainer_state's dict -> (its checked config, the adapter's tensors)."""
+    try:
+        meta = json.loads(bytes(state[CONFIG_KEY].to(torch.uint8).tolist()).decode())
+    except (KeyError, ValueError) as e:
+        raise AdapterError(f"{where}: no readable adapter config ({e})") from None
+    tensors = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
+    return _checked(meta, Path(where), Path(where).parent), tensors
+
+
+def _trainer_file(directory) -> tuple[dict, dict]:
+    path = Path(directory) / TRAINER_WEIGHTS
+    try:
+        state = load_file(str(path))  # safetensors only: never a pickle
+    except Exception as e:
+        raise AdapterError(f"{path}: cannot read safetensors ({e})") from None
+    if CONFIG_KEY not in state:
+        raise AdapterError(
+            f"{path}: a whole model's weights, not an adapter (no {Path(directory) / CONFIG_NAME}){_run_folder_hint(directory)}"
+        )
+    return split_trainer_state(state, path)
 
 
 def check_base(meta: dict, have: dict, where) -> None:
@@ -87,10 +146,16 @@ def write_adapter(directory, meta: dict, adapter, files: dict | None = None) -> 
 def load_weights(directory, adapter) -> None:
     """The saved tensors into `adapter`; a file that is not safetensors or does not fit names the file."""
     path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file() and (Path(directory) / TRAINER_WEIGHTS).is_file():
+        return load_state(adapter, _trainer_file(directory)[1], Path(directory) / TRAINER_WEIGHTS)
     try:
         state = load_file(str(path))  # safetensors only: never a pickle
     except Exception as e:
         raise AdapterError(f"{path}: cannot read safetensors ({e})") from None
+    load_state(adapter, state, path)
+
+
+def load_state(adapter, state: dict, path) -> None:
     try:
         adapter.load_adapter_state(state)
     except AdapterStateError as e:

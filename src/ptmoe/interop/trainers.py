@@ -6,9 +6,10 @@ batches `ptmoe train` builds, and checkpoints that are adapter folders. docs/tra
 - `PtmoeCollator` / `collator_for`: ptmoe.collate's padding of encoded rows; raw examples are encoded
   with ptmoe.data's prompt format first; each row's data set goes to the router where it reads one.
 - `AdapterCheckpoints` (a Trainer mixin) and `AdapterTrainer`: transformers' Trainer saves a model
-  that is neither a PreTrainedModel nor a PeftModel as its whole state dict (the frozen base included,
-  which safetensors refuses where embeddings are tied); these save the adapter folder instead
-  (`AdaptedModel.save_pretrained`) and resume or pick the best checkpoint from it. The optimizer,
+  that is neither a PreTrainedModel nor a PeftModel as its `state_dict()` in one model.safetensors (for an
+  AdaptedModel the adapter and its config, `AdaptedModel.state_dict`); these save the adapter folder
+  instead (`AdaptedModel.save_pretrained`: with the model card and a replay store) and resume or pick
+  the best checkpoint from it. The optimizer,
   scheduler and RNG files beside it stay the Trainer's own (torch.save; it loads them weights_only).
 """
 
