@@ -42,16 +42,36 @@ def _run_training(run_dir: Path) -> dict | None:
 def _run_results(run_dir: Path) -> dict | None:
     path = run_dir / "eval" / "results.json"
     try:
-        r = json.loads(path.read_text())
-        return {
-            "sets": {
-                k: {m: v for m, v in s.items() if m in ("n", "f1", "em", "accuracy")}
-                for k, s in r.get("sets", {}).items()
-            },
-            "average": r.get("average"),
-        }
+        return _scores(json.loads(path.read_text()))
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _scores(r: dict) -> dict:
+    """What the card shows of `ptmoe eval`'s results: each set's n and scores, and the average."""
+    return {
+        "sets": {
+            k: {m: v for m, v in s.items() if m in ("n", "f1", "em", "accuracy")} for k, s in r.get("sets", {}).items()
+        },
+        "average": r.get("average"),
+    }
+
+
+def add_results(folder, results: dict) -> bool:
+    """A later `ptmoe eval`'s scores into the card of the ptmoe adapter in `folder` (a PEFT folder or a
+    Trainer's model.safetensors has no card of ptmoe's to update: False)."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict) or "method" not in meta or not (folder / CARD_NAME).is_file():
+        return False
+    card = card_text({**meta, "results": _scores(results)}, folder.resolve().parent)
+    tmp = folder / f".{CARD_NAME}.tmp"
+    tmp.write_text(card)
+    tmp.replace(folder / CARD_NAME)
+    return True
 
 
 def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = None) -> str:
@@ -64,7 +84,7 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
         "---",
         f"library_name: {lib}",
         f"base_model: {HF_IDS.get(name, name)}",
-        f"tags: [ptmoe, {meta['method']}]",
+        f"tags: [{', '.join(dict.fromkeys(['ptmoe', meta['method']]))}]",
         "---",
         "",
         f"# {meta['method']} adapter for {name}",
@@ -109,10 +129,10 @@ def card_text(meta: dict, run_dir: Path | None = None, peft_type: str | None = N
         "## Use",
         "",
         "```python",
-        "from ptmoe import PtmoeModel, load_base_model",
+        "from ptmoe import AdaptedModel, load_base_model",
         "",
         f'base, tok = load_base_model("{name}")',
-        'model = PtmoeModel.from_pretrained("THIS_FOLDER", base, tok)',
+        'model = AdaptedModel.from_pretrained("THIS_FOLDER", base, tok)',
         "```",
     ]
     if peft_type:

@@ -169,10 +169,7 @@ def validate(cfg: dict) -> dict:
     from ..methods import make_config
     from .presets import apply_preset
 
-    try:
-        parse_columns(cfg["data"]["columns"])
-    except ValueError as e:
-        raise ConfigError(f"data.columns: {e}") from None
+    _check_columns(cfg["data"], parse_columns)
     check_model_name(cfg["model"])
     for key in ("train", "eval"):
         for spec in cfg["data"][key]:
@@ -190,6 +187,22 @@ def validate(cfg: dict) -> dict:
 
     check_config(cfg)
     return cfg
+
+
+def _check_columns(data: dict, parse_columns) -> None:
+    """data.columns: one mapping for every file, or per data set, each naming a data set of the config."""
+    from ..data.load import columns_for, per_set_columns
+
+    columns = data["columns"]
+    for key, mapping in columns.items() if per_set_columns(columns) else [(None, columns)]:
+        where = "data.columns" if key is None else f"data.columns.{key}"
+        try:
+            parse_columns(mapping)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        specs = [*data["train"], *data["eval"]]
+        if key is not None and not any(columns_for({key: mapping}, s) is mapping for s in specs):
+            raise ConfigError(f"{where}: names no data set of data.train / data.eval ({', '.join(map(str, specs))})")
 
 
 def _check_data(spec: str, key: str) -> None:

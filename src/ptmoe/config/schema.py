@@ -156,8 +156,14 @@ SCHEMA: dict[str, tuple] = {
     "data.eval": (["squad/heldout"], datasets(), "evaluation sets, scored separately"),
     "data.columns": (
         None,
-        mapping(string(), "mapping field → column, or `question=q,answers=a`", allow_str=True, null=True),
-        "which columns of a generic jsonl / csv file hold each field (docs/data.md)",
+        mapping(
+            None,
+            "mapping field → column, or `question=q,answers=a`, or data set → such a mapping",
+            allow_str=True,
+            null=True,
+        ),
+        "which columns of a generic jsonl / csv file hold each field (docs/data.md); keyed by data set (the file as "
+        "written, or its name) for one file only: `{train.jsonl: {question: q}}`",
     ),
     "data.task": (None, choice("qa", "math", null=True), "force the task of generic rows; null: inferred"),
     "data.mix_temperature": (1.0, number(0, strict=True), "multi-source sampling p_i ∝ n_i^(1/T); 1: concatenate"),

@@ -84,7 +84,26 @@ def eval_subset(examples: list[dict], n: int | None, sample: str = "first") -> l
 def load_set(spec, data: dict, log=print) -> Examples:
     """One data set as a config's `data` section reads it (columns, task, skip_bad): one place for
     training sources, evaluation sets and the task-text init alike."""
-    return load_examples(spec, columns=data.get("columns"), task=data.get("task"), skip_bad=data["skip_bad"], log=log)
+    columns = columns_for(data.get("columns"), spec)
+    return load_examples(spec, columns=columns, task=data.get("task"), skip_bad=data["skip_bad"], log=log)
+
+
+def per_set_columns(columns) -> bool:
+    """data.columns keyed by data set ({"train.jsonl": {"question": "q"}}), not one mapping for every file."""
+    return isinstance(columns, dict) and bool(columns) and all(isinstance(v, dict) for v in columns.values())
+
+
+def columns_for(columns, spec):
+    """data.columns for one data set: the one mapping (or `field=column,...` text) every file shares, or, keyed
+    by data set, the entry naming `spec` as the config wrote it, by its file name, or by a path it ends with
+    (none: the standard names)."""
+    if not per_set_columns(columns):
+        return columns
+    spec = str(spec)
+    for key, mapping in columns.items():
+        if spec == key or Path(spec).name == key or spec.endswith("/" + key.removeprefix("./")):
+            return mapping
+    return None
 
 
 def load_eval_set(spec, data: dict, log=print) -> list[dict]:

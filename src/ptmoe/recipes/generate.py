@@ -27,7 +27,11 @@ def add_arguments(p):
     p.add_argument("--question", help="a question")
     p.add_argument("--context", default="", help="passage for a QA question")
     p.add_argument("--task", choices=["qa", "math"], default=None, help="default: qa with a context, else math")
-    p.add_argument("--file", help="jsonl of {question, context?, task?, adapter?}; one answer per line out")
+    p.add_argument(
+        "--file",
+        help="jsonl of {question, context?, task?, adapter?}; one line out per row: question, answer and the adapter "
+        "folder that answered (the row's NAME's, else the first --adapter; null: the base model)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default="auto", help="auto (bf16 on GPU and on CPUs with bf16 instructions), bf16, fp32")
@@ -67,8 +71,10 @@ def run(args):
         if row.get("adapter") is not None and row["adapter"] not in adapters:  # never answer it with another model
             raise ValueError(f"adapter {row['adapter']!r} not given with --adapter (have {sorted(adapters) or 'none'})")
     answers = answer(rows, args.model, adapters, args.batch_size, args.max_new_tokens, args.dtype)
+    first = next(iter(adapters), None)  # what answers a row that names no adapter
     for row, a in zip(rows, answers):
-        print(json.dumps({"question": row["question"], "adapter": row.get("adapter"), "answer": a}) if args.file else a)
+        used = adapters.get(row.get("adapter") or first)  # the folder that answered (None: the base model)
+        print(json.dumps({"question": row["question"], "adapter": used, "answer": a}) if args.file else a)
     return 0
 
 

@@ -1,6 +1,7 @@
 """`ptmoe serve`: an OpenAI-compatible HTTP server for a base model and its adapters.
 
     ptmoe serve --adapter qa=runs/qa/best --adapter math=runs/math/best [--engine hf|vllm]
+    ptmoe serve --adapter runs/qa/best            (served as model `qa`)
 
 The request's `model` picks the adapter (the base model's name: no adapter). See serving/ for the
 pieces: routes (app.py), the request queue (batcher.py), the engines (engine_hf.py, engine_vllm.py).
@@ -19,8 +20,9 @@ def add_arguments(p):
         "--adapter",
         action="append",
         default=[],
-        metavar="NAME=PATH",
-        help="serve the adapter in PATH as model NAME; repeat for several",
+        metavar="[NAME=]PATH",
+        help="serve the adapter in PATH as model NAME (a bare PATH: named after its folder, or its run's for "
+        "RUN/best); repeat for several",
     )
     p.add_argument(
         "--engine",
@@ -58,7 +60,7 @@ def build(args):
             raise ValueError(f"--{flag.replace('_', '-')}: must be >= 1")
     if args.request_timeout <= 0 or args.batch_wait < 0:
         raise ValueError("--request-timeout must be > 0 and --batch-wait >= 0")
-    adapters = parse_adapter_args(args.adapter, args.model)
+    adapters = parse_adapter_args(args.adapter, args.model, note=logging.getLogger("ptmoe.serve").info)
     vllm_options = parse_assignments(args.vllm_arg, "--vllm-arg")
     if vllm_options and args.engine != "vllm":
         raise ValueError("--vllm-arg: only with --engine vllm")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+from pathlib import Path
 
 from ..config.loading import load_config
 from ..config.schema import ConfigError
@@ -30,4 +32,12 @@ def run(args):
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:  # one summary, not one per process
         print(json.dumps({k: summary[k] for k in ("output_dir", "steps", "best_valid_loss", "wall_s")}, indent=2))
+        print(next_step(args, Path(summary["output_dir"])))
     return 0
+
+
+def next_step(args, run: Path) -> str:
+    """The command that scores the adapter just trained on the run's own evaluation sets."""
+    adapter = run / "best" if (run / "best").is_dir() else run / "final"
+    again = ([args.config] if args.config else []) + list(args.overrides)
+    return f"next: ptmoe eval {shlex.join([*again, '--adapter', str(adapter)])}"

@@ -18,13 +18,18 @@ from ..methods import get_method
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 
-def parse_adapter_args(items: list[str], base_name: str) -> dict[str, str]:
-    """["NAME=PATH", ...] -> {name: path}, every problem named with the option."""
+def parse_adapter_args(items: list[str], base_name: str, note=None) -> dict[str, str]:
+    """["NAME=PATH" or "PATH", ...] -> {name: path}, every problem named with the option. A bare PATH (a
+    folder, as `ptmoe generate --adapter` takes) is served under a name made from it (`note` says which)."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--adapter: expected NAME=PATH, got {item!r}")
+        if Path(item).is_dir() or not sep:
+            name, path = default_name(item, taken={*out, base_name}), item
+            if note and Path(path).is_dir():
+                note(f"--adapter {item}: served as model {name!r} (NAME=PATH chooses the name)")
+        if not name or not path:
+            raise ValueError(f"--adapter: expected NAME=PATH or a folder, got {item!r}")
         if not NAME.match(name):
             raise ValueError(f"--adapter {item}: name {name!r} must be letters, digits and . _ : / -")
         if name in out or name == base_name:
@@ -33,6 +38,18 @@ def parse_adapter_args(items: list[str], base_name: str) -> dict[str, str]:
             raise ValueError(f"--adapter {item}: folder {path} not found")
         out[name] = path
     return out
+
+
+def default_name(path: str, taken: set) -> str:
+    """A model name for an adapter folder: its own name, or its run's for RUN/best and RUN/final."""
+    p = Path(path).resolve()
+    stem = p.parent.name if p.name in ("best", "final") or p.name.startswith("checkpoint") else p.name
+    name = re.sub(r"[^A-Za-z0-9._:/-]", "-", stem).lstrip("._:/-")[:120] or "adapter"
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
 
 
 @dataclass
