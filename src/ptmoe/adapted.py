@@ -247,30 +247,21 @@ class AdaptedModel(nn.Module):
         files = {name: make() for name, make in self.sidecar_files.items()}
         return persistence.write_adapter(directory, self._meta(extra), self.adapter, files)
 
-    # transformers' plain Trainer saves a model that is not a PreTrainedModel as `model.state_dict()` in
-    # model.safetensors and resumes with `load_state_dict`: so that its checkpoints are the adapter alone
-    # (loadable by from_pretrained, ptmoe eval, generate, serve), an AdaptedModel's own state dict is its
-    # adapter and config (persistence.trainer_state); the frozen base's is `model.lm.state_dict()`.
-    _keys_to_ignore_on_save = None  # read by the Trainer after it loads a checkpoint
+    _keys_to_ignore_on_save = None  # transformers' Trainer reads it after loading a checkpoint
 
     def state_dict(self, *args, **kwargs):
-        """Called on its own: the active adapter's tensors and its config, never the frozen base. Called by a
-        module holding this one (with a prefix): torch's usual, every tensor."""
+        """On its own: the adapter and its config, never the frozen base (transformers' plain Trainer saves this
+        as model.safetensors, so its checkpoints are adapters: persistence.trainer_state); the base's is
+        `model.lm.state_dict()`. With torch's arguments (a module holding this one): every tensor."""
         if args or kwargs:
             return super().state_dict(*args, **kwargs)
         return persistence.trainer_state(self._meta(), self.adapter_state_dict())
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """`state_dict()`'s dict back (the same method on the same base model, else a one-line error);
-        any other dict as torch loads it."""
+        """`state_dict()`'s dict back (the same method and base model, else one line); others as torch loads them."""
         if persistence.CONFIG_KEY not in state_dict:
             return super().load_state_dict(state_dict, strict, assign)
-        meta, tensors = persistence.split_trainer_state(state_dict, "state dict")
-        if meta["method"] != self.method:
-            raise AdapterError(f"state dict: a {meta['method']!r} adapter, and this model's is {self.method!r}")
-        self.check_base(meta, "state dict")
-        persistence.load_state(self.adapter, tensors, "state dict")
-        return nn.modules.module._IncompatibleKeys([], [])
+        return persistence.load_trainer_state(self, state_dict)
 
     read_adapter_config = staticmethod(persistence.read_adapter_config)
 

@@ -105,6 +105,16 @@ def split_trainer_state(state: dict, where) -> tuple[dict, dict]:
     return _checked(meta, Path(where), Path(where).parent), tensors
 
 
+def load_trainer_state(model, state: dict, where="state dict"):
+    """trainer_state's dict into `model` (an AdaptedModel of the same method on the same base model)."""
+    meta, tensors = split_trainer_state(state, where)
+    if meta["method"] != model.method:
+        raise AdapterError(f"{where}: a {meta['method']!r} adapter, and this model's is {model.method!r}")
+    model.check_base(meta, where)
+    load_state(model.adapter, tensors, where)
+    return nn.modules.module._IncompatibleKeys([], [])
+
+
 def _trainer_file(directory) -> tuple[dict, dict]:
     path = Path(directory) / TRAINER_WEIGHTS
     try:
