@@ -89,20 +89,30 @@ def _version() -> str:
     return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(chosen=()) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command line, with the arguments of the commands in `chosen` (each imports its module; the
+    others are names only, which keeps `ptmoe --help` fast). -> (parser, command -> its parser)."""
     parser = argparse.ArgumentParser(prog="ptmoe", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    commands = {}
+    for name, (module, help_text) in COMMANDS.items():
+        p = commands[name] = sub.add_parser(
+            name, help=help_text, description=help_text, epilog=f"What it does, in detail: docs/cli.md#ptmoe-{name}"
+        )
+        if name in chosen and name != "lm-eval":  # lm-eval parses its own arguments
+            mod = importlib.import_module(module)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = argv[0] if argv and argv[0] in COMMANDS else None
     if chosen == "lm-eval":  # every argument after it is lm-eval's own
         return importlib.import_module(COMMANDS[chosen][0]).main(argv[1:])
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
-        if name == chosen:  # import only the module that runs: keeps `ptmoe --help` fast
-            mod = importlib.import_module(module)
-            mod.add_arguments(p)
-            p.set_defaults(_run=mod.run)
+    parser, _ = build_parser([chosen] if chosen else [])
     args, extra = parser.parse_known_args(argv)
     place_overrides(args, extra, parser)
     try:
