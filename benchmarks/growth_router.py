@@ -1,5 +1,5 @@
 """How well can a grown router keep old inputs on old experts and send new ones to the new expert?
-(issue 24, docs/continual.md)
+(docs/continual.md)
 
 Growth freezes the old router rows and trains one new row with two router-only losses: replay
 (cross-entropy of stored old inputs toward the expert the old router chose) and route (-log of the

@@ -1,4 +1,4 @@
-"""What issue 31's two CPU changes do, each on its own: the lean SwiGLU path (lean_backbone.py) against
+"""What the CPU speed work's two changes do, each on its own: the lean SwiGLU path (lean_backbone.py) against
 plain autograd in the same training step, interleaved (median step time, and the MiB autograd keeps for
 backward, by saved-tensor hooks), and the fused loss alone at a given chunk size (time and profiler peak).
 

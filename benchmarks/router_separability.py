@@ -1,4 +1,4 @@
-"""Can a router's input tell the tasks apart, before any training? (issues 23 and 30, docs/routing.md)
+"""Can a router's input tell the tasks apart, before any training? (docs/routing.md)
 
 For the training mix of a config (a train or compare config), read every candidate router input
 (`router_input`: the input embeddings, or the frozen model's hidden states after layer L; `router_pool`:

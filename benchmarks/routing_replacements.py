@@ -1,4 +1,4 @@
-"""Per run of a comparison, what each replacement of the routing scored (issue 23, docs/routing.md):
+"""Per run of a comparison, what each replacement of the routing scored (docs/routing.md):
 routed, each expert forced, the uniform mix, and the routing value, from the stored results.
 
     python benchmarks/routing_replacements.py runs/routing-mix

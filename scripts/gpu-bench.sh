@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 25's checks on one GPU in one call: `ptmoe bench` with PEFT side by side (training step,
+# The GPU speed work's checks on one GPU in one call: `ptmoe bench` with PEFT side by side (training step,
 # real SQuAD, generation), the backbone options (--compile, --liger), torch.profiler summaries of our
 # generate (fast path and plain path) and PEFT's, and the fast path's greedy tokens against the plain
 # path's on 64 questions. OUTDIR ends with two files (a device call returns at most eight):

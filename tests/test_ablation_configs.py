@@ -1,4 +1,4 @@
-"""The paper's ablations as compare configs (issue 14): each parses, names its baseline, and varies
+"""The paper's ablations as compare configs: each parses, names its baseline, and varies
 exactly the grid the issue asks for on the QA mix and budget of compare-qa.yaml."""
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""ATTEMPT as its paper runs it (issue 14): source prompts are `pt` runs, one per training source,
+"""ATTEMPT as its paper runs it: source prompts are `pt` runs, one per training source,
 trained and stored by `ptmoe compare` like any other run and reused across seeds; no source prompt
 is a one-line error."""
 

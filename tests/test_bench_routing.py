@@ -1,7 +1,7 @@
-"""The routing leak of issue 14, on a tiny model: the training forward routes every row as the prompt
+"""The routing leak that the routing fix closed, on a tiny model: the training forward routes every row as the prompt
 alone (0 rows differ), through build_inputs and through forward()/generate() end to end, while the
 pre-fix rule (the whole attention mask) does not. The measurement was benchmarks/routing_leak.py (closed
-with issue 14; its figures are in docs/parity.md); its measuring part lives on here."""
+with the routing fix; its figures are in docs/parity.md); its measuring part lives on here."""
 
 import pytest
 import torch

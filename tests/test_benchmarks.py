@@ -1,4 +1,4 @@
-"""Every script in benchmarks/ still runs against today's API (issue 33): each is cited by a doc, imports
+"""Every script in benchmarks/ still runs against today's API: each is cited by a doc, imports
 only names the package has (the imports inside its functions too), answers `--help`, and the ones that
 measure without a trained run go end to end on the tiny random model in a few seconds."""
 

@@ -1,4 +1,4 @@
-"""`ptmoe compare --executor ray` (issue 26) on a local Ray instance of 2 CPUs and the tiny random model:
+"""`ptmoe compare --executor ray` on a local Ray instance of 2 CPUs and the tiny random model:
 the same runs and results as the sequential executor, run for run (sweeps and ATTEMPT's source prompts
 included); a stopped comparison resumes on Ray training only what is missing; a run that raises is shown
 failed while the others finish; `--report` reads Ray's runs as the sequential ones; and every bad input is

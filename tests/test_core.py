@@ -1,4 +1,4 @@
-"""Core library (issue 2) on tiny random Llama models: parameter counts, routing, noise, gradients,
+"""Core library on tiny random Llama models: parameter counts, routing, noise, gradients,
 SVD initialisation, padding and batched generation, adapters (save / load / mismatch / corrupt files),
 gradient checkpointing, bf16 bases, mixed adapters in one batch."""
 

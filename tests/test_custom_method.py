@@ -1,4 +1,4 @@
-"""A method defined only in this file (issue 15): registered by name, it runs through train, save, load,
+"""A method defined only in this file: registered by name, it runs through train, save, load,
 evaluate, generate and compare without a line of src/ changing. Two of them: a routed soft prompt
 (the prompt family) and RMSNorm tuning (the weight family)."""
 

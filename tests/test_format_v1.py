@@ -1,4 +1,4 @@
-"""Adapters saved by the FORMAT_VERSION 1 code (before the method interface of issue 15) still load
+"""Adapters saved by the FORMAT_VERSION 1 code (before the method interface) still load
 and give the logits they gave when saved. Fixtures: tests/data/format_v1 (written by make_v1.py)."""
 
 from pathlib import Path

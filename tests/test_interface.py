@@ -1,4 +1,4 @@
-"""The method interface and the one-place helpers of issue 15: the frozen base behind the `none` method,
+"""The method interface and the one-place helpers of the method interface: the frozen base behind the `none` method,
 the routing record, taking a weight adapter off the base model, refusing a newer adapter format,
 the dtype choice, `ptmoe --version` and the packaged demo config."""
 

@@ -1,4 +1,4 @@
-"""A newcomer's path (issue 18) on the tiny random model: run folders never destroyed, a non-finite loss
+"""A newcomer's path on the tiny random model: run folders never destroyed, a non-finite loss
 stopping with the last good checkpoint kept, every wrong input one line before any model loads, overrides
 after flags, method switching, own QA rows, `ptmoe config show` / docs/config.md, the README's Python block,
 and Ctrl-C saying where to resume."""
@@ -455,7 +455,7 @@ def test_stored_compare_runs_keep_their_keys():
     from ptmoe.experiments.store import run_key
 
     assert run_key(load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7"])) == "ab542753125c"
-    # (a prompt-tuning config: routed methods' keys changed on purpose with the routing fix, issue 14)
+    # (a prompt-tuning config: routed methods' keys changed on purpose with the routing fix)
     assert run_key(load_config(ROOT / "configs" / "qa-pt.yaml")) == "05fb1de91c2f"
     assert run_key(load_config(None, ["model=shape:tiny", "data.task=qa"])) != run_key(
         load_config(None, ["model=shape:tiny"])

@@ -1,4 +1,4 @@
-"""How the package's modules import one another (issues 26, 33): never through the former names kept
+"""How the package's modules import one another: never through the former names kept
 for users (`ptmoe.model`, `ptmoe.models`), without a circle, counting the imports inside functions too
 (a circle there only waits for the first call to bite), and in layers: nothing below the commands
 imports one, and persistence does not depend on interop. No file of the package is over 330 lines."""

@@ -1,4 +1,4 @@
-"""Training and evaluation pipeline (issue 4) on the tiny random Llama model with small local jsonl data:
+"""Training and evaluation pipeline on the tiny random Llama model with small local jsonl data:
 train -> save -> evaluate for every method, a learnable toy task, two processes (gloo) == one process,
 SIGKILL + --resume == uninterrupted, config errors, `ptmoe compare`, `ptmoe generate` with mixed
 adapters, router collapse warning, per-group learning rates, the paper preset."""

@@ -1,4 +1,4 @@
-"""Presets with their sources (issue 14): SVD init from the task's instruction in both presets, and an
+"""Presets with their sources: SVD init from the task's instruction in both presets, and an
 init text with fewer distinct tokens than the rank R still gives E = A_i B full rank R."""
 
 import json

@@ -1,4 +1,4 @@
-"""Router inputs (issue 30): `router_input: hidden:L` reads the frozen model's hidden states after layer L,
+"""Router inputs: `router_input: hidden:L` reads the frozen model's hidden states after layer L,
 pooled by `router_pool`, on every path that routes; tiny random Llama models."""
 
 import json

@@ -1,4 +1,4 @@
-"""The routing rule (issue 14): an input-dependent prompt reads only what the model is given at
+"""The routing rule: an input-dependent prompt reads only what the model is given at
 inference. A training row is prompt + answer; its routing weights and soft prompt must equal those of
 generate's prefill of the prompt alone. And generate itself against a plain cache-free reference loop."""
 

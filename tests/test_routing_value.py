@@ -1,4 +1,4 @@
-"""Routing value and mutual information (issue 23), where the truth is known by construction, and the
+"""Routing value and mutual information, where the truth is known by construction, and the
 routing mechanisms against plain reference computations."""
 
 import json

@@ -29,7 +29,7 @@ from ptmoe.training.loop import train
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 QUESTIONS = ["What is the capital of France?", "Name three colors."]
 ADAPTERS = {"ptmoe": {"num_tokens": 8, "experts": 2, "rank": 4}, "pt": {"num_tokens": 8}, "lora": {"r": 2}}
-# a router on the frozen model's hidden states (issue 30): its router pass runs in the serving process
+# a router on the frozen model's hidden states: its router pass runs in the serving process
 HIDDEN = {"num_tokens": 8, "experts": 2, "rank": 4, "router_input": "hidden:4", "router_pool": "last"}
 NAMES = [*ADAPTERS, "grown", "hidden"]
 

@@ -1,4 +1,4 @@
-"""Training adapters with transformers' Trainer and TRL's SFTTrainer (issue 32), on the tiny random Llama and
+"""Training adapters with transformers' Trainer and TRL's SFTTrainer, on the tiny random Llama and
 small local jsonl data: the Trainer gives the adapter `ptmoe train` gives (pt, and a routed ptmoe adapter
 with noise and load balancing); its checkpoints are the adapter alone and resume bit-identically; the saved
 adapter answers through `ptmoe generate` and the hf server as `ptmoe train`'s; SFTTrainer trains and saves

@@ -28,13 +28,13 @@ balanced: the paper's top-1 probationary routing, noise and SVD init from the ta
          probability-scaled prompt moves more slowly. Why: with the paper's settings the router
          sends every example to one expert within ten steps; pooled embeddings of all inputs share
          one large component, so a linear router gives them nearly the same logits (router.py,
-         benchmarks/router_input.py). This was the default until the routing fix of issue 14.
+         benchmarks/router_input.py). This was the default until the routing fix.
 default: the recipe that measured best after the routing fix, today `paper`. On the 60-step QA
          table (configs/compare-qa.yaml, 3 seeds, docs/parity.md) `paper` beat `balanced` by +4.33 F1
          [+2.41, +6.36] (paired, mean over 8 sets) and `balanced` with normalized weighting by 0.60
          on the average (31.46 against 30.86). Its router sends every input to one expert in each
          seed: on this model, what PT-MoE gains it does not gain from routing.
-clustered: the paper's routing started from the data (docs/routing.md, issue 23): router and experts
+clustered: the paper's routing started from the data (docs/routing.md): router and experts
          from k-means of the pooled training inputs (`router_init: kmeans`; Lloyd's algorithm), the
          router's input standardised, Switch-style load balancing (0.1; Fedus et al. 2021) and the
          ST-MoE router z-loss (0.001; Zoph et al. 2022). It keeps both experts in use in training, but
@@ -44,11 +44,11 @@ clustered: the paper's routing started from the data (docs/routing.md, issue 23)
 supervised: the paper's recipe with a router that reads the frozen model's hidden states after layer 2
          (`router_input: hidden:2`) and is taught, in training, which source each row comes from
          (`source_supervision: 1.0`, one expert per training source); at inference it reads the input
-         alone. Issue 30 (docs/routing.md): on SQuAD + GSM-Symbolic it sends every held-out question to
+         alone. The router-input study (docs/routing.md): on SQuAD + GSM-Symbolic it sends every held-out question to
          its task's expert (MI 0.99 bit, 3 seeds), where the paper's input and k-means do not, and scored
          +2.66 F1 over one expert [-1.07, +6.37] with a routing value of 0 (GSM scores 0 either way). For
          multi-source training only; not the default, which must also fit one-source data.
-default: stays `paper` after issue 23 too: the best learned router on SQuAD + DROP (28.11 F1, 1.24
+default: stays `paper` after the routing study too: the best learned router on SQuAD + DROP (28.11 F1, 1.24
          above one expert [-4.35, +6.38]; docs/routing.md), though no learned router there found the
          task split that routing by the true task (the oracle bracket, 31.16) exploits.
 Every preset routes on the prompt alone (`ptmoe.inputs.context_mask`), in training as at inference.
