@@ -116,3 +116,17 @@ def test_routing_replacements_reads_a_run_store(tmp_path):
     (run / "result.json").write_text(json.dumps(result))
     out = run_script("routing_replacements.py", tmp_path)
     assert "routed  30.00" in out and "value  +1.00 [-2.00, +4.00]  MI 0.50" in out
+
+
+def test_parity_plot_draws_the_table_of_the_doc(tmp_path):
+    """README's picture: docs/parity.md's 60-step table, read from the doc and drawn as a PNG."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import parity_plot
+    finally:
+        sys.path.pop(0)
+    rows = dict((name, rest) for name, *rest in parity_plot.read_table(ROOT / "docs" / "parity.md"))
+    assert rows["PT"] == [0.0, 0.0, 0.0] and rows["PT-MoE (paper)"] == [-1.09, -2.85, 0.65] and len(rows) == 9
+    assert "wrote" in run_script("parity_plot.py", "--out", tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (ROOT / "docs" / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
