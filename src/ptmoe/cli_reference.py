@@ -79,7 +79,7 @@ ptmoe generate --adapter RUN/best --question "Where is the tower?" --context "Th
 Answers questions with the prompt training builds. Rows of one batch may use different adapters
 (`"adapter": "qa"` per row); a row naming an adapter that was not loaded is an error, never an answer from
 another model. With `--file`, each output line is `{"question", "adapter", "answer"}`, where `adapter` is
-the folder that answered the row (null: the base model alone).""",
+the name the row gave, else the folder of the adapter that answered it (null: the base model alone).""",
     "serve": """\
 An OpenAI-compatible HTTP server (FastAPI + uvicorn): `POST /v1/completions` and
 `POST /v1/chat/completions` (`stream: true` gives server-sent events), `GET /v1/models` (the base model and

@@ -30,7 +30,7 @@ def add_arguments(p):
     p.add_argument(
         "--file",
         help="jsonl of {question, context?, task?, adapter?}; one line out per row: question, answer and the adapter "
-        "folder that answered (the row's NAME's, else the first --adapter; null: the base model)",
+        "that answered (the NAME the row gave, else the folder of the first --adapter; null: the base model)",
     )
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=16)
@@ -73,7 +73,7 @@ def run(args):
     answers = answer(rows, args.model, adapters, args.batch_size, args.max_new_tokens, args.dtype)
     first = next(iter(adapters), None)  # what answers a row that names no adapter
     for row, a in zip(rows, answers):
-        used = adapters.get(row.get("adapter") or first)  # the folder that answered (None: the base model)
+        used = row.get("adapter") or adapters.get(first)  # the row's name, else the folder (None: the base model)
         print(json.dumps({"question": row["question"], "adapter": used, "answer": a}) if args.file else a)
     return 0
 
