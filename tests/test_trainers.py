@@ -234,7 +234,7 @@ def test_plain_trainer_trains_evaluates_and_checkpoints_layers(data):
     assert trainer.evaluate()["eval_loss"] > 0
 
 
-def plain_trainer(data, out, max_steps, **arguments):
+def plain_trainer(data, out, max_steps, eval_rows=None, **arguments):
     """A PEFT user's habit: transformers' own Trainer handed an AdaptedModel on the tiny model (tied embeddings,
     like the embedded SmolLM2), checkpoints on; -> (trainer, the adapter's tensors before training)."""
     base, tok = load_shape("tiny")
@@ -254,7 +254,8 @@ def plain_trainer(data, out, max_steps, **arguments):
         report_to="none",
         **arguments,
     )
-    return Trainer(model=model, args=args, train_dataset=rows, data_collator=collator_for(model, tok)), before
+    collate = collator_for(model, tok)
+    return Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_rows, data_collator=collate), before
 
 
 def test_plain_trainer_checkpoints_and_saves_the_adapter_alone_and_resumes(data, tmp_path):
@@ -280,6 +281,16 @@ def test_plain_trainer_checkpoints_and_saves_the_adapter_alone_and_resumes(data,
     assert resumed.state.global_step == 4
     for k, v in resumed.model.adapter_state_dict().items():
         torch.testing.assert_close(v, trained[k], rtol=0, atol=1e-6)
+
+    evals = [json.loads(line) for line in (data / "eval.jsonl").read_text().splitlines()]
+    best, _ = plain_trainer(  # the best checkpoint by eval_loss, read back at the end as a PEFT user asks for it
+        data, tmp_path / "best", 4, evals, eval_strategy="steps", eval_steps=2, load_best_model_at_end=True
+    )
+    best.train()
+    assert best.state.best_model_checkpoint.endswith("checkpoint-2")  # not the last: the end reads it back
+    chosen = AdaptedModel.from_pretrained(best.state.best_model_checkpoint, base, tok).adapter_state_dict()
+    for k, v in best.model.adapter_state_dict().items():
+        torch.testing.assert_close(v, chosen[k], rtol=0, atol=0)
 
     other = AdaptedModel(load_shape("tiny", seed=1)[0], "ptmoe", {"num_tokens": 4, "experts": 2, "rank": 2}, tok)
     with pytest.raises(AdapterError, match="adapter was trained on base model"):
