@@ -308,7 +308,7 @@ def test_answer_near_edge_and_offsets(tok):
 
 
 def test_too_long_examples_dropped_and_counted(tok):
-    no_answer = {**LONG, "answers": ["Amsterdam"]}  # can't window around an answer that isn't there
+    no_answer = {**LONG, "answers": ["Amsterdam"], "answer_type": "span"}  # a recorded span not in the passage
     long_math = {**MATH, "question": "apples " * 400}  # math is never truncated
     enc, dropped = encode_dataset([QA, no_answer, LONG, long_math, MATH], tok, max_length=160)
     assert dropped == 2 and [e["index"] for e in enc] == [0, 2, 4]

@@ -188,7 +188,7 @@ def _interleaved(steps_by_name: dict, device, steps: int, warmup: int, modules: 
     return out
 
 
-def _squad(split, n, seed):
+def _prepared_rows(split, n, seed):
     from ..data import sources
 
     examples = sources.load_split(split)

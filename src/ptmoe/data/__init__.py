@@ -2,7 +2,7 @@
 
 from .load import eval_subset, load_eval_set, load_examples, load_set
 from .readers import DataError
-from .sources import list_sets, load_split, prepare
+from .sources import list_sets, load_split, prepare, set_states
 
 __all__ = [
     "DataError",
@@ -13,4 +13,5 @@ __all__ = [
     "list_sets",
     "load_split",
     "prepare",
+    "set_states",
 ]
