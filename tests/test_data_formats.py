@@ -339,3 +339,15 @@ def test_special_ids_stop_on_eos_and_end_of_turn_never_on_unk():
     assert tok.unk_token_id is None or tok.unk_token_id not in ends
     tok.add_special_tokens({"additional_special_tokens": ["<end_of_turn>"]})
     assert special_ids(tok)[1] == sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")})
+
+
+def test_answer_type_and_start_are_read_and_checked(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    row = {"question": "Is it?", "context": "It is no longer so.", "answers": ["no"], "answer_type": "yes_no"}
+    p.write_text(json.dumps(row) + "\n" + json.dumps({**row, "answer_type": "span", "answer_start": 6}) + "\n")
+    exs = load_examples(p)
+    assert exs[0]["answer_type"] == "yes_no" and "answer_start" not in exs[0]
+    assert exs[1]["answer_type"] == "span" and exs[1]["answer_start"] == 6
+    p.write_text(json.dumps({**row, "answer_type": "sentence"}) + "\n")
+    with pytest.raises(DataError, match=r"rows.jsonl:1: field 'answer_type' must be one of span, yes_no, free"):
+        load_examples(p)
