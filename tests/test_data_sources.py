@@ -254,3 +254,26 @@ def test_the_answer_window_is_a_bracket_that_reads_the_answer(tok):
     # a yes/no answer is never looked for in the passage, whatever the rule
     yes_no = {**LONG, "answers": ["no"], "context": LONG["context"] + " no"}
     assert encode_eval(yes_no, tok, 200, 20, "answer") == encode_eval(yes_no, tok, 200, 20, "question")
+
+
+def test_the_demo_runs_on_the_math_sets_when_its_own_cannot_be_had(tmp_path, no_registry, monkeypatch, capsys):
+    from ptmoe.config.loading import load_config
+    from ptmoe.recipes.demo import DEMO_CONFIG, FALLBACK, prepare_data
+
+    monkeypatch.setenv("PTMOE_CACHE", str(tmp_path))
+    cfg = load_config(DEMO_CONFIG, [])
+    with pytest.raises(FileNotFoundError, match="the demo's sets and its math fallback are all unavailable"):
+        prepare_data(cfg, sources.prepare, log=lambda *a: None)  # no registry at all: one line, no traceback
+    out = capsys.readouterr().out
+    assert "'disflqa' is unavailable" in out and "'boolq' is unavailable" in out
+
+    def only_math(names, log):
+        done = sources.Prepared({}, {n: f"set {n!r} is unavailable (gone)" for n in names})
+        if names == ["gsm_symbolic"]:
+            done = sources.Prepared({"gsm_symbolic": {"train": 1, "heldout": 1}}, {})
+        return done
+
+    switched = prepare_data(cfg, only_math, log=lambda *a: None)
+    assert switched["data"]["train"] == FALLBACK["train"] and switched["data"]["eval"] == FALLBACK["eval"]
+    assert switched["method_options"]["source_supervision"] == 0.0  # one source: nothing to supervise
+    assert "running on gsm_symbolic/train, gsm_symbolic/heldout instead" in capsys.readouterr().out
