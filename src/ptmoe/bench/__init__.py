@@ -7,10 +7,10 @@ Three parts (``--parts``):
   tuning and PEFT LoRA training steps (the usual HF forward with labels, backward, optimizer step),
   and ours (AdaptedModel's fast path, backward, optimizer step). Medians over ``--steps`` after
   ``--warmup``; ms/step, input tokens/s, peak memory, ratios to the forward pass and to PEFT PT.
-* ``real``: SQuAD training examples (real, varying length). Ours: length-grouped batches, right
+* ``real``: Disfl-QA training examples (real, varying length). Ours: length-grouped batches, right
   padding, fast loss. PEFT prompt tuning: random order, transformers' DataCollatorForSeq2Seq.
   Tokens/s of real (non-pad) tokens over one pass, collation included.
-* ``generate``: batched greedy generation on held-out SQuAD questions, the same batches for both:
+* ``generate``: batched greedy generation on held-out Disfl-QA questions, the same batches for both:
   AdaptedModel.generate vs PEFT prompt tuning's ``generate`` (EOS ignored: both make exactly
   ``--max-new-tokens`` tokens, so the work is the same). Our generate's KV cache: ``--gen-cache``.
 * ``tokens`` (not in the default): our generate's fast path (``--gen-cache``) against the plain one
@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=",".join(DEFAULT_PARTS),
         help=f"comma list from {','.join(PARTS)} (default: {','.join(DEFAULT_PARTS)})",
     )
-    p.add_argument("--real-examples", type=int, default=256, help="SQuAD training examples in the real part")
+    p.add_argument("--real-examples", type=int, default=256, help="Disfl-QA training examples in the real part")
     p.add_argument("--real-method", default="ptmoe", help="our method in the real-data part")
     p.add_argument("--gen-examples", type=int, default=64, help="held-out questions in the generation part")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -148,8 +148,8 @@ def run(args) -> int:
     log(f"[bench] {args.model} on {result['device']}, {dtype_name}")
     runners = {  # part -> (what the log says, how it runs)
         "synthetic": ("synthetic batch", lambda: bench_synthetic(base, tok, args, device, methods, log)),
-        "real": ("real data (SQuAD train)", lambda: bench_real(base, tok, args, device, log)),
-        "generate": ("generation (SQuAD held-out)", lambda: bench_generate(base, tok, args, device, log)),
+        "real": ("real data (Disfl-QA train)", lambda: bench_real(base, tok, args, device, log)),
+        "generate": ("generation (Disfl-QA held-out)", lambda: bench_generate(base, tok, args, device, log)),
         "profile": (
             "generate under torch.profiler (one batch each)",
             lambda: bench_profile(base, tok, args, device, log),

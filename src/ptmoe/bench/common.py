@@ -188,9 +188,10 @@ def _interleaved(steps_by_name: dict, device, steps: int, warmup: int, modules: 
     return out
 
 
-def _squad(split, n, seed):
+def _prepared_rows(split, n, seed):
     from ..data import sources
 
+    sources.prepare([split.split("/")[0]], log=lambda *a: None)  # fetched on first use, then cached
     examples = sources.load_split(split)
     random.Random(seed).shuffle(examples)
     return examples[: max(n * 2, n + 16)]  # spares for the ones that don't fit

@@ -1,4 +1,4 @@
-"""The real-data parts: SQuAD training examples (ours vs PEFT prompt tuning, collation included) and
+"""The real-data parts: Disfl-QA training examples (ours vs PEFT prompt tuning, collation included) and
 batched greedy generation on held-out questions."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import torch
 
 from ..data.format import special_ids
 from ..generation import default_cache
-from .common import _dev_batch, _ours, _peft_pt, _squad, _sync, _train_step, _unwrap
+from .common import _dev_batch, _ours, _peft_pt, _prepared_rows, _sync, _train_step, _unwrap
 from .options import generate_cache
+
+REAL_SET = "disflqa"  # span answers on Wikipedia passages (SQuAD 2.0 rewritten), a set every machine can get
 
 
 def bench_real(base, tok, args, device, log) -> dict:
@@ -23,7 +25,7 @@ def bench_real(base, tok, args, device, log) -> dict:
 
     B, T = args.batch_size, args.prompt_length
     encoded = []
-    for ex in _squad("squad/train", args.real_examples, args.seed):
+    for ex in _prepared_rows(REAL_SET + "/train", args.real_examples, args.seed):
         enc = fmt.encode_train(ex, tok, args.seq_len)
         if enc is not None:
             encoded.append(enc)
@@ -32,7 +34,7 @@ def bench_real(base, tok, args, device, log) -> dict:
     n_batches = len(encoded) // B
     if n_batches == 0:
         raise ValueError(
-            f"real part: only {len(encoded)} SQuAD examples fit in --seq-len {args.seq_len}; "
+            f"real part: only {len(encoded)} Disfl-QA examples fit in --seq-len {args.seq_len}; "
             f"need at least --batch-size {B}"
         )
     encoded = encoded[: n_batches * B]
@@ -105,14 +107,14 @@ def _gen_batches(tok, args, device):
 
     B, M = args.batch_size, args.max_new_tokens
     prompts = []
-    for ex in _squad("squad/heldout", args.gen_examples, args.seed):
+    for ex in _prepared_rows(REAL_SET + "/heldout", args.gen_examples, args.seed):
         ids = fmt.encode_eval(ex, tok, args.seq_len + M, M)
         if ids is not None:
             prompts.append(ids)
         if len(prompts) == args.gen_examples:
             break
     if not prompts:
-        raise ValueError(f"generation part: no held-out SQuAD question fits in --seq-len {args.seq_len}")
+        raise ValueError(f"generation part: no held-out Disfl-QA question fits in --seq-len {args.seq_len}")
     prompts.sort(key=len)  # the same length-sorted batches for both
     batches = [prompts[i : i + B] for i in range(0, len(prompts), B)]
     pad_id = special_ids(tok)[0]

@@ -34,7 +34,7 @@ def to_markdown(result: dict) -> str:
     if result.get("real"):
         r = result["real"]
         lines += [
-            f"Real data: {r['examples']} SQuAD training examples (mean {r['mean_len']:.0f} tokens, "
+            f"Real data: {r['examples']} Disfl-QA training examples (mean {r['mean_len']:.0f} tokens, "
             f"{r['label_tokens']} answer tokens), {r['batches']} batches of {cfg['batch_size']}, one pass, the two "
             "pipelines in lockstep (a batch of each in turn), collation included.",
             "",
@@ -49,7 +49,7 @@ def to_markdown(result: dict) -> str:
     if result.get("generate"):
         r = result["generate"]
         lines += [
-            f"Generation: {r['examples']} held-out SQuAD questions, batches of {cfg['batch_size']}, greedy, "
+            f"Generation: {r['examples']} held-out Disfl-QA questions, batches of {cfg['batch_size']}, greedy, "
             f"{r['max_new_tokens']} new tokens each (EOS ignored), same batches for both.",
             "",
             "| generate | seconds | examples/s | new tokens/s | x PEFT PT |",

@@ -152,8 +152,8 @@ SCHEMA: dict[str, tuple] = {
         string(),
         "run folder (`{method}` and `{seed}` are filled in); relative to the working directory",
     ),
-    "data.train": (["squad/train"], datasets(), "training sources: prepared `set/split` names or files"),
-    "data.eval": (["squad/heldout"], datasets(), "evaluation sets, scored separately"),
+    "data.train": (["disflqa/train"], datasets(), "training sources: prepared `set/split` names or files"),
+    "data.eval": (["disflqa/heldout"], datasets(), "evaluation sets, scored separately"),
     "data.columns": (
         None,
         mapping(
@@ -175,11 +175,18 @@ SCHEMA: dict[str, tuple] = {
         "which max_eval_examples questions: the first N, or one per passage in turn (less correlated)",
     ),
     "data.valid_examples": (64, integer(0), "held back from the training sources for validation and selection"),
-    "data.max_length": (512, integer(16), "tokens per example; long QA passages are cut around the answer"),
+    "data.max_length": (512, integer(16), "tokens per example; a longer QA passage is cut to a window (eval.window)"),
     "data.train_max_length": (
         None,
         integer(16, null=True),
         "tokens per training and validation row (null: data.max_length); shorter rows train faster",
+    ),
+    "data.train_window": (
+        "answer",
+        choice("answer", "question", "head"),
+        "how an over-long training passage is cut: `answer` centres a span answer so the span is in the window "
+        "(yes/no and free-form answers get the `question` window), `question` the window sharing most words "
+        "with the question, `head` the passage start",
     ),
     "data.skip_bad": (False, boolean(), "skip malformed rows (counted) instead of stopping at the first"),
     "train.steps": (200, integer(1), "optimizer steps"),
@@ -254,6 +261,13 @@ SCHEMA: dict[str, tuple] = {
         "expert gets exactly the prompt it got before the growth (docs/continual.md measures both)",
     ),
     "eval.batch_size": (16, integer(1), "questions generated together"),
+    "eval.window": (
+        "question",
+        choice("question", "head", "answer"),
+        "how an over-long evaluation passage is cut, without the gold answer: `question` the window sharing "
+        "most words with the question, `head` the passage start; `answer` centres the gold answer, a bracket "
+        "that reads the label and never a user's setting",
+    ),
     "eval.routing_value": (
         True,
         boolean(),

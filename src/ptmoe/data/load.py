@@ -67,6 +67,17 @@ def load_examples(
     return out
 
 
+def check_prepared(specs, cache_dir=None):
+    """Before any model loads: every prepared `set/split` among specs exists, else the one-line
+    FileNotFoundError naming the set and how to get it (files and hf: specs are read later)."""
+    from .sources import missing_split_line, split_path
+
+    for spec in map(str, specs):
+        named = not spec.startswith("hf:") and not Path(spec).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", spec)
+        if named and not split_path(spec, cache_dir).exists():
+            raise FileNotFoundError(missing_split_line(spec, cache_dir))
+
+
 def eval_subset(examples: list[dict], n: int | None, sample: str = "first") -> list[dict]:
     """The questions of one evaluation set: the first n (`first`), or one question per passage in turn
     (`per_passage`: the first question of each passage in file order, then the second, ...), since the

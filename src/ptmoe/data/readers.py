@@ -119,7 +119,27 @@ def row_to_example(row, where, columns=None, task=None):
     ex["context"] = context
     ex["question"] = q
     ex["doc"] = _str(row, col["doc"], where, required=False) or hashlib.sha1(ex["context"].encode()).hexdigest()[:12]
+    if task == "qa":
+        _answer_form(row, ex, where)
     return ex
+
+
+ANSWER_TYPES = ("span", "yes_no", "free")
+
+
+def _answer_form(row, ex, where):
+    """A row's optional `answer_type` (span / yes_no / free: how its passage may be cut, data/format.py) and
+    `answer_start` (a span's character offset), as prepared sets write them."""
+    kind = row.get("answer_type")
+    if kind is not None:
+        if kind not in ANSWER_TYPES:
+            raise DataError(f"{where}: field 'answer_type' must be one of {', '.join(ANSWER_TYPES)}, got {kind!r}")
+        ex["answer_type"] = kind
+    start = row.get("answer_start")
+    if start is not None:
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise DataError(f"{where}: field 'answer_start' must be a character offset (an integer >= 0)")
+        ex["answer_start"] = start
 
 
 # ------------------------------------------------------------------------ readers

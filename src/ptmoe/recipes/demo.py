@@ -30,8 +30,7 @@ def run(args):
 
     t0 = time.time()
     cfg = load_config(args.config or DEMO_CONFIG, args.overrides)
-    print("[demo] data: preparing the packaged benchmarks (cached after the first run)", flush=True)
-    prepare(log=lambda *a: print("[data]", *a, flush=True))
+    cfg = prepare_data(cfg, prepare, lambda *a: print("[data]", *a, flush=True))
     resolve_method_options(apply_preset(cfg))  # a bad option fails now, not after the first evaluation
     wanted = Path(str(cfg["output_dir"]).format(method=cfg["method"], seed=cfg["seed"]))
     out = fresh_folder(wanted)  # never over an earlier demo's run
@@ -97,6 +96,34 @@ def run(args):
     )
     print(f"[demo] wall time {wall / 60:.1f} min; results in {out}")
     return 0
+
+
+FALLBACK = {"train": ["gsm_symbolic/train"], "eval": ["gsm_symbolic/heldout"]}  # from the math packages
+
+
+def prepare_data(cfg: dict, prepare, log) -> dict:
+    """Prepare the sets the demo reads (cached after the first run). If one can't be had, say so in one
+    line and run on the math sets instead; if those can't be had either, stop with one line."""
+    names = lambda d: sorted({spec.split("/")[0] for spec in d["train"] + d["eval"]})
+    print(f"[demo] data: preparing {', '.join(names(cfg['data']))} (cached after the first run)", flush=True)
+    done = prepare(names(cfg["data"]), log=log)
+    if not done.missing:
+        return cfg
+    for line in done.missing.values():
+        print(f"[demo] {line}", flush=True)
+    done = prepare(names(FALLBACK), log=log)
+    if done.missing:
+        raise FileNotFoundError(
+            "the demo's sets and its math fallback are all unavailable: " + next(iter(done.missing.values()))
+        )
+    print(f"[demo] running on {', '.join(FALLBACK['train'] + FALLBACK['eval'])} instead", flush=True)
+    cfg = {
+        **cfg,
+        "data": {**cfg["data"], **FALLBACK},
+        "method_options": {**cfg["method_options"], "source_supervision": 0.0},
+    }
+    cfg["eval"] = {**cfg["eval"], "max_new_tokens": {**cfg["eval"]["max_new_tokens"], "math": 200}}
+    return cfg
 
 
 def routing_verdict(router: dict) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..adapted import AdaptedModel
 from ..config.loading import load_config
+from ..data import check_prepared
 from ..evaluation.evaluate import evaluate, format_table
 from ..model_card import CARD_NAME, add_results
 
@@ -19,6 +20,7 @@ def add_arguments(p):
 
 def run(args):
     cfg = load_config(args.config, args.overrides)
+    check_prepared(cfg["data"]["eval"])  # a set that is not prepared fails before the model loads
     if args.adapter:  # a wrong folder fails before the model loads
         AdaptedModel.read_adapter_config(args.adapter)
     results = evaluate(cfg, args.adapter, args.out)

@@ -62,7 +62,7 @@ def encode_sources(cfg: dict, sources: list, valid: list, rng: random.Random, to
     key, n = ("train_max_length", d["train_max_length"]) if d["train_max_length"] else ("max_length", d["max_length"])
     per_source = []
     for spec, ex in sources:
-        enc, dropped = encode_dataset(ex, tok, n, train=True)
+        enc, dropped = encode_dataset(ex, tok, n, train=True, window=d["train_window"])
         if dropped:
             note = why_dropped(ex, enc, tok, f"data.{key}", n)
             if not enc:
@@ -71,7 +71,7 @@ def encode_sources(cfg: dict, sources: list, valid: list, rng: random.Random, to
         for e in enc:
             e["set"] = ex[e["index"]].get("set", spec)
         per_source.append(enc)
-    valid_rows, _ = encode_dataset(valid, tok, n, train=True)
+    valid_rows, _ = encode_dataset(valid, tok, n, train=True, window=d["train_window"])
     for e in valid_rows:
         e["set"] = valid[e["index"]].get("set", "valid")
     return mix_sources(per_source, d["mix_temperature"], rng), valid_rows
