@@ -92,7 +92,8 @@ folder under its run's name (`runs/qa/best` as `qa`, said at start); `NAME=PATH`
 - **Prompts:** chat messages are rendered with the tokenizer's chat template, as training renders its
   prompts; completions take the prompt text as given. An adapter answers best on the prompt it was
   trained on: for QA, one user message `"Answer the question with a short span from the passage.\\n\\n
-  Passage: ...\\n\\nQuestion: ..."` (`ptmoe.data.format.user_text` builds it).
+  Passage: ...\\n\\nQuestion: ..."` (`ptmoe.data.format.user_text` builds it; `tests/test_serve.py` checks
+  that such a chat request answers as `ptmoe generate` does).
 - **Batching:** concurrent requests are decoded together (up to `--max-batch`, waiting `--batch-wait` s
   for company): prompt adapters of any method share one batch (each row gets its own prompt); a LoRA /
   HydraLoRA / full fine-tune adapter runs on its own copy of the base model, in batches of its own.
