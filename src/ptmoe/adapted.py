@@ -232,36 +232,23 @@ class AdaptedModel(nn.Module):
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         return self.adapter.adapter_state()
 
-    def _meta(self, extra: dict | None = None) -> dict:
-        return {
-            "method": self.method,
-            "config": self.config.to_dict(),
-            "base_model": self.identity,
-            "num_trainable": self.num_trainable(),
-            **self.saved_with,
-            **(extra or {}),
-        }
-
     def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
         """Writes adapter_config.json and adapter_model.safetensors atomically (temp dir, then rename)."""
         files = {name: make() for name, make in self.sidecar_files.items()}
-        return persistence.write_adapter(directory, self._meta(extra), self.adapter, files)
-
-    _keys_to_ignore_on_save = None  # transformers' Trainer reads it after loading a checkpoint
+        return persistence.write_adapter(directory, persistence.adapter_meta(self, extra), self.adapter, files)
 
     def state_dict(self, *args, **kwargs):
-        """On its own: the adapter and its config, never the frozen base (transformers' plain Trainer saves this
-        as model.safetensors, so its checkpoints are adapters: persistence.trainer_state); the base's is
-        `model.lm.state_dict()`. With torch's arguments (a module holding this one): every tensor."""
+        """Alone: the adapter and its config, never the frozen base (what transformers' plain Trainer saves:
+        persistence.trainer_state; the base's is `model.lm.state_dict()`). With torch's arguments: every tensor."""
         if args or kwargs:
             return super().state_dict(*args, **kwargs)
-        return persistence.trainer_state(self._meta(), self.adapter_state_dict())
+        return persistence.trainer_state(persistence.adapter_meta(self), self.adapter_state_dict())
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """`state_dict()`'s dict back (the same method and base model, else one line); others as torch loads them."""
-        if persistence.CONFIG_KEY not in state_dict:
-            return super().load_state_dict(state_dict, strict, assign)
-        return persistence.load_trainer_state(self, state_dict)
+        if persistence.CONFIG_KEY in state_dict:
+            return persistence.load_trainer_state(self, state_dict)
+        return super().load_state_dict(state_dict, strict, assign)
 
     read_adapter_config = staticmethod(persistence.read_adapter_config)
 

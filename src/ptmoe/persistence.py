@@ -82,6 +82,18 @@ def _checked(meta: dict, path, directory) -> dict:
     return meta
 
 
+def adapter_meta(model, extra: dict | None = None) -> dict:
+    """What adapter_config.json records of an AdaptedModel: method, options, base model, size, lineage."""
+    return {
+        "method": model.method,
+        "config": model.config.to_dict(),
+        "base_model": model.identity,
+        "num_trainable": model.num_trainable(),
+        **model.saved_with,
+        **(extra or {}),
+    }
+
+
 def trainer_state(meta: dict, tensors: dict) -> dict:
     """The adapter as one state dict (`AdaptedModel.state_dict()`): its tensors under PREFIX, each stored
     once (tied weights of a full fine-tune share memory, which safetensors refuses), and its config."""

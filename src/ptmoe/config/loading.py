@@ -189,22 +189,6 @@ def validate(cfg: dict) -> dict:
     return cfg
 
 
-def _check_columns(data: dict, parse_columns) -> None:
-    """data.columns: one mapping for every file, or per data set, each naming a data set of the config."""
-    from ..data.load import columns_for, per_set_columns
-
-    columns = data["columns"]
-    for key, mapping in columns.items() if per_set_columns(columns) else [(None, columns)]:
-        where = "data.columns" if key is None else f"data.columns.{key}"
-        try:
-            parse_columns(mapping)
-        except ValueError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        specs = [*data["train"], *data["eval"]]
-        if key is not None and not any(columns_for({key: mapping}, s) is mapping for s in specs):
-            raise ConfigError(f"{where}: names no data set of data.train / data.eval ({', '.join(map(str, specs))})")
-
-
 def _check_data(spec: str, key: str) -> None:
     if spec.startswith("hf:") or Path(spec).expanduser().exists():
         return
@@ -227,3 +211,20 @@ def resolved(cfg: dict) -> dict:
     out = apply_preset(cfg)
     out["method_options"] = make_config(out["method"], out["method_options"]).to_dict()
     return out
+
+
+def _check_columns(data: dict, parse_columns) -> None:
+    """data.columns: one mapping for every file, or per data set, each naming a data set of the config."""
+    # on use, as validate's data readers: loading a config imports no data code
+    from ..data.load import columns_for, per_set_columns
+
+    columns = data["columns"]
+    for key, mapping in columns.items() if per_set_columns(columns) else [(None, columns)]:
+        where = "data.columns" if key is None else f"data.columns.{key}"
+        try:
+            parse_columns(mapping)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        specs = [*data["train"], *data["eval"]]
+        if key is not None and not any(columns_for({key: mapping}, s) is mapping for s in specs):
+            raise ConfigError(f"{where}: names no data set of data.train / data.eval ({', '.join(map(str, specs))})")
