@@ -461,13 +461,22 @@ def test_demo_splits_the_gain_into_format_and_content():
     assert fmt == pytest.approx(100 * (1 - 1 / 3) / 2) and content == pytest.approx(100 * 1 / 2)
 
 
-def test_stored_compare_runs_keep_their_keys():
-    """The keys added here (data.columns, data.task) must not change the hash of runs stored before them."""
+def test_keys_added_at_their_defaults_leave_run_keys_alone():
+    """Data keys added after runs were stored (columns, task, eval_sample, train_max_length) hash as if
+    absent while at their defaults; eval.window is keyed, so a run evaluated with the answer-centred
+    window (the behaviour before it) is never reused for one evaluated with the question's."""
+    import copy
+
     from ptmoe.experiments.store import run_key
 
-    assert run_key(load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7"])) == "ab542753125c"
-    # (a prompt-tuning config: routed methods' keys changed on purpose with the routing fix)
-    assert run_key(load_config(ROOT / "configs" / "qa-pt.yaml")) == "05fb1de91c2f"
+    cfg = load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7"])
+    bare = copy.deepcopy(cfg)
+    for key in ("columns", "task", "eval_sample", "train_max_length"):
+        bare["data"].pop(key)
+    assert run_key(bare) == run_key(cfg)
+    assert run_key(load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7", "eval.window=answer"])) != (
+        run_key(cfg)
+    )
     assert run_key(load_config(None, ["model=shape:tiny", "data.task=qa"])) != run_key(
         load_config(None, ["model=shape:tiny"])
     )
