@@ -61,6 +61,7 @@ def main():
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--adapter", default=None, help="an adapter folder to score as well (e.g. RUN/best)")
     p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--skip-base", action="store_true", help="score the adapter only")
     args = p.parse_args()
 
     done = prepare(args.sets, log=lambda *a: None)
@@ -88,7 +89,7 @@ def main():
         changed, cut, n = changed_prompts(load_split(spec), tok, args.max_length, args.max_new_tokens)
         print(f"| {spec} | {n} | {cut} ({100 * cut / n:.0f}%) | {changed} ({100 * changed / n:.0f}%) |")
 
-    rows = [("base model", None, model)]
+    rows = [] if args.skip_base and args.adapter else [("base model", None, model)]
     if args.adapter:
         rows.append((f"adapter {args.adapter}", args.adapter, load_for_eval(cfg, args.adapter, device)[0]))
     print(f"\nF1 on the first {args.n} questions per set (one per passage in turn), greedy")
