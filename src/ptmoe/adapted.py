@@ -191,17 +191,20 @@ class AdaptedModel(nn.Module):
         return Output.of(self._objective(mean, n, num_items_in_batch), logits, mean, n)
 
     def _objective(self, mean, n: int, num_items_in_batch):
-        """The token loss plus, in training, the adapter's auxiliary terms. Given the Trainer's
-        `num_items_in_batch` (label tokens of every micro-batch of the step, on every process), both are
-        weighed by this batch's share of those tokens: summed over the accumulated micro-batches that is the
-        token mean of the whole step (the Trainer then does not divide by the accumulation steps)."""
+        """The token loss plus, in training, the adapter's auxiliary terms. Given `num_items_in_batch` (label
+        tokens of every micro-batch of the step, on every process: the Trainer's, and `ptmoe train`'s), both
+        are weighed by this batch's share of those tokens: summed over the accumulated micro-batches that is
+        the token mean of the whole step (the Trainer then does not divide by the accumulation steps).
+        The token mean is scaled as `mean * n / N` and the auxiliary terms by `n / N`, in that order: with one
+        micro-batch the gradients are bit for bit those of earlier releases' `ptmoe train`, so its adapters are."""
         if mean is None:
             return None
         aux = self.aux_loss() if self.training else None
-        loss = mean if aux is None else mean + aux
         if num_items_in_batch is None:
-            return loss
-        return loss * (n / max(int(num_items_in_batch), 1))
+            return mean if aux is None else mean + aux
+        total = max(int(num_items_in_batch), 1)
+        loss = mean * n / total
+        return loss if aux is None else loss + aux * (n / total)
 
     @torch.no_grad()
     def generate(

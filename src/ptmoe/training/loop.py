@@ -187,35 +187,40 @@ class TrainingRun:
     # ---- one step ---------------------------------------------------------------------------------
     def optimizer_step(self) -> None:
         """grad_accum micro-batches (this process's slice of each global batch), then one update."""
-        t, accelerator = self.t, self.accelerator
-        for _ in range(t["grad_accum"]):
-            idx = next(self.batches)
-            full = pad_batch([self.train_rows[i] for i in idx], self.pad_id)
-            rank, per = accelerator.process_index, len(idx) // self.world  # split_batches
-            b = {k: v[rank * per : (rank + 1) * per].to(accelerator.device) for k, v in full.items()}
-            global_n = int((full["labels"][:, 1:] != -100).sum())
-            sets = [self.train_rows[i]["set"] for i in idx][rank * per : (rank + 1) * per]
-            self.inner.set_row_sources(sets)
-            out = self.model(b["input_ids"], b["attention_mask"], b["labels"])
-            # token-mean over the global batch: DDP averages over processes, so scale by world
-            # out.loss holds the aux terms too; here the token loss is weighed first, the aux added once
-            loss = out.label_loss * out.num_label_tokens * self.world / max(global_n, 1)
-            aux = self.inner.aux_loss()
-            if aux is not None:
-                loss = loss + aux
-            self.stop_if_not_finite(float(loss.detach()), "loss", self.step + 1)
-            accelerator.backward(loss / t["grad_accum"])
-            self.window_loss += float(out.label_loss.detach()) * out.num_label_tokens
-            self.window_n += out.num_label_tokens
-            self.tokens_seen += int(b["attention_mask"].sum())
-            self.monitor.observe(sets)
+        t = self.t
+        self.accumulate([next(self.batches) for _ in range(t["grad_accum"])])
         if t["max_grad_norm"]:
-            accelerator.clip_grad_norm_(self.inner.trainable_parameters(), t["max_grad_norm"])
+            self.accelerator.clip_grad_norm_(self.inner.trainable_parameters(), t["max_grad_norm"])
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.bar.update(1)
+
+    def accumulate(self, micro_batches: list[list[int]]) -> None:
+        """Gradients of one step's objective, the token mean over every label token of its micro-batches on
+        every process (the Trainer's, `AdaptedModel._objective`), backpropagated one micro-batch at a time.
+        Each process pads the whole global batch (split_batches), so the step's label count is known
+        everywhere without a collective. DDP averages gradients over processes: each loss is scaled by world."""
+        accelerator, world, rank = self.accelerator, self.world, self.accelerator.process_index
+        fulls, slices = [], []
+        for idx in micro_batches:
+            per = len(idx) // world  # split_batches: rows past world * per are left out on every process
+            fulls.append(pad_batch([self.train_rows[i] for i in idx[: world * per]], self.pad_id))
+            slices.append((idx, slice(rank * per, (rank + 1) * per)))
+        step_n = sum(int((full["labels"][:, 1:] != -100).sum()) for full in fulls)
+        for full, (idx, mine) in zip(fulls, slices):
+            b = {k: v[mine].to(accelerator.device) for k, v in full.items()}
+            sets = [self.train_rows[i]["set"] for i in idx][mine]
+            self.inner.set_row_sources(sets)
+            out = self.model(b["input_ids"], b["attention_mask"], b["labels"], num_items_in_batch=step_n)
+            loss = out.loss * world if world > 1 else out.loss
+            self.stop_if_not_finite(float(loss.detach()), "loss", self.step + 1)
+            accelerator.backward(loss)
+            self.window_loss += float(out.label_loss.detach()) * out.num_label_tokens
+            self.window_n += out.num_label_tokens
+            self.tokens_seen += int(b["attention_mask"].sum())
+            self.monitor.observe(sets)
 
     def log_progress(self) -> None:
         t, step = self.t, self.step
