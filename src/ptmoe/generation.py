@@ -149,6 +149,21 @@ def _ended_columns(new: torch.Tensor, eos_t: torch.Tensor) -> int:
     return int(ended.nonzero()[0, 0]) + 1 if bool(ended.any()) else new.shape[1]
 
 
+def decode_loop(decoder: CachedDecoder, next_tokens, max_new_tokens: int, ended) -> torch.Tensor:
+    """The decode loop every decoder here shares: each step `next_tokens(logits) -> [B]` chooses a token per
+    row on the device, then `ended(step, tokens) -> bool` (called every step, the last one too) says whether
+    every row has finished; unless it has, or the limit is reached, the tokens are fed.
+    -> the chosen tokens [B, steps run]."""
+    new = []
+    for step in range(max_new_tokens):
+        tok = next_tokens(decoder.logits)
+        new.append(tok)
+        if ended(step, tok) or step == max_new_tokens - 1:
+            break
+        decoder.step(tok)
+    return torch.stack(new, 1)
+
+
 @torch.no_grad()
 def greedy_decode(
     lm,
@@ -174,16 +189,12 @@ def greedy_decode(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     eos_t = torch.tensor(eos, device=device, dtype=torch.long)
     pad = torch.full((B,), pad_token_id, dtype=torch.long, device=device)
-    new = []
-    for step in range(max_new_tokens):
-        tok = torch.where(done, pad, decoder.logits.argmax(-1))
-        new.append(tok)
-        if step == max_new_tokens - 1:
-            break
-        if len(eos):
-            done |= torch.isin(tok, eos_t)
-            if (step + 1) % check_every == 0 and bool(done.all()):
-                break
-        decoder.step(tok)
-    out = torch.stack(new, 1)
+
+    def ended(step: int, tok: torch.Tensor) -> bool:
+        if not len(eos) or step == max_new_tokens - 1:  # the last step: nothing left to stop
+            return False
+        done.logical_or_(torch.isin(tok, eos_t))
+        return (step + 1) % check_every == 0 and bool(done.all())
+
+    out = decode_loop(decoder, lambda logits: torch.where(done, pad, logits.argmax(-1)), max_new_tokens, ended)
     return out[:, : _ended_columns(out, eos_t)] if len(eos) else out
