@@ -20,7 +20,7 @@ from . import lean_backbone, persistence
 from .generation import check_cache, greedy_decode, left_align
 from .inputs import context_mask, mixed_prompts, prepend_prompt
 from .loss import label_loss, logits_and_loss
-from .methods import PROMPT, Adapter, MethodConfig, Routing, get_method, make_config
+from .methods import PROMPT, Adapter, MethodConfig, PromptCall, Routing, get_method, make_config
 from .persistence import CONFIG_NAME, AdapterError
 
 
@@ -29,16 +29,19 @@ class Output(ModelOutput):
     """A transformers ModelOutput. `loss`: what training minimises, the mean token loss where labels exist
     plus, in training mode, the adapter's auxiliary terms (load balancing, z-loss, ...); `logits`: only on
     the plain path. Outside the mapping, as attributes, so that the Trainer's evaluation (which takes every
-    entry but the loss for a prediction) sees only these two: `label_loss` (the mean token loss alone) and
-    `num_label_tokens` (how many tokens it averages)."""
+    entry but the loss for a prediction) sees only these two: `label_loss` (the mean token loss alone),
+    `num_label_tokens` (how many tokens it averages), `routing` (what the adapter's router chose for each
+    row of this call, a `Routing`; None: not routed, or rows of several adapters) and `aux_loss` (the
+    adapter's extra loss terms of this call, or None)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, loss, logits, label_loss, num_label_tokens: int) -> "Output":
+    def of(cls, loss, logits, label_loss, num_label_tokens: int, call: PromptCall | None = None) -> "Output":
         out = cls(loss=loss, logits=logits)
         out.label_loss, out.num_label_tokens = label_loss, num_label_tokens
+        out.routing, out.aux_loss = (call.routing, call.aux_loss) if call is not None else (None, None)
         return out
 
 
@@ -65,6 +68,7 @@ class AdaptedModel(nn.Module):
         self.adapters = nn.ModuleDict({adapter_name: spec.build(config, base, tokenizer, seed)})
         lean_backbone.install(base)  # after the method (LoRA wraps projections): used by label_loss only
         self.active_adapter = adapter_name
+        self.last_call: PromptCall | None = None  # the latest call's record, for `routing` (inspection only)
         self.saved_with: dict = {}  # extra adapter_config.json fields (a grown adapter's lineage)
         self.sidecar_files: dict = {}  # file name -> () -> (tensors, metadata), saved beside the weights
 
@@ -80,14 +84,10 @@ class AdaptedModel(nn.Module):
 
     @property
     def routing(self) -> Routing | None:
-        """What the active adapter's router chose on its last call (None: not routed, or not called)."""
-        return self.adapter.routing
-
-    def set_row_sources(self, sets: list[str] | None) -> None:
-        """Tell the adapters which data set each row of the next call comes from (only an adapter that
-        routes by source, the oracle bracket, reads it)."""
-        for adapter in self.adapters.values():
-            adapter.row_sources = sets
+        """What the router chose on the model's latest forward or generate, for a look from outside (None:
+        not routed, not called, or rows of several adapters); the library reads each call's own record
+        (`Output.routing`, `generate(..., return_routing=True)`)."""
+        return None if self.last_call is None else self.last_call.routing
 
     @torch.no_grad()
     def pooled_inputs(self, rows: list[dict], pad_id: int, batch_size: int = 32) -> torch.Tensor:
@@ -122,7 +122,8 @@ class AdaptedModel(nn.Module):
         return self.adapter.init_from_data(pooled, texts, torch.Generator().manual_seed(seed))
 
     def aux_loss(self) -> torch.Tensor | None:
-        return self.adapter.aux_loss
+        """The adapter's extra loss terms of the latest call (as `routing`); training reads `Output.loss`."""
+        return None if self.last_call is None else self.last_call.aux_loss
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -145,20 +146,33 @@ class AdaptedModel(nn.Module):
         (getattr(self.lm, "activation_checkpointing_disable", None) or self.lm.gradient_checkpointing_disable)()
 
     # ---- inputs, loss, generation ---------------------------------------------------------------------
-    def build_inputs(self, input_ids, attention_mask, labels=None, adapter_names=None):
+    def build_inputs(self, input_ids, attention_mask, labels=None, adapter_names=None, row_sources=None):
         """-> inputs_embeds, attention_mask, position_ids, labels with each example's prompt prepended.
-        `adapter_names` (one per row) mixes prompts of several loaded adapters in one batch."""
+        `adapter_names` (one per row) mixes prompts of several loaded adapters in one batch; `row_sources`
+        (each row's data set) is passed to an adapter that routes by it."""
+        return self._prompted(input_ids, attention_mask, labels, adapter_names, row_sources)[0]
+
+    def _prompted(self, input_ids, attention_mask, labels, adapter_names, row_sources):
+        """build_inputs' four tensors and the call's record (PromptCall; None without a prompt)."""
         embeds = self.lm.get_input_embeddings()(input_ids)
         given = context_mask(attention_mask, labels)  # never the answer: see context_mask
+        sources = None if row_sources is None else list(row_sources)
         if adapter_names is not None and len(set(adapter_names)) == 1:  # one adapter after all
             adapter_names, adapter = None, self.adapters[_known(self.adapters, adapter_names[0])]
         else:
             adapter = self.adapter
         if adapter_names is None:
-            return prepend_prompt(embeds, attention_mask, labels, adapter.soft_prompt(embeds, given))
-        return prepend_prompt(
-            embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given, adapter_names)
-        )
+            call = adapter.prompt_call(embeds, given, sources)
+            inputs = prepend_prompt(embeds, attention_mask, labels, None if call is None else call.prompt)
+        else:  # rows of several adapters: no one routing record or loss term for the batch
+            call = None
+            inputs = prepend_prompt(
+                embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given, adapter_names, sources)
+            )
+        # kept for `routing` / `aux_loss()` only: no prompt, and no graph held past the call
+        aux = None if call is None or call.aux_loss is None else call.aux_loss.detach()
+        self.last_call = None if call is None else PromptCall(None, call.routing, aux)
+        return inputs, call
 
     accepts_loss_kwargs = True  # transformers' Trainer: pass num_items_in_batch, the loss handles accumulation
 
@@ -176,21 +190,20 @@ class AdaptedModel(nn.Module):
         """Fast path (default): the backbone's hidden states, then the LM head only where labels exist,
         in chunks. `return_logits=True` (or no labels): the plain path, full logits and the usual loss.
         What transformers' Trainer passes is taken: `num_items_in_batch` (the label tokens of the whole
-        accumulated batch, see `_objective`), `row_sources` (each row's data set, `set_row_sources`); other
-        keyword arguments (a dataset's extra columns) are ignored."""
+        accumulated batch, see `_objective`), `row_sources` (each row's data set, read by an adapter that
+        routes by it); other keyword arguments (a dataset's extra columns) are ignored."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if row_sources is not None:
-            self.set_row_sources(list(row_sources))
-        x, mask, pos, labels = self.build_inputs(input_ids, attention_mask, labels, adapter_names)
+        (x, mask, pos, labels), call = self._prompted(input_ids, attention_mask, labels, adapter_names, row_sources)
         if return_logits or labels is None:
             logits, mean = logits_and_loss(self.lm, x, mask, pos, labels)
             n = 0 if labels is None else int((labels[:, 1:] != -100).sum())
         else:
             logits, (mean, n) = None, label_loss(self.lm, x, mask, pos, labels)
-        return Output.of(self._objective(mean, n, num_items_in_batch), logits, mean, n)
+        aux = call.aux_loss if call is not None and self.training else None
+        return Output.of(self._objective(mean, n, num_items_in_batch, aux), logits, mean, n, call)
 
-    def _objective(self, mean, n: int, num_items_in_batch):
+    def _objective(self, mean, n: int, num_items_in_batch, aux=None):
         """The token loss plus, in training, the adapter's auxiliary terms. Given `num_items_in_batch` (label
         tokens of every micro-batch of the step, on every process: the Trainer's, and `ptmoe train`'s), both
         are weighed by this batch's share of those tokens: summed over the accumulated micro-batches that is
@@ -199,7 +212,6 @@ class AdaptedModel(nn.Module):
         micro-batch the gradients are bit for bit those of earlier releases' `ptmoe train`, so its adapters are."""
         if mean is None:
             return None
-        aux = self.aux_loss() if self.training else None
         if num_items_in_batch is None:
             return mean if aux is None else mean + aux
         total = max(int(num_items_in_batch), 1)
@@ -216,18 +228,22 @@ class AdaptedModel(nn.Module):
         pad_token_id: int = 0,
         adapter_names=None,
         cache: str | None = None,
+        row_sources=None,
+        return_routing: bool = False,
     ) -> torch.Tensor:
         """Greedy decoding with the KV cache; the prompt is computed and injected once, at prefill.
         Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS.
         `cache`: "dynamic", "static" (CUDA: with compiled decode steps) or None (dynamic; generation.py);
-        see `generation`. Every choice gives the same tokens."""
+        see `generation`. Every choice gives the same tokens. `row_sources`: each row's data set (an adapter
+        that routes by it); `return_routing`: -> (tokens, the prompt's Routing or None)."""
         check_cache(cache)
         input_ids, attention_mask = left_align(input_ids, attention_mask)
         was_training = self.training
         self.eval()
         try:
-            x, mask, pos, _ = self.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
-            return greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, cache)
+            (x, mask, pos, _), call = self._prompted(input_ids, attention_mask, None, adapter_names, row_sources)
+            tokens = greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, cache)
+            return (tokens, None if call is None else call.routing) if return_routing else tokens
         finally:
             self.train(was_training)
 

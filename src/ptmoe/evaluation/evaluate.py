@@ -46,16 +46,17 @@ def generate_answers(model, tok, examples, batch_size, max_length, max_new_token
         rows = [enc[i] for i in order[s : s + batch_size]]
         b = pad_batch(rows, pad_id, side="left")
         sets = [examples[r["index"]].get("set", "?") for r in rows]
-        model.set_row_sources(sets)  # only the oracle bracket (route_by: source) reads them
-        out = model.generate(
+        out, routing = model.generate(
             b["input_ids"].to(device),
             b["attention_mask"].to(device),
             max_new_tokens=max_new_tokens,
             eos_token_id=eos,
             pad_token_id=pad_id,
+            row_sources=sets,  # only the oracle bracket (route_by: source) reads them
+            return_routing=True,
         )
         if monitor is not None:
-            monitor.observe(sets)
+            monitor.observe(sets, routing)
         for r, ids in zip(rows, out.tolist()):
             texts[r["index"]] = tok.decode(ids, skip_special_tokens=True)
     return texts, dropped
@@ -74,7 +75,7 @@ def evaluate(
     if model is None:
         model, tok = load_for_eval(cfg, adapter, device)
     model.eval()
-    monitor = RouterMonitor(model, log=log)
+    monitor = RouterMonitor(log=log)
     e, d = cfg["eval"], cfg["data"]
     results = {
         "model": cfg["model"],

@@ -102,7 +102,7 @@ class PtmoeCollator:
 def collator_for(model: AdaptedModel, tokenizer, max_length: int = 512, row_sources: bool | None = None):
     """The collator for `model`. row_sources None: pass each row's data set exactly when the adapter reads
     it (routing by source, source supervision); True for an adapter that does not is an error."""
-    reads = getattr(model.adapter, "route_by", None) == "source" or getattr(model.adapter, "source_supervision", 0) > 0
+    reads = model.adapter.reads_row_sources
     if row_sources and not reads:
         raise ValueError(
             f"row_sources=True: the {model.method!r} adapter does not read row sources (only a routed adapter "

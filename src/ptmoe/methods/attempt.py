@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, Routing, init_embeddings, register
+from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, Routing, init_embeddings, register
 
 NO_SOURCE = (
     "attempt: no source prompt: set method_options.source_prompts to trained `pt` adapter folders "
@@ -117,8 +117,8 @@ class ATTEMPTPrompt(PromptModule):
         query = self.norm(self.up(nn.functional.silu(self.down(max_pool(input_embeds, attention_mask)))))
         scores = query @ max_pool(prompts).T / self.temperature  # [B, S+1]
         probs = torch.softmax(scores, -1)
-        self.routing = Routing(probs.detach(), torch.ones_like(probs), probs.detach())  # a dense mixture
-        return self.target + torch.einsum("bs,sth->bth", probs, prompts)
+        routing = Routing(probs.detach(), torch.ones_like(probs), probs.detach())  # a dense mixture
+        return PromptCall(self.target + torch.einsum("bs,sth->bth", probs, prompts), routing)
 
 
 def _count(c, m):

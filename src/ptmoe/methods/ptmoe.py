@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register, svd_factors
+from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, init_embeddings, register, svd_factors
 from .router import ASSIGNMENTS, INPUT_NORMS, NOISE_KINDS, WEIGHTINGS, Router
 from .router_input import RouterInput
 
@@ -101,6 +101,7 @@ class PTMoEPrompt(PromptModule):
         self.load_balance, self.z_loss = cfg.load_balance, cfg.z_loss
         self.route_by, self.sources = cfg.route_by, list(cfg.sources)
         self.source_supervision = cfg.source_supervision
+        self.reads_row_sources = cfg.route_by == "source" or cfg.source_supervision > 0
         self.data_init = cfg.router_init == "kmeans"
         self.router_reads = RouterInput.parse(cfg.router_input, cfg.router_pool)
         self.router = Router(
@@ -119,30 +120,30 @@ class PTMoEPrompt(PromptModule):
             stages=cfg.stage_experts,
         )
 
-    def forward(self, input_embeds, attention_mask):
-        given = self.source_experts(input_embeds.device) if self.route_by == "source" else None
+    def forward(self, input_embeds, attention_mask, row_sources: list[str] | None = None) -> PromptCall:
+        given = self.source_experts(row_sources, input_embeds.device) if self.route_by == "source" else None
         x = self.router_features(input_embeds, attention_mask)
-        weights, self.routing = self.router(x, given)
-        terms = [(self.load_balance, self.routing.balance_loss), (self.z_loss, self.routing.z_loss)]
-        if self.source_supervision > 0 and self.training and self.row_sources is not None:
-            terms.append((self.source_supervision, self.source_loss(x)))
+        weights, routing = self.router(x, given)
+        terms = [(self.load_balance, routing.balance_loss), (self.z_loss, routing.z_loss)]
+        if self.source_supervision > 0 and self.training and row_sources is not None:
+            terms.append((self.source_supervision, self.source_loss(x, row_sources)))
         aux = [w * t for w, t in terms if w > 0]
-        self.aux_loss = sum(aux) if aux else None
         # mix the small A_i first (B x T x R), then one matmul with the shared B
-        return torch.einsum("bn,ntr->btr", weights, self.A) @ self.B
+        prompt = torch.einsum("bn,ntr->btr", weights, self.A) @ self.B
+        return PromptCall(prompt, routing, sum(aux) if aux else None)
 
-    def source_loss(self, x: torch.Tensor) -> torch.Tensor:
+    def source_loss(self, x: torch.Tensor, row_sources: list[str]) -> torch.Tensor:
         """Cross-entropy of the router's (noise-free) logits on its input x toward each row's training source:
         it teaches the router the split the oracle is given, from the input alone (what it reads at inference)."""
         logits = self.router.clean_logits(x)
-        return torch.nn.functional.cross_entropy(logits.float(), self.source_experts(logits.device))
+        return torch.nn.functional.cross_entropy(logits.float(), self.source_experts(row_sources, logits.device))
 
-    def source_experts(self, device) -> torch.Tensor:
+    def source_experts(self, row_sources: list[str] | None, device) -> torch.Tensor:
         """The oracle: each row's expert is the index of its training source (an evaluation set maps to
         the source whose data set name is the longest prefix of its own: squad_shifts_nyt -> squad)."""
-        if self.row_sources is None:
-            raise ValueError("route_by source: the rows' data sets were not given (AdaptedModel.set_row_sources)")
-        return torch.tensor([source_index(s, self.sources) for s in self.row_sources], device=device)
+        if row_sources is None:
+            raise ValueError("route_by source: the rows' data sets were not given (row_sources=)")
+        return torch.tensor([source_index(s, self.sources) for s in row_sources], device=device)
 
     @torch.no_grad()
     def init_from_data(self, pooled: torch.Tensor, texts: list[torch.Tensor], generator=None) -> list[int] | None:

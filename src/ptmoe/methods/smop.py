@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register
+from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, init_embeddings, register
 from .router import Router
 from .router_input import RouterInput
 
@@ -48,8 +48,8 @@ class SMoPPrompt(PromptModule):
         )
 
     def forward(self, input_embeds, attention_mask):
-        weights, self.routing = self.router(self.router_features(input_embeds, attention_mask))
-        return torch.einsum("bn,nth->bth", weights, self.prompts)
+        weights, routing = self.router(self.router_features(input_embeds, attention_mask))
+        return PromptCall(torch.einsum("bn,nth->bth", weights, self.prompts), routing)
 
 
 register(

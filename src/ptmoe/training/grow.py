@@ -173,13 +173,13 @@ class Growth:
             tensors[name][rows] = value
 
     # ---- the router losses ------------------------------------------------------------------------
-    def _router_loss(self, module, inputs, output) -> None:
-        """A forward hook: in training, add to the adapter's aux_loss (which the trainer adds to the loss)
+    def _router_loss(self, module, inputs, output):
+        """A forward hook: in training, add to the call's loss terms (which the trainer adds to the loss)
         replay_weight x CE(router logits on stored old inputs, the experts they were routed to) and
         route_weight x -log(the router's probability of the new experts on this batch's inputs).
-        Only the router gets their gradient."""
+        Only the router gets their gradient. -> the call's record with them (None: unchanged)."""
         if not module.training:
-            return
+            return None
         loss, T = 0.0, module.router.temperature
         if self.replaying:
             n = len(self.old["experts"])
@@ -190,8 +190,9 @@ class Growth:
             logits = (module.router.clean_logits(module.router_features(*inputs[:2])) / T).float()
             new = logits.logsumexp(-1) - logits[:, self.n_old :].logsumexp(-1)
             loss = loss + self.g["route_weight"] * new.mean()
-        own = module.aux_loss  # this forward's own terms (balance, z-loss, source supervision), or None
-        module.aux_loss = loss if own is None else own + loss
+        if not torch.is_tensor(loss):
+            return None
+        return output.add_loss(loss)  # after this call's own terms (balance, z-loss, source supervision)
 
     # ---- what is saved with the adapter ---------------------------------------------------------------
     @torch.no_grad()

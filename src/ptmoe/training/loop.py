@@ -47,8 +47,8 @@ def validation_loss(model, rows, batch_size, pad_id, accelerator) -> float | Non
     total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
         b = {k: v.to(accelerator.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
-        accelerator.unwrap_model(model).set_row_sources([r["set"] for r in rows[i : i + batch_size]])
-        out = accelerator.unwrap_model(model)(b["input_ids"], b["attention_mask"], b["labels"])
+        sets = [r["set"] for r in rows[i : i + batch_size]]
+        out = accelerator.unwrap_model(model)(b["input_ids"], b["attention_mask"], b["labels"], row_sources=sets)
         total += float(out.label_loss) * out.num_label_tokens
         count += out.num_label_tokens
     model.train()
@@ -116,7 +116,7 @@ class TrainingRun:
             (self.out / "config.yaml").write_text(dump(cfg))
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.inner = self.accelerator.unwrap_model(self.model)
-        self.monitor = RouterMonitor(self.inner, self.t["collapse_threshold"], log=self.main_log)
+        self.monitor = RouterMonitor(self.t["collapse_threshold"], log=self.main_log)
         self.monitor.load_state(self.state.get("router", {}))
         self.batches = self.batch_order()
 
@@ -212,15 +212,16 @@ class TrainingRun:
         for full, (idx, mine) in zip(fulls, slices):
             b = {k: v[mine].to(accelerator.device) for k, v in full.items()}
             sets = [self.train_rows[i]["set"] for i in idx][mine]
-            self.inner.set_row_sources(sets)
-            out = self.model(b["input_ids"], b["attention_mask"], b["labels"], num_items_in_batch=step_n)
+            out = self.model(
+                b["input_ids"], b["attention_mask"], b["labels"], num_items_in_batch=step_n, row_sources=sets
+            )
             loss = out.loss * world if world > 1 else out.loss
             self.stop_if_not_finite(float(loss.detach()), "loss", self.step + 1)
             accelerator.backward(loss)
             self.window_loss += float(out.label_loss.detach()) * out.num_label_tokens
             self.window_n += out.num_label_tokens
             self.tokens_seen += int(b["attention_mask"].sum())
-            self.monitor.observe(sets)
+            self.monitor.observe(sets, out.routing)
 
     def log_progress(self) -> None:
         t, step = self.t, self.step
