@@ -17,10 +17,13 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from . import lean_backbone, persistence
+from .collate import pad_batch
 from .generation import check_cache, greedy_decode, left_align
 from .inputs import context_mask, mixed_prompts, prepend_prompt
+from .interop.peft_format import check_mixable, is_peft_folder, read_peft  # PEFT folders load like ours
 from .loss import label_loss, logits_and_loss
 from .methods import PROMPT, Adapter, MethodConfig, PromptCall, Routing, get_method, make_config
+from .methods.router_input import RouterInput
 from .persistence import CONFIG_NAME, AdapterError
 
 
@@ -95,9 +98,6 @@ class AdaptedModel(nn.Module):
         `router_features`: pooled input embeddings or hidden states, `methods/router_input.py`; the paper's
         input for an adapter without a router) over the context (`context_mask`, never the answer), [n, H]
         fp32 on the model's device."""
-        from .collate import pad_batch
-        from .methods.router_input import RouterInput
-
         emb = self.lm.get_input_embeddings()
         read = getattr(self.adapter, "router_features", None) or partial(RouterInput(), self.lm)
         out = []
@@ -271,8 +271,6 @@ class AdaptedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, base: nn.Module, tokenizer=None, adapter_name: str = "default"):
-        from .interop.peft_format import is_peft_folder, read_peft
-
         if is_peft_folder(directory):  # a Hugging Face PEFT prompt-tuning or LoRA folder
             method, options, fill = read_peft(directory, base)
             model = cls(base, method, options, tokenizer, adapter_name=adapter_name)
@@ -290,8 +288,6 @@ class AdaptedModel(nn.Module):
 
     def load_adapter(self, directory, adapter_name: str):
         """Add another adapter (same base model) for mixed-adapter batches: both must be mixable."""
-        from .interop.peft_format import check_mixable, is_peft_folder
-
         if is_peft_folder(directory) and self.spec.mixable:  # PEFT prompt tuning
             check_mixable(directory)
             self.adapters[adapter_name] = type(self).from_pretrained(directory, self.lm).prompt_module
@@ -311,18 +307,6 @@ class AdaptedModel(nn.Module):
 
     def load_weights(self, directory, adapter_name: str | None = None) -> None:
         persistence.load_weights(directory, self.adapters[adapter_name or self.active_adapter])
-
-    _load_weights = load_weights  # the name train.py's checkpoints used before
-
-    @property
-    def prompts(self) -> nn.ModuleDict:
-        """Former name of `adapters`."""
-        return self.adapters
-
-    @property
-    def base(self) -> nn.Module:
-        """Former attribute: the model as the method left it (PEFT's wrapper for PEFT LoRA, else `lm`)."""
-        return getattr(self.adapter, "peft_model", None) or self.lm
 
 
 def _known(adapters, name: str) -> str:

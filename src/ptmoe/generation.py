@@ -4,18 +4,20 @@ prompt is computed and injected once; decode steps feed one token per row.
 Two caches (`cache=`): "dynamic" (transformers' DynamicCache, grown by one position a step; eager) and
 "static" (transformers' StaticCache, preallocated, so every decode step has the same shapes; on CUDA
 its decode steps run through `torch.compile` in "reduce-overhead" mode, i.e. replayed CUDA graphs).
-The default (None) is "dynamic" everywhere until the compiled static path has been run on a GPU and
-shown the same tokens there (`scripts/gpu-bench.sh`, benchmarks/RESULTS.md): no session has had a GPU since
-it was written, and every GPU evaluation would go through it. Both give the same greedy tokens on CPU. No decode step waits for the device: the attention
+The default (None) is "dynamic" on every device: every evaluation decodes through the default, so it is
+the path whose tokens are checked everywhere; the compiled static path becomes the CUDA default only
+once its tokens are shown equal on a GPU (`scripts/gpu-bench.sh`; benchmarks/RESULTS.md keeps the
+record). Both give the same greedy tokens on CPU. No decode step waits for the device: the attention
 mask is one preallocated tensor (sliced, never rebuilt), positions advance on the device, and whether
-every row has ended is asked only every few steps on CUDA (tokens past the last EOS are trimmed after)."""
+every row has ended is asked only every few steps on CUDA (tokens past the last EOS are trimmed after).
+`decode_loop` is the loop itself, shared with the server's sampling decoder (serving/decode.py)."""
 
 from __future__ import annotations
 
 import inspect
 
 import torch
-from transformers import DynamicCache, StaticCache
+from transformers import CompileConfig, DynamicCache, StaticCache
 
 CACHES = ("dynamic", "static")
 STATIC_BUCKET = 256  # static cache lengths are rounded up to this, so few shapes are compiled
@@ -28,7 +30,7 @@ def cache_argument(lm) -> str:
 
 
 def default_cache(device) -> str:
-    # "static" on CUDA once verified there (module docstring); on a CPU each step is compute-bound anyway
+    # dynamic everywhere (module docstring); on a CPU each step is compute-bound anyway
     return "dynamic"
 
 
@@ -64,8 +66,6 @@ def _compiled_step(lm):
     """The model's call compiled for decode steps (CUDA graphs via "reduce-overhead"), made once per
     model: transformers' own `get_compiled_call` where it has one."""
     if hasattr(lm, "get_compiled_call"):
-        from transformers import CompileConfig
-
         return lm.get_compiled_call(CompileConfig(fullgraph=False, mode="reduce-overhead"))
     if not hasattr(lm, "_ptmoe_compiled_call"):
         lm._ptmoe_compiled_call = torch.compile(lm.__call__, mode="reduce-overhead")

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..adapted import AdaptedModel
 from ..base_models import load_base_model
 from ..collate import pad_batch
 from ..config.schema import ConfigError
+from ..data import load_eval_set
+from ..data.format import encode_dataset, special_ids
 from ..device import default_device, resolve_dtype
 from ..methods.router import routers
 from .metrics import average, set_scores
@@ -33,10 +36,6 @@ def load_for_eval(cfg: dict, adapter: str | None, device):
 @torch.no_grad()
 def generate_answers(model, tok, examples, batch_size, max_length, max_new_tokens, monitor=None, progress=True):
     """Greedy answers for examples, batched by length (left padding). Returns (texts, n_dropped)."""
-    from tqdm.auto import tqdm
-
-    from ..data.format import encode_dataset, special_ids
-
     enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
     texts = [None] * len(examples)
@@ -69,8 +68,6 @@ def score_set(examples, texts) -> dict:
 def evaluate(
     cfg: dict, adapter: str | None = None, out_dir: str | None = None, model=None, tok=None, log=print, progress=True
 ) -> dict:
-    from ..data import load_eval_set
-
     device = default_device()
     if model is None:
         model, tok = load_for_eval(cfg, adapter, device)

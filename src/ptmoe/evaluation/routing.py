@@ -124,6 +124,7 @@ class RouterMonitor:
 
 def plot_usage(summary: dict, path) -> None:
     """Stacked bars of expert share per data set (PNG)."""
+    # matplotlib is slow to import and only the plots need it
     import matplotlib
 
     matplotlib.use("Agg")

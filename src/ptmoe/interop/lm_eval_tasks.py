@@ -54,6 +54,7 @@ def mathqa_choices(doc: dict) -> list[str]:
 def _mathqa_with_options(prepared: Path, raw: Path, out: Path) -> Path:
     """mathqa/test keeps only the right answer; the options come from the same raw BIG-bench file
     (prepared id mathqa-<i> is raw example i)."""
+    # on use: `ptmoe lm-eval --help` starts without torch (base_models, data.fetch)
     from ..data.fetch import BB
 
     raw_file = raw / BB / "elementary_math_qa/question_only/task.json"
@@ -73,6 +74,7 @@ def _mathqa_with_options(prepared: Path, raw: Path, out: Path) -> Path:
 
 def write_tasks(out_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Write the task YAMLs (paths filled in) and utils.py into out_dir (default: <cache>/lm_eval_tasks)."""
+    # on use: `ptmoe lm-eval --help` starts without torch (base_models, data.fetch)
     from ..base_models import cache_dir as default_cache
     from ..data.fetch import data_dir
 

@@ -23,8 +23,10 @@ from transformers import Trainer
 
 from ..adapted import AdaptedModel
 from ..collate import epoch_batches, pad_batch
+from ..config.loading import load_config
 from ..data.format import encode_row, special_ids
 from ..persistence import CONFIG_NAME, AdapterError, read_adapter_config
+from ..training.data import load_sources
 
 
 # ---- rows ---------------------------------------------------------------------------------------------
@@ -51,9 +53,6 @@ def training_rows(tokenizer, config: str | os.PathLike | dict | None = None, ove
     """The rows `ptmoe train` trains and validates on: `config` a YAML file (or an already resolved config
     dict), `overrides` its key=value overrides (`["data.train=['my.jsonl']", "data.eval=[]"]`); the data
     options of docs/config.md, a bad file or key a one-line error."""
-    from ..config.loading import load_config
-    from ..training.data import load_sources
-
     cfg = config if isinstance(config, dict) else load_config(config, list(overrides))
     train, valid = load_sources(cfg, tokenizer, log=log)
     return TrainingRows(train, valid, cfg)

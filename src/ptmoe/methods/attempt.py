@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, Routing, init_embeddings, register
@@ -67,8 +68,6 @@ class ATTEMPTConfig(MethodConfig):
 
 def load_source_prompt(directory, num_tokens: int, hidden: int) -> torch.Tensor:
     """The [T, H] prompt of a `pt` adapter saved by ptmoe, checked against this model's T and H."""
-    from safetensors.torch import load_file
-
     cfg_path, weights = Path(directory) / "adapter_config.json", Path(directory) / "adapter_model.safetensors"
     if not cfg_path.is_file() or not weights.is_file():
         raise ValueError(

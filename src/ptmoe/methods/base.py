@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from transformers import AutoModelForCausalLM
 
 from .building import init_embeddings, linear_shapes, masked_mean, svd_factors  # noqa: F401  (re-exported)
 from .router_input import RouterInput
@@ -122,6 +123,9 @@ class Adapter(nn.Module):
     changes: ClassVar[str] = NOTHING
     mixable: ClassVar[bool] = False  # may rows of one batch use different adapters of this kind
     peft_type: ClassVar[str | None] = None  # the PEFT adapter type it is saved as by `ptmoe export`, if any
+    # can a run add experts to it and keep a router replay store (`grow:`, training/grow.py)? Such an
+    # adapter has the growth hooks (`grown_state`, `init_new_router_rows`, `frozen_rows`, `route`)
+    growable: ClassVar[bool] = False
 
     # does a call need each row's data set (`row_sources`)? the oracle bracket routes by it
     reads_row_sources: bool = False
@@ -247,8 +251,6 @@ class WeightAdapter(Adapter):
 
     @classmethod
     def count_trainable(cls, cfg, base_config) -> int:
-        from transformers import AutoModelForCausalLM
-
         with torch.device("meta"):  # shapes only, no memory
             lm = AutoModelForCausalLM.from_config(base_config)
         lm.requires_grad_(False)
@@ -288,9 +290,8 @@ class MethodSpec:
         return self.adapter_cls.peft_type
 
     @property
-    def kind(self) -> str:
-        """Former name of `changes`."""
-        return self.changes
+    def growable(self) -> bool:
+        return self.adapter_cls.growable
 
     def build(self, cfg, lm, tokenizer=None, seed: int = 0) -> Adapter:
         """The adapter on `lm`, its random init fixed by `seed` (the global RNG is left as it was)."""

@@ -84,6 +84,8 @@ class PTMoEConfig(MethodConfig):
 
 
 class PTMoEPrompt(PromptModule):
+    growable = True  # experts are rows of A and of the router: training/grow.py adds them
+
     def __init__(self, cfg: PTMoEConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
         self.num_tokens = cfg.num_tokens

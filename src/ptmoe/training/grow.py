@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from ..methods.router_input import RouterInput
-from ..persistence import AdapterError
+from ..persistence import WEIGHTS_NAME, AdapterError
 from .grow_source import STORE_NAME, read_store
 
 
@@ -68,10 +69,6 @@ class Growth:
 
     # ---- the source adapter into the (grown) one -----------------------------------------------------
     def _load_source(self, train_rows, pad_id, log) -> None:
-        from safetensors.torch import load_file
-
-        from ..persistence import WEIGHTS_NAME
-
         path = Path(self.cfg["init_from"]) / WEIGHTS_NAME
         try:
             src = load_file(str(path))  # safetensors only: never a pickle

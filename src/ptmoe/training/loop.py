@@ -16,6 +16,9 @@ import sys
 import time
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 
 from ..collate import epoch_batches, pad_batch
 from ..config.loading import dump
@@ -91,9 +94,6 @@ class TrainingRun:
     checkpoints, and the final adapters and summary. The state a checkpoint keeps lives here."""
 
     def __init__(self, cfg: dict, resume: bool, overwrite: bool, log=print):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
         cfg, source = grow_source.from_adapter(apply_preset(cfg))  # --from: its options (and growth); checked here
         self.cfg, self.t, self.log = cfg, cfg["train"], log
         self.out = output_dir(cfg)
@@ -161,10 +161,9 @@ class TrainingRun:
         return batches
 
     def open_logs(self) -> None:
-        from tqdm.auto import tqdm
-
         self.writer = self.log_file = None
         if self.is_main:
+            # tensorboard is slow to import; only the main process writes events
             from torch.utils.tensorboard import SummaryWriter
 
             # one run per folder (a new run needs --overwrite, which clears it); a resumed run drops the
@@ -198,10 +197,9 @@ class TrainingRun:
         self.bar.update(1)
 
     def accumulate(self, micro_batches: list[list[int]]) -> None:
-        """Gradients of one step's objective, the token mean over every label token of its micro-batches on
-        every process (the Trainer's, `AdaptedModel._objective`), backpropagated one micro-batch at a time.
-        Each process pads the whole global batch (split_batches), so the step's label count is known
-        everywhere without a collective. DDP averages gradients over processes: each loss is scaled by world."""
+        """Gradients of the step's token mean over all its label tokens on every process (`_objective`, the
+        Trainer's), one micro-batch at a time. Each process pads the whole global batch (split_batches), so the
+        label count needs no collective; DDP averages gradients over processes, so each loss is x world."""
         accelerator, world, rank = self.accelerator, self.world, self.accelerator.process_index
         fulls, slices = [], []
         for idx in micro_batches:
