@@ -95,6 +95,8 @@ def max_pool(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
 
 
 class ATTEMPTPrompt(PromptModule):
+    routed = True
+
     def __init__(self, cfg: ATTEMPTConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
         self.num_tokens = T = cfg.num_tokens

@@ -37,6 +37,17 @@ NOTHING = "nothing"  # the frozen base model alone
 class MethodConfig:
     """Fields shared by every method; each method's dataclass adds its own."""
 
+    # options added after runs of the method were stored (`ptmoe compare`'s run store): at their default
+    # they are left out of a run's key, so the runs stored before them are still found. A new option goes
+    # here, or every stored run of the method would be run again (tests/test_run_keys.py)
+    added_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def unkeyed_defaults(cls) -> dict:
+        """{added option: its default}: the values at which an option drops out of a run's key."""
+        defaults = cls()  # every method's options have defaults
+        return {name: getattr(defaults, name) for name in cls.added_options}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -123,6 +134,7 @@ class Adapter(nn.Module):
     changes: ClassVar[str] = NOTHING
     mixable: ClassVar[bool] = False  # may rows of one batch use different adapters of this kind
     peft_type: ClassVar[str | None] = None  # the PEFT adapter type it is saved as by `ptmoe export`, if any
+    routed: ClassVar[bool] = False  # does its prompt route each input (a `Routing` record per call)?
     # can a run add experts to it and keep a router replay store (`grow:`, training/grow.py)? Such an
     # adapter has the growth hooks (`grown_state`, `init_new_router_rows`, `frozen_rows`, `route`)
     growable: ClassVar[bool] = False
@@ -292,6 +304,10 @@ class MethodSpec:
     @property
     def growable(self) -> bool:
         return self.adapter_cls.growable
+
+    @property
+    def routed(self) -> bool:
+        return self.adapter_cls.routed
 
     def build(self, cfg, lm, tokenizer=None, seed: int = 0) -> Adapter:
         """The adapter on `lm`, its random init fixed by `seed` (the global RNG is left as it was)."""

@@ -28,6 +28,18 @@ CHOICES = {
 
 @dataclass
 class PTMoEConfig(MethodConfig):
+    added_options = (
+        "z_loss",
+        "assignment",
+        "router_init",
+        "groups",
+        "route_by",
+        "sources",
+        "source_supervision",
+        "stage_experts",
+        "router_input",
+        "router_pool",
+    )
     num_tokens: int = 40
     experts: int = 2
     rank: int = 36
@@ -85,6 +97,7 @@ class PTMoEConfig(MethodConfig):
 
 class PTMoEPrompt(PromptModule):
     growable = True  # experts are rows of A and of the router: training/grow.py adds them
+    routed = True
 
     def __init__(self, cfg: PTMoEConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()

@@ -13,6 +13,7 @@ from .router_input import RouterInput
 
 @dataclass
 class SMoPConfig(MethodConfig):
+    added_options = ("router_input", "router_pool")
     num_tokens: int = 40  # total budget: each of the N prompts has num_tokens // experts tokens
     experts: int = 2
     noise: str = "multiplicative"
@@ -28,6 +29,8 @@ class SMoPConfig(MethodConfig):
 
 
 class SMoPPrompt(PromptModule):
+    routed = True
+
     def __init__(self, cfg: SMoPConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
         if cfg.num_tokens % cfg.experts:
