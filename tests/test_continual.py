@@ -434,3 +434,26 @@ def test_growth_with_its_own_B_rows_runs_three_stages_and_joint_matches_its_size
     joint = saved["rows"]["joint"]["stage_keys"][0][0]
     meta = json.loads((tmp_path / "cont" / "runs" / joint / "train" / "best" / "adapter_config.json").read_text())
     assert (meta["config"]["experts"], meta["config"]["rank"]) == (4, 6)
+
+
+def test_a_standardising_router_grows_with_its_input_statistics_frozen(files, tmp_path):
+    """The router's running input statistics (one of them a 0-dim count) are frozen with the old rows."""
+    norm = OPTIONS.replace("}", ", router_input_norm: standardize}")
+    source = run_train([*overrides(files, "t1", tmp_path / "s", "train.steps=2"), norm])
+    grown = run_train(
+        [*overrides(files, "t2", tmp_path / "g", "train.steps=2", f"init_from={source}", "grow.experts=1"), norm]
+    )
+    old, new = load_file(f"{source}/adapter_model.safetensors"), load_file(f"{grown}/adapter_model.safetensors")
+    for name in ("router.input_mean", "router.input_var", "router.input_count"):
+        assert torch.equal(new[name], old[name]), name
+
+
+def test_growth_reaches_the_adapter_through_its_hooks_only():
+    """training/ never names PT-MoE's tensors: the adapter grows itself (methods/growth.py)."""
+    import re
+
+    from ptmoe.training import grow, grow_source
+
+    for module in (grow, grow_source):
+        text = Path(module.__file__).read_text()
+        assert not re.search(r'\["A"\]|\["B"\]|router\.linear|router\.input_|\.router\b', text), module.__name__

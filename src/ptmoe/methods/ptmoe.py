@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, init_embeddings, register, svd_factors
+from .growth import GrowableExperts
 from .router import ASSIGNMENTS, INPUT_NORMS, NOISE_KINDS, WEIGHTINGS, Router
 from .router_input import RouterInput
 
@@ -95,9 +96,8 @@ class PTMoEConfig(MethodConfig):
             )
 
 
-class PTMoEPrompt(PromptModule):
-    growable = True  # experts are rows of A and of the router: training/grow.py adds them
-    routed = True
+class PTMoEPrompt(GrowableExperts, PromptModule):
+    routed = True  # and growable: its experts are rows of A and of the router (growth.py)
 
     def __init__(self, cfg: PTMoEConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
