@@ -14,13 +14,13 @@ from torch import nn
 
 from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, init_embeddings, register, svd_factors
 from .growth import GrowableExperts
-from .router import ASSIGNMENTS, INPUT_NORMS, NOISE_KINDS, WEIGHTINGS, Router
+from .router import ASSIGNMENTS, INPUT_NORM_KINDS, NOISE_KINDS, WEIGHTINGS, OracleRouter, Router, shape_problem
 from .router_input import RouterInput
 
 CHOICES = {
     "weighting": WEIGHTINGS,
     "noise": NOISE_KINDS,
-    "router_input_norm": INPUT_NORMS,
+    "router_input_norm": INPUT_NORM_KINDS,
     "assignment": ASSIGNMENTS,
     "router_init": ("normal", "orthogonal", "kmeans"),
     "route_by": ("input", "source"),
@@ -76,15 +76,9 @@ class PTMoEConfig(MethodConfig):
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{where}: option {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.groups < 1 or self.experts % self.groups:
-            raise ValueError(f"{where}: option 'groups' must divide experts={self.experts}, got {self.groups}")
-        if self.stage_experts is not None and (
-            sum(self.stage_experts) != self.experts or min(self.stage_experts, default=0) < 1 or self.groups > 1
-        ):
-            raise ValueError(
-                f"{where}: option 'stage_experts' must be positive counts summing to experts={self.experts} "
-                f"(without groups), got {self.stage_experts}"
-            )
+        problem = shape_problem(self.experts, self.groups, self.stage_experts)
+        if problem:
+            raise ValueError(f"{where}: option {problem[0]!r} {problem[1]}")
         if (
             (self.route_by == "source" or self.source_supervision > 0)
             and self.sources
@@ -119,26 +113,13 @@ class PTMoEPrompt(GrowableExperts, PromptModule):
         self.reads_row_sources = cfg.route_by == "source" or cfg.source_supervision > 0
         self.data_init = cfg.router_init == "kmeans"
         self.router_reads = RouterInput.parse(cfg.router_input, cfg.router_pool)
-        self.router = Router(
-            H,
-            cfg.experts,
-            bias=True,
-            noise=cfg.noise,
-            noise_std=cfg.noise_std,
-            top_k=cfg.top_k,
-            weighting=cfg.weighting,
-            temperature=cfg.router_temperature,
-            input_norm=cfg.router_input_norm,
-            assignment=cfg.assignment,
-            init="orthogonal" if cfg.router_init == "orthogonal" else "normal",
-            groups=cfg.groups,
-            stages=cfg.stage_experts,
-        )
+        router = OracleRouter if cfg.route_by == "source" else Router  # the oracle bracket is a router of its own
+        self.router = router(H, cfg.experts, **router_options(cfg))
 
     def forward(self, input_embeds, attention_mask, row_sources: list[str] | None = None) -> PromptCall:
         given = self.source_experts(row_sources, input_embeds.device) if self.route_by == "source" else None
         x = self.router_features(input_embeds, attention_mask)
-        weights, routing = self.router(x, given)
+        weights, routing = self.router(x) if given is None else self.router(x, given)
         terms = [(self.load_balance, routing.balance_loss), (self.z_loss, routing.z_loss)]
         if self.source_supervision > 0 and self.training and row_sources is not None:
             terms.append((self.source_supervision, self.source_loss(x, row_sources)))
@@ -187,6 +168,23 @@ class PTMoEPrompt(GrowableExperts, PromptModule):
                 E = torch.cat([E.new_zeros(self.num_tokens - len(E), E.shape[1]), E])
             self.A[i].copy_(E.to(B_pinv) @ B_pinv)
         return torch.bincount(assign, minlength=self.router.experts).tolist()
+
+
+def router_options(cfg: PTMoEConfig) -> dict:
+    """The router's parts, by name, from the method's options."""
+    return dict(
+        bias=True,
+        noise=cfg.noise,
+        noise_std=cfg.noise_std,
+        top_k=cfg.top_k,
+        weighting=cfg.weighting,
+        temperature=cfg.router_temperature,
+        input_norm=cfg.router_input_norm,
+        assignment=cfg.assignment,
+        init="orthogonal" if cfg.router_init == "orthogonal" else "normal",
+        groups=cfg.groups,
+        stages=cfg.stage_experts,
+    )
 
 
 def source_index(name: str, sources: list[str]) -> int:
