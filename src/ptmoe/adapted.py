@@ -71,7 +71,8 @@ class AdaptedModel(nn.Module):
         self.adapters = nn.ModuleDict({adapter_name: spec.build(config, base, tokenizer, seed)})
         lean_backbone.install(base)  # after the method (LoRA wraps projections): used by label_loss only
         self.active_adapter = adapter_name
-        self.last_call: PromptCall | None = None  # the latest call's record, for `routing` (inspection only)
+        # the latest call's routing and loss terms (detached), for `routing` / `aux_loss()`: inspection only
+        self.last_call: tuple[Routing | None, torch.Tensor | None] = (None, None)
         self.saved_with: dict = {}  # extra adapter_config.json fields (a grown adapter's lineage)
         self.sidecar_files: dict = {}  # file name -> () -> (tensors, metadata), saved beside the weights
 
@@ -90,7 +91,7 @@ class AdaptedModel(nn.Module):
         """What the router chose on the model's latest forward or generate, for a look from outside (None:
         not routed, not called, or rows of several adapters); the library reads each call's own record
         (`Output.routing`, `generate(..., return_routing=True)`)."""
-        return None if self.last_call is None else self.last_call.routing
+        return self.last_call[0]
 
     @torch.no_grad()
     def pooled_inputs(self, rows: list[dict], pad_id: int, batch_size: int = 32) -> torch.Tensor:
@@ -123,7 +124,7 @@ class AdaptedModel(nn.Module):
 
     def aux_loss(self) -> torch.Tensor | None:
         """The adapter's extra loss terms of the latest call (as `routing`); training reads `Output.loss`."""
-        return None if self.last_call is None else self.last_call.aux_loss
+        return self.last_call[1]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -169,9 +170,9 @@ class AdaptedModel(nn.Module):
             inputs = prepend_prompt(
                 embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given, adapter_names, sources)
             )
-        # kept for `routing` / `aux_loss()` only: no prompt, and no graph held past the call
+        # no prompt and no graph held past the call
         aux = None if call is None or call.aux_loss is None else call.aux_loss.detach()
-        self.last_call = None if call is None else PromptCall(None, call.routing, aux)
+        self.last_call = (None if call is None else call.routing, aux)
         return inputs, call
 
     accepts_loss_kwargs = True  # transformers' Trainer: pass num_items_in_batch, the loss handles accumulation

@@ -23,7 +23,6 @@ from typing import Any, Callable, ClassVar
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModelForCausalLM
 
 from .building import init_embeddings, linear_shapes, masked_mean, svd_factors  # noqa: F401  (re-exported)
 from .router_input import RouterInput
@@ -136,7 +135,7 @@ class Adapter(nn.Module):
     peft_type: ClassVar[str | None] = None  # the PEFT adapter type it is saved as by `ptmoe export`, if any
     routed: ClassVar[bool] = False  # does its prompt route each input (a `Routing` record per call)?
     # can a run add experts to it and keep a router replay store (`grow:`, training/grow.py)? Such an
-    # adapter has the growth hooks (`grown_state`, `init_new_router_rows`, `frozen_rows`, `route`)
+    # adapter has the growth hooks of methods/growth.py (`grow_from`, `init_new_router_rows`, `frozen_rows`, ...)
     growable: ClassVar[bool] = False
 
     # does a call need each row's data set (`row_sources`)? the oracle bracket routes by it
@@ -263,6 +262,9 @@ class WeightAdapter(Adapter):
 
     @classmethod
     def count_trainable(cls, cfg, base_config) -> int:
+        # transformers is slow to import, and the methods (so `ptmoe config`) load without it until here
+        from transformers import AutoModelForCausalLM
+
         with torch.device("meta"):  # shapes only, no memory
             lm = AutoModelForCausalLM.from_config(base_config)
         lm.requires_grad_(False)
