@@ -1,4 +1,4 @@
-"""What a router reads of each input: one pooled vector per row, [B, H] fp32 (issue 30, docs/routing.md).
+"""What a router reads of each input: one pooled vector per row, [B, H] fp32 (docs/routing.md).
 
 `router_input: embeddings` is the paper's (and SMoP's) input: the frozen input embeddings. There the
 task is a minor direction: a linear probe finds it, but a router that has to discover the split itself
