@@ -46,8 +46,8 @@ def shares(model, module, rows, pad_id, train_mode=False, batch_size=16) -> list
     for s in range(0, len(rows), batch_size):
         b = pad_batch(rows[s : s + batch_size], pad_id)
         embeds = model.lm.get_input_embeddings()(b["input_ids"])
-        module(embeds, context_mask(b["attention_mask"], b.get("labels")))
-        top = module.routing.selected * module.routing.probs
+        routing = module.prompt_call(embeds, context_mask(b["attention_mask"], b.get("labels"))).routing
+        top = routing.selected * routing.probs
         c = torch.bincount(top.argmax(-1), minlength=top.shape[1]).float()
         counts = c if counts is None else counts + c
     module.eval()

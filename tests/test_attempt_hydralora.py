@@ -50,8 +50,9 @@ def test_attempt_weights_sum_to_one_and_gradients_reach_only_target_and_attentio
     base, tok = tiny
     model = AdaptedModel(base, "attempt", {"num_tokens": 8, "num_random_sources": 3, "attn_dim": 2}, tok)
     ids, mask, labels = batch(tok)
-    model(ids, mask, labels).loss.backward()
-    probs = model.prompt_module.routing.probs
+    out = model(ids, mask, labels)
+    out.loss.backward()
+    probs = out.routing.probs
     assert probs.shape == (3, 4)
     torch.testing.assert_close(probs.sum(-1), torch.ones(3))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

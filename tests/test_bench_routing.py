@@ -14,8 +14,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def routing(model) -> torch.Tensor:
-    """The expert weights of the prompt module's last call (ATTEMPT: its attention over prompts)."""
-    return model.prompt_module.routing.weights.float().clone()
+    """The expert weights of the model's last call (ATTEMPT: its attention over prompts)."""
+    return model.routing.weights.float().clone()
 
 
 def prompt_rows(rows: list[dict]) -> list[dict]:
@@ -40,8 +40,8 @@ def measure(model, rows: list[dict], pad_id: int, batch_size: int, full_forward:
             model.build_inputs(b["input_ids"], b["attention_mask"], b["labels"])
         cols["training"].append(routing(model))
         embeds = model.lm.get_input_embeddings()(b["input_ids"])
-        model.prompt_module(embeds, b["attention_mask"])  # pre-fix: every real token, the answer too
-        cols["leaky"].append(routing(model))
+        leaky = model.prompt_module.prompt_call(embeds, b["attention_mask"])  # pre-fix: the answer too
+        cols["leaky"].append(leaky.routing.weights.float().clone())
         p = pad_batch(prompt_rows(batch), pad_id, side="left")
         if full_forward:
             model.generate(p["input_ids"], p["attention_mask"], max_new_tokens=1, pad_token_id=pad_id)

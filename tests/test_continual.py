@@ -163,8 +163,8 @@ def prompts_on_old_task(files, adapter: str):
     texts = [json.loads(line)["context"] for line in (files / "t1.jsonl").read_text().splitlines()]
     batch = tok(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
-        prompts = model.prompt_module(lm.get_input_embeddings()(batch["input_ids"]), batch["attention_mask"])
-    return prompts, model.prompt_module.routing.selected.argmax(-1)
+        call = model.prompt_module.prompt_call(lm.get_input_embeddings()(batch["input_ids"]), batch["attention_mask"])
+    return call.prompt, call.routing.selected.argmax(-1)
 
 
 def test_per_stage_gate_gives_old_inputs_on_old_experts_their_old_prompt(files, source, grown, grown_per_stage):
@@ -393,13 +393,13 @@ def test_the_growth_router_loss_keeps_the_adapters_own_aux_terms():
     hook.replaying, hook.g, hook.n_old = False, {"route_weight": 1.0}, 1
     x, mask = torch.randn(3, 5, prompt.B.shape[1]), torch.ones(3, 5)
     prompt.train()
-    prompt(x, mask)
-    own = prompt.aux_loss.detach().clone()
-    torch.testing.assert_close(own, 0.5 * prompt.routing.z_loss.detach())
-    hook._router_loss(prompt, (x, mask), None)
+    call = prompt.prompt_call(x, mask)
+    own = call.aux_loss.detach().clone()
+    torch.testing.assert_close(own, 0.5 * call.routing.z_loss.detach())
+    grown = hook._router_loss(prompt, (x, mask), call)
     logits = prompt.router.clean_logits(x.mean(1))
     route = (logits.logsumexp(-1) - logits[:, 1:].logsumexp(-1)).mean()
-    torch.testing.assert_close(prompt.aux_loss.detach(), own + route.detach())
+    torch.testing.assert_close(grown.aux_loss.detach(), own + route.detach())
 
 
 def test_the_gate_changes_a_run_key_only_when_the_run_grows(source):
@@ -434,3 +434,26 @@ def test_growth_with_its_own_B_rows_runs_three_stages_and_joint_matches_its_size
     joint = saved["rows"]["joint"]["stage_keys"][0][0]
     meta = json.loads((tmp_path / "cont" / "runs" / joint / "train" / "best" / "adapter_config.json").read_text())
     assert (meta["config"]["experts"], meta["config"]["rank"]) == (4, 6)
+
+
+def test_a_standardising_router_grows_with_its_input_statistics_frozen(files, tmp_path):
+    """The router's running input statistics (one of them a 0-dim count) are frozen with the old rows."""
+    norm = OPTIONS.replace("}", ", router_input_norm: standardize}")
+    source = run_train([*overrides(files, "t1", tmp_path / "s", "train.steps=2"), norm])
+    grown = run_train(
+        [*overrides(files, "t2", tmp_path / "g", "train.steps=2", f"init_from={source}", "grow.experts=1"), norm]
+    )
+    old, new = load_file(f"{source}/adapter_model.safetensors"), load_file(f"{grown}/adapter_model.safetensors")
+    for name in ("router.input_mean", "router.input_var", "router.input_count"):
+        assert torch.equal(new[name], old[name]), name
+
+
+def test_growth_reaches_the_adapter_through_its_hooks_only():
+    """training/ never names PT-MoE's tensors: the adapter grows itself (methods/growth.py)."""
+    import re
+
+    from ptmoe.training import grow, grow_source
+
+    for module in (grow, grow_source):
+        text = Path(module.__file__).read_text()
+        assert not re.search(r'\["A"\]|\["B"\]|router\.linear|router\.input_|\.router\b', text), module.__name__

@@ -164,7 +164,7 @@ def test_top1_routing_one_expert_scaled_by_its_probability(method):
         x, _, _, _ = model.build_inputs(ids, mask)
         T = model.prompt_module.num_tokens
         prompt = x[:, :T]
-        info = model.prompt_module.routing
+        info = model.routing
         probs, sel = info.probs, info.selected
         torch.testing.assert_close(probs, reference_probs(model, ids, mask))
         assert torch.equal(sel.sum(-1), torch.ones(len(TEXTS)))  # exactly one expert per example
@@ -181,8 +181,8 @@ def test_non_selective_mixes_all_experts_with_probabilities():
     model, tok = routed_model("ptmoe", top_k=3)
     ids, mask, _ = batch(tok)
     with torch.no_grad():
-        prompt = model.prompt_module(model.lm.get_input_embeddings()(ids), mask)
-        info = model.prompt_module.routing
+        call = model.prompt_module.prompt_call(model.lm.get_input_embeddings()(ids), mask)
+        prompt, info = call.prompt, call.routing
         assert torch.equal(info.selected, torch.ones_like(info.selected))
         expected = torch.einsum("bn,nth->bth", info.probs, experts_of(model))
         torch.testing.assert_close(prompt, expected, rtol=1e-5, atol=1e-6)
@@ -193,8 +193,8 @@ def test_non_probationary_uniform_weight_on_the_selection(top_k):
     model, tok = routed_model("ptmoe", top_k=top_k, weighting="uniform")
     ids, mask, _ = batch(tok)
     with torch.no_grad():
-        prompt = model.prompt_module(model.lm.get_input_embeddings()(ids), mask)
-        probs = model.prompt_module.routing.probs
+        call = model.prompt_module.prompt_call(model.lm.get_input_embeddings()(ids), mask)
+        prompt, probs = call.prompt, call.routing.probs
         E = experts_of(model)
         for b in range(len(TEXTS)):
             if top_k == 1:  # the chosen expert with weight exactly 1, not its probability
@@ -208,8 +208,7 @@ def test_normalized_weighting_top2_sums_to_one():
     model, tok = routed_model("ptmoe", top_k=2, weighting="normalized")
     ids, mask, _ = batch(tok)
     with torch.no_grad():
-        model.prompt_module(model.lm.get_input_embeddings()(ids), mask)
-        info = model.prompt_module.routing
+        info = model.prompt_module.prompt_call(model.lm.get_input_embeddings()(ids), mask).routing
         assert torch.equal(info.selected.sum(-1), torch.full((len(TEXTS),), 2.0))
         torch.testing.assert_close(info.weights.sum(-1), torch.ones(len(TEXTS)))
 
@@ -220,19 +219,22 @@ def test_noise_only_in_training(method):
     ids, mask, _ = batch(tok)
     emb = model.lm.get_input_embeddings()(ids)
     pm = model.prompt_module
+
+    def call(emb, mask):
+        out = pm.prompt_call(emb, mask)
+        return out.prompt, out.routing.probs
+
     with torch.no_grad():
         model.eval()
-        a, pa = pm(emb, mask), pm.routing.probs
-        b = pm(emb, mask)
+        (a, pa), (b, _) = call(emb, mask), call(emb, mask)
         assert torch.equal(a, b)  # eval: deterministic
         torch.testing.assert_close(pa, reference_probs(model, ids, mask))  # and noise-free
         model.train()
-        c, pc = pm(emb, mask), pm.routing.probs
-        d, pd = pm(emb, mask), pm.routing.probs
+        (c, pc), (d, pd) = call(emb, mask), call(emb, mask)
         assert not torch.allclose(pc, pd) and not torch.allclose(pc, pa)  # training: noisy
         assert not torch.allclose(c, d)
         pm.router.noise = "none"  # noise off: training is deterministic again
-        assert torch.equal(pm(emb, mask), pm(emb, mask))
+        assert torch.equal(call(emb, mask)[0], call(emb, mask)[0])
 
 
 def test_standardized_router_input_separates_inputs_with_a_shared_component():
@@ -298,7 +300,7 @@ def test_gradients_reach_router_experts_and_shared_B_only():
         assert not p.requires_grad
     # top-1: expert i's A_i gets a gradient iff some example with label tokens was routed to it
     has_labels = (labels != -100).any(1)
-    used = set(model.prompt_module.routing.selected.argmax(-1)[has_labels].tolist())
+    used = set(model.routing.selected.argmax(-1)[has_labels].tolist())
     assert not has_labels.all() or len(used) >= 2
     for i in range(3):
         assert (model.prompt_module.A.grad[i].abs().sum() > 0) == (i in used), i

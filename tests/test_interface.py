@@ -39,8 +39,10 @@ def test_routed_methods_report_a_typed_record(method):
     )
     model = AdaptedModel(base, method, opts, tok).eval()
     ids = torch.tensor([tok("a b c")["input_ids"]] * 3)
-    model(ids, torch.ones_like(ids), return_logits=True)
-    r = model.routing
+    out = model(ids, torch.ones_like(ids), return_logits=True)
+    r = out.routing  # the call's record comes with its output
+    assert r is model.routing  # and the wrapper keeps the latest for a look; the adapter keeps nothing
+    assert not {"routing", "aux_loss", "row_sources"} & set(vars(model.adapter))
     assert isinstance(r, Routing) and r.probs.shape == r.selected.shape == r.weights.shape
     torch.testing.assert_close(r.probs.sum(-1), torch.ones(3))
     assert not hasattr(r, "mask")  # the selection is `selected`, never confused with an attention mask

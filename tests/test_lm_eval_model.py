@@ -45,7 +45,7 @@ def reference_loglikelihood(model, ctx, cont):
     """One request alone: prompt from the context tokens only, then [prompt, context, continuation]."""
     emb = model.lm.get_input_embeddings()
     c = torch.tensor([ctx])
-    prompt = model.prompt_module(emb(c), torch.ones_like(c))
+    prompt = model.prompt_module.soft_prompt(emb(c), torch.ones_like(c))
     whole = torch.tensor([ctx + cont])
     logits = model.lm(inputs_embeds=torch.cat([prompt, emb(whole)], 1)).logits[0].float()
     logp = logits.log_softmax(-1)
@@ -65,7 +65,7 @@ def test_loglikelihood_routing_reads_only_the_context(routed):
     requests = [(ctx, cont) for ctx in CONTEXTS for cont in CONTINUATIONS]
     seen = []
     hook = model.prompt_module.register_forward_hook(
-        lambda m, args, out: seen.append((out.detach().clone(), m.routing.probs.detach().clone()))
+        lambda m, args, out: seen.append((out.prompt.detach().clone(), out.routing.probs.detach().clone()))
     )
     try:
         lm.loglikelihood([Instance("loglikelihood", {}, r, i) for i, r in enumerate(requests)])
@@ -76,7 +76,8 @@ def test_loglikelihood_routing_reads_only_the_context(routed):
     alone = []
     for ctx in CONTEXTS:
         c = torch.tensor([ids(tok, ctx)])
-        alone.append((model.prompt_module(emb(c), torch.ones_like(c)).detach(), model.prompt_module.routing.probs))
+        call = model.prompt_module.prompt_call(emb(c), torch.ones_like(c))
+        alone.append((call.prompt.detach(), call.routing.probs))
     assert not torch.allclose(alone[0][1], alone[1][1], atol=1e-3)  # the two contexts route differently
     matches = [[i for i, (p, _) in enumerate(alone) if torch.allclose(row, p[0], atol=1e-5)] for row in prompts]
     assert sorted(m for row in matches for m in row) == [0, 0, 0, 1, 1, 1]  # each row: its context's prompt
@@ -84,7 +85,7 @@ def test_loglikelihood_routing_reads_only_the_context(routed):
         assert torch.allclose(row_probs, alone[m[0]][1][0], atol=1e-5)
     # control: had the router read the continuation, the prompt would differ (so this test can fail)
     leak = torch.tensor([ids(tok, CONTEXTS[0] + CONTINUATIONS[1])])
-    assert not torch.allclose(model.prompt_module(emb(leak), torch.ones_like(leak)), alone[0][0], atol=1e-3)
+    assert not torch.allclose(model.prompt_module.soft_prompt(emb(leak), torch.ones_like(leak)), alone[0][0], atol=1e-3)
 
 
 def test_loglikelihood_and_rolling_match_a_plain_loop(routed):

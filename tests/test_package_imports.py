@@ -1,7 +1,10 @@
-"""How the package's modules import one another: never through the former names kept
-for users (`ptmoe.model`, `ptmoe.models`), without a circle, counting the imports inside functions too
-(a circle there only waits for the first call to bite), and in layers: nothing below the commands
-imports one, and persistence does not depend on interop. No file of the package is over 330 lines."""
+"""How the package's modules import one another: never through the former names kept for users
+(`ptmoe.model`, `ptmoe.models`), without a circle, counting the imports inside functions too (a circle
+there only waits for the first call to bite), and in the layers docs/architecture.md draws: nothing below
+the commands imports one, nothing in config/ imports training/, the adapter's core imports no command,
+experiment, training, evaluation or server code and of interop only the PEFT folder reader (the page says
+why); an import inside a function says why it is there (a comment on the line above the function's first
+import, or on the import). No file of the package is over 330 lines."""
 
 import ast
 import subprocess
@@ -116,3 +119,45 @@ def test_persistence_does_not_depend_on_interop():
 def test_no_file_of_the_package_is_over_330_lines():
     long = {str(p.relative_to(SRC)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) > 330}
     assert long == {}
+
+
+CORE = ["ptmoe.adapted", "ptmoe.persistence", *(n for n in MODULES if n.startswith("ptmoe.methods"))]
+ABOVE_THE_CORE = ("ptmoe.recipes", "ptmoe.experiments", "ptmoe.training", "ptmoe.evaluation", "ptmoe.serving")
+CORE_INTEROP = {"ptmoe.adapted": {"ptmoe.interop", "ptmoe.interop.peft_format"}}  # from_pretrained reads PEFT folders
+
+
+def test_config_imports_nothing_of_training():
+    offenders = {n: sorted(d for d in GRAPH[n] if d.startswith("ptmoe.training")) for n in MODULES}
+    assert {n: d for n, d in offenders.items() if d and n.startswith("ptmoe.config")} == {}
+
+
+def test_the_adapter_core_imports_no_layer_above_it():
+    above = {n: sorted(d for d in GRAPH[n] if d.startswith(ABOVE_THE_CORE) or d == "ptmoe.cli") for n in CORE}
+    assert {n: d for n, d in above.items() if d} == {}
+    interop = {n: {d for d in GRAPH[n] if d.startswith("ptmoe.interop")} - CORE_INTEROP.get(n, set()) for n in CORE}
+    assert {n: d for n, d in interop.items() if d} == {}
+
+
+NOT_YET_HELD = ()
+
+
+def test_every_import_inside_a_function_says_why():
+    """Imports belong at the top of the module; one inside a function (a slow or optional dependency, a
+    command that must start without torch) carries a comment saying so."""
+    silent = []
+    for name, path in MODULES.items():
+        if name.startswith(NOT_YET_HELD):
+            continue
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            imports = [n for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))]
+            inner = {id(n) for f in ast.walk(fn) if f is not fn and isinstance(f, ast.FunctionDef) for n in ast.walk(f)}
+            imports = sorted((n for n in imports if id(n) not in inner), key=lambda n: n.lineno)
+            if not imports:
+                continue
+            first = imports[0].lineno
+            if "#" not in lines[first - 1] and not lines[first - 2].strip().startswith("#"):
+                silent.append(f"{path.relative_to(SRC)}:{first}")
+    assert silent == [], f"{len(silent)} functions import without saying why: {silent[:10]}"

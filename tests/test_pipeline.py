@@ -463,12 +463,12 @@ def test_router_monitor_warns_on_collapse_once():
     with torch.no_grad():
         model.prompt_module.router.linear.bias.copy_(torch.tensor([50.0, -50.0]))  # everything to expert 0
     logs = []
-    monitor = RouterMonitor(model, 0.95, log=logs.append)
+    monitor = RouterMonitor(0.95, log=logs.append)
     ids, mask = routed_batch(tok)
     for _ in range(2):
         with torch.no_grad():
-            model(ids, mask)
-        monitor.observe(["set_a"] * 3 + ["set_b"] * 3)
+            out = model(ids, mask)
+        monitor.observe(["set_a"] * 3 + ["set_b"] * 3, out.routing)
         summary = monitor.summary(reset=True)
         assert summary["expert_share"] == [1.0, 0.0] and summary["usage_entropy_bits"] == 0.0
     assert len(logs) == 1 and "expert 0" in logs[0] and "collapsed" in logs[0]
@@ -485,12 +485,12 @@ def test_router_monitor_on_a_dense_mixture_reports_mean_weights():
     ids, mask = routed_batch(tok)
     for bias, share, warned in (([0.0, 0.0], [0.5, 0.5], False), ([3.0, 0.0], [0.9526, 0.0474], True)):
         logs = []
-        monitor = RouterMonitor(model, 0.95, log=logs.append)
+        monitor = RouterMonitor(0.95, log=logs.append)
         with torch.no_grad():
             router.weight.zero_()
             router.bias.copy_(torch.tensor(bias))
-            model(ids, mask)
-        monitor.observe(["s"] * 6)
+            out = model(ids, mask)
+        monitor.observe(["s"] * 6, out.routing)
         assert monitor.summary()["expert_share"] == pytest.approx(share, abs=1e-4)
         assert bool(logs) == warned
 

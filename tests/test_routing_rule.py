@@ -52,8 +52,8 @@ class Capture:
         self.module = module
 
     def __call__(self, module, args, output):
-        self.prompts.append(output.detach().clone())
-        r = module.routing
+        self.prompts.append(output.prompt.detach().clone())
+        r = output.routing
         self.routing.append(None if r is None else {"probs": r.probs.clone(), "weights": r.weights.clone()})
 
 
@@ -77,7 +77,7 @@ def test_training_forward_routes_on_the_prompt_alone(method):
     torch.testing.assert_close(train_prompt, gen_prompt, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(train_route["weights"], gen_route["weights"], rtol=1e-5, atol=1e-6)
     # and the answer really would have changed the routing (the test can fail)
-    full = model.prompt_module(model.lm.get_input_embeddings()(b["input_ids"]), b["attention_mask"])
+    full = model.prompt_module.soft_prompt(model.lm.get_input_embeddings()(b["input_ids"]), b["attention_mask"])
     assert not torch.allclose(full, train_prompt, atol=1e-4)
 
 
@@ -129,7 +129,7 @@ def test_generate_equals_a_plain_cache_free_loop(method):
             ids = torch.tensor([tok(q)["input_ids"]])
             x = emb(ids)
             if model.prompt_module is not None:
-                x = torch.cat([model.prompt_module(x, torch.ones_like(ids)).to(x.dtype), x], 1)
+                x = torch.cat([model.prompt_module.soft_prompt(x, torch.ones_like(ids)).to(x.dtype), x], 1)
             want = []
             for _ in range(steps):
                 t = lm(inputs_embeds=x, use_cache=False).logits[0, -1].argmax()

@@ -100,16 +100,16 @@ def test_replaced_routing_keeps_each_rows_weight_on_one_expert_or_spread():
     prompt.eval()
     x = torch.randn(5, 7, prompt.B.shape[1])
     mask = torch.ones(5, 7)
-    routed = prompt(x, mask)
-    mass = prompt.routing.weights.sum(-1)  # p of the chosen expert (probationary)
+    call = prompt.prompt_call(x, mask)
+    routed, mass = call.prompt, call.routing.weights.sum(-1)  # p of the chosen expert (probationary)
     with replaced_routing(model, 2):
-        forced = prompt(x, mask)
+        forced = prompt.soft_prompt(x, mask)
     with replaced_routing(model, UNIFORM):
-        uniform = prompt(x, mask)
+        uniform = prompt.soft_prompt(x, mask)
     A, B = prompt.A.detach(), prompt.B.detach()
     torch.testing.assert_close(forced, mass[:, None, None] * (A[2] @ B))
     torch.testing.assert_close(uniform, mass[:, None, None] * (A.mean(0) @ B))
-    torch.testing.assert_close(prompt(x, mask), routed)  # restored after the block
+    torch.testing.assert_close(prompt.soft_prompt(x, mask), routed)  # restored after the block
 
 
 def test_expert_choice_gives_each_expert_its_share_even_when_all_prefer_one():
@@ -150,11 +150,11 @@ def test_z_loss_is_added_to_the_adapters_aux_loss():
     model, tok = tiny_model(z_loss=0.5, load_balance=0.25, noise="none")
     prompt = model.adapter
     x, mask = torch.randn(4, 5, prompt.B.shape[1]), torch.ones(4, 5)
-    prompt(x, mask)
+    call = prompt.prompt_call(x, mask)
     logits = prompt.router.linear(prompt.router.router_input(x.mean(1)))
     z = torch.logsumexp(logits, -1).pow(2).mean()
-    torch.testing.assert_close(prompt.routing.z_loss, z, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(prompt.aux_loss, 0.5 * z + 0.25 * prompt.routing.balance_loss, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(call.routing.z_loss, z, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(call.aux_loss, 0.5 * z + 0.25 * call.routing.balance_loss, rtol=1e-4, atol=1e-5)
 
 
 def test_orthogonal_router_init_has_orthonormal_rows():
@@ -201,10 +201,19 @@ def test_source_index_maps_evaluation_sets_to_training_sources():
 def test_oracle_routes_each_training_row_by_its_set():
     model, tok = tiny_model(route_by="source", sources=["a/train", "b/train"])
     batch = pad_batch([{"input_ids": tok(t)["input_ids"]} for t in ["x y", "z", "w"]], tok.pad_token_id, "left")
-    model.set_row_sources(["b/train", "a/train", "b/train"])
-    model(batch["input_ids"], batch["attention_mask"])
-    assert model.routing.selected.argmax(-1).tolist() == [1, 0, 1]
-    assert model.routing.weights.sum(-1).tolist() == [1.0, 1.0, 1.0]
+    out = model(batch["input_ids"], batch["attention_mask"], row_sources=["b/train", "a/train", "b/train"])
+    assert out.routing.selected.argmax(-1).tolist() == [1, 0, 1]
+    assert out.routing.weights.sum(-1).tolist() == [1.0, 1.0, 1.0]
+    tokens, routing = model.generate(
+        batch["input_ids"],
+        batch["attention_mask"],
+        max_new_tokens=1,
+        row_sources=["a/x", "b/y", "a/z"],
+        return_routing=True,
+    )
+    assert routing.selected.argmax(-1).tolist() == [0, 1, 0] and tokens.shape == (3, 1)
+    with pytest.raises(ValueError, match="data sets were not given"):  # nothing is kept from the last call
+        model(batch["input_ids"], batch["attention_mask"])
 
 
 def test_option_errors_name_the_option():
@@ -241,15 +250,13 @@ def test_source_supervision_teaches_the_router_the_oracles_split_from_the_input_
     opt = torch.optim.Adam(prompt.router.parameters(), lr=0.05)
     prompt.train()
     for _ in range(30):
-        model.set_row_sources(sets)
-        prompt(x, mask)
+        call = prompt.prompt_call(x, mask, row_sources=sets)
         opt.zero_grad()
-        prompt.aux_loss.backward()
+        call.aux_loss.backward()
         opt.step()
     prompt.eval()
-    model.set_row_sources(None)  # at inference the router reads the input alone
-    prompt(x, mask)
-    assert prompt.routing.selected.argmax(-1).tolist() == [0] * 8 + [1] * 8
+    call = prompt.prompt_call(x, mask)  # at inference the router reads the input alone
+    assert call.routing.selected.argmax(-1).tolist() == [0] * 8 + [1] * 8
 
 
 def test_routing_value_changes_the_run_key_only_where_a_router_is_evaluated_without_it():

@@ -76,9 +76,9 @@ def overrides(data, method, *extra):
     ]
 
 
-def trainer_run(data, method, out, resume=None, same_start=True, **arguments):
+def trainer_run(data, method, out, resume=None, same_start=True, extra=(), **arguments):
     """The Trainer on ptmoe train's set-up; -> (trainer, the adapter's tensors before training)."""
-    setup = ptmoe_train_setup(None, overrides(data, method), log=quiet)
+    setup = ptmoe_train_setup(None, overrides(data, method, *extra), log=quiet)
     if not same_start:
         setup.callback.cpu_state = None
     before = {k: v.clone() for k, v in setup.model.adapter_state_dict().items()}
@@ -116,6 +116,20 @@ def test_trainer_gives_the_adapter_ptmoe_train_gives(method, data, reference, tr
         trainer_run(data, method, tmp_path / "other", same_start=False)
         with pytest.raises(AssertionError):
             assert_same_adapter(tmp_path / "other", reference[method], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", list(OPTIONS))
+def test_trainer_and_ptmoe_train_step_on_the_token_mean_of_an_accumulated_step(method, data, tmp_path):
+    """grad_accum 2 over micro-batches of unequal label counts: both routes weigh every label token of the
+    step alike (and the auxiliary terms by each micro-batch's share of them), so they train the same adapter."""
+    extra = ["train.grad_accum=2", "train.steps=2"]
+    rows = ptmoe_train_setup(None, overrides(data, method, *extra), log=quiet).rows.in_training_order()
+    counts = [sum(sum(x != -100 for x in r["labels"][1:]) for r in rows[i : i + 2]) for i in range(0, len(rows), 2)]
+    assert counts[0] != counts[1] or counts[2] != counts[3], counts  # the step's token mean is not a mean of means
+    trainer_run(data, method, tmp_path / "hf", extra=extra)
+    cfg = load_config(None, overrides(data, method, *extra, f"output_dir={tmp_path / 'ours'}"))
+    ours = Path(train(cfg, log=quiet)["output_dir"]) / "final"
+    assert_same_adapter(tmp_path / "hf", ours, atol=1e-6)
 
 
 def test_checkpoint_is_the_adapter_alone_and_resumes_bit_identically(data, reference, tmp_path):

@@ -1,5 +1,8 @@
 """ptmoe: PT-MoE and the soft-prompt baselines for frozen causal language models."""
 
+import importlib
+import warnings
+
 __version__ = "0.1.0"
 
 # Imported on first use, so `ptmoe --help` and `ptmoe data list` start without torch.
@@ -21,11 +24,7 @@ _warned: set = set()
 def __getattr__(name):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'ptmoe' has no attribute {name!r}")
-    import importlib
-
     if name == "PtmoeModel" and name not in _warned:  # a former name: once per process
-        import warnings
-
         _warned.add(name)
         warnings.warn(
             "ptmoe.PtmoeModel is deprecated: it is AdaptedModel (from ptmoe import AdaptedModel, or ptmoe.adapted)",

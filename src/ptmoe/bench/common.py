@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from ..adapted import AdaptedModel
+from ..data import sources
 from ..methods import WEIGHTS, get_method
 
 # options the benchmark sets where a method has them (prompt length from --prompt-length)
@@ -34,6 +36,7 @@ def _param_bytes(*modules) -> int:
 
 def _cpu_profiler_peak(fn) -> int:
     """Peak of the running sum of CPU allocations made while fn() runs (bytes)."""
+    # slow or optional: only the measurement that reports or compares with it loads it
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -64,6 +67,7 @@ def saved_for_backward(fn, skip=()) -> tuple:
 
 
 def _versions() -> dict:
+    # slow or optional: only the measurement that reports or compares with it loads it
     import peft
     import transformers
 
@@ -83,12 +87,14 @@ def _device_desc(device) -> str:
 
 
 def _peft_pt(base, T):
+    # slow or optional: only the measurement that reports or compares with it loads it
     from peft import PromptTuningConfig, get_peft_model
 
     return get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=T))
 
 
 def _peft_lora(base):
+    # slow or optional: only the measurement that reports or compares with it loads it
     from peft import LoraConfig, get_peft_model
 
     return get_peft_model(
@@ -100,8 +106,6 @@ def _peft_lora(base):
 def _ours(base, method, T, tok):
     """Our method by name; `ptmoe@hidden:2` (any routed method) sets its router_input, so the router
     pass's cost stands beside the paper's input in one run."""
-    from ..adapted import AdaptedModel
-
     method, _, router_input = method.partition("@")
     spec = get_method(method)
     fields = {f.name for f in dataclasses.fields(spec.config_cls)}
@@ -189,7 +193,6 @@ def _interleaved(steps_by_name: dict, device, steps: int, warmup: int, modules: 
 
 
 def _prepared_rows(split, n, seed):
-    from ..data import sources
 
     sources.prepare([split.split("/")[0]], log=lambda *a: None)  # fetched on first use, then cached
     examples = sources.load_split(split)

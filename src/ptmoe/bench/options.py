@@ -49,6 +49,7 @@ def apply(base, args, log) -> None:
     if args.attn:
         base.set_attn_implementation(args.attn)
     if args.liger:
+        # the optional liger-kernel package, for `--liger` only
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
         from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
 

@@ -8,7 +8,10 @@ import random
 import time
 
 import torch
+from transformers import DataCollatorForSeq2Seq
 
+from ..collate import length_grouped_batches, pad_batch
+from ..data import format as fmt
 from ..data.format import special_ids
 from ..generation import default_cache
 from .common import _dev_batch, _ours, _peft_pt, _prepared_rows, _sync, _train_step, _unwrap
@@ -18,11 +21,6 @@ REAL_SET = "disflqa"  # span answers on Wikipedia passages (SQuAD 2.0 rewritten)
 
 
 def bench_real(base, tok, args, device, log) -> dict:
-    from transformers import DataCollatorForSeq2Seq
-
-    from ..collate import length_grouped_batches, pad_batch
-    from ..data import format as fmt
-
     B, T = args.batch_size, args.prompt_length
     encoded = []
     for ex in _prepared_rows(REAL_SET + "/train", args.real_examples, args.seed):
@@ -102,9 +100,6 @@ def bench_real(base, tok, args, device, log) -> dict:
 
 def _gen_batches(tok, args, device):
     """The held-out questions in length-sorted batches, collate(batch, side), the part's description."""
-    from ..collate import pad_batch
-    from ..data import format as fmt
-
     B, M = args.batch_size, args.max_new_tokens
     prompts = []
     for ex in _prepared_rows(REAL_SET + "/heldout", args.gen_examples, args.seed):

@@ -137,6 +137,7 @@ def load_config(
 
 def switch_method(cfg: dict, old: str, old_preset, explicit: set, note) -> None:
     """cfg's method changed from `old`: drop the inherited options and preset that belong to `old` only."""
+    # on use: these import torch, and `ptmoe config`, --help and config checks start without it
     from .presets import PRESETS
 
     method = cfg["method"]
@@ -164,6 +165,7 @@ def validate(cfg: dict) -> dict:
         for p in parents:
             node = node[p]
         node[leaf] = kind.check(node[leaf], key)
+    # on use: these import torch, and `ptmoe config`, --help and config checks start without it
     from ..base_models import check_model_name
     from ..data.readers import parse_columns
     from ..methods import make_config
@@ -183,10 +185,26 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"output_dir: {folder} is a file, not a folder")
     expanded = apply_preset(cfg)
     make_config(cfg["method"], expanded["method_options"], where="method_options")
-    from ..training.grow_source import check_config
-
-    check_config(cfg)
+    check_grow(cfg)
     return cfg
+
+
+def check_grow(cfg: dict) -> None:
+    """The grow section against the method: only a method whose spec declares it `growable` adds experts
+    or keeps a replay store."""
+    # on use: these import torch, and `ptmoe config`, --help and config checks start without it
+    from ..methods import REGISTRY, get_method
+
+    g = cfg["grow"]
+    for key in ("experts", "store_size"):
+        if g[key] and not get_method(cfg["method"]).growable:
+            growable = ", ".join(n for n, s in REGISTRY.items() if s.growable)
+            raise ConfigError(
+                f"grow.{key}: only a routed method with experts can grow or keep a replay store "
+                f"({growable}); method is {cfg['method']!r}"
+            )
+    if g["experts"] and not cfg["init_from"]:
+        raise ConfigError("grow.experts: growing needs the adapter to grow from: `ptmoe train CONFIG --from ADAPTER`")
 
 
 def _check_data(spec: str, key: str) -> None:
@@ -205,6 +223,7 @@ def dump(cfg: dict) -> str:
 
 def resolved(cfg: dict) -> dict:
     """cfg with its preset expanded and every method option spelled out with its default."""
+    # on use: these import torch, and `ptmoe config`, --help and config checks start without it
     from ..methods import make_config
     from .presets import apply_preset
 

@@ -1,62 +1,31 @@
-"""Named recipes for the routed methods (`preset: paper`, `balanced`, `clustered` or `default` in a config).
+"""Named recipes for the routed methods (`preset: paper`, `balanced`, `clustered`, `supervised` or `default`).
 
-Sources: shared/PAPER.md of the project ("what the paper says, and how we read it") and the paper summaries
-it was drawn from (shared/seeds/002: "applies Gaussian noise during training for exploration",
-"Critical path: 1) Router initialization and noise schedule (0.01 std Gaussian during training);
-2) SVD initialization of A_i and B from task-relevant text embeddings; 3) Selective probationary
-routing configuration (set top_k=1, multiply output by softmax probability)").
+What each sets, and why; the measurements behind the choices are in docs/routing.md ("The presets").
 
-paper:   each choice follows the text.
-         - noise: multiplicative l(1 + eps), eps ~ N(0, 0.01^2). The seeds give only "Gaussian, std
-           0.01, training only"; multiplicative is how a published review reads it and how SMoP
-           applies it (PAPER.md, row "exploration noise"). At 0.01 it moves a logit of a few
-           hundredths by about 1.6e-4 and flips 1 in 10,000 top-1 choices at initialisation
-           (benchmarks/noise_exploration.py): it hardly explores. Additive N(0, 0.01^2) and SMoP's
-           sigma = 1 are in configs/ablation-routing.yaml (docs/ablations.md).
-         - top-1 selection with probationary scaling w = p on the chosen expert (seeds/002 item 3;
-           "selective probationary" is the paper's best routing ablation).
-         - A_i, B by SVD of the embeddings of task text (seeds/002 item 2): the instruction of the
-           training data's task (init_text: "@task", resolved by `task_init_text`); every expert
-           starts identical (the text gives no perturbation), no load balancing (none mentioned),
-           one learning rate.
-         - router input: the mean of the input token embeddings (seeds/002: "from mean input
-           embeddings"), raw.
-balanced: the paper's top-1 probationary routing, noise and SVD init from the task text, made to
-         keep using its experts: the router reads standardised inputs (running per-dimension mean
-         and variance of the pooled embeddings), A_i start apart (a 10% per-expert perturbation), a
-         load-balancing loss (0.1), and 3x the learning rate of prompt tuning, as the factorised,
-         probability-scaled prompt moves more slowly. Why: with the paper's settings the router
-         sends every example to one expert within ten steps; pooled embeddings of all inputs share
-         one large component, so a linear router gives them nearly the same logits (router.py,
-         benchmarks/router_input.py). This was the default until the routing fix.
-default: the recipe that measured best after the routing fix, today `paper`. On the 60-step QA
-         table (configs/compare-qa.yaml, 3 seeds, docs/parity.md) `paper` beat `balanced` by +4.33 F1
-         [+2.41, +6.36] (paired, mean over 8 sets) and `balanced` with normalized weighting by 0.60
-         on the average (31.46 against 30.86). Its router sends every input to one expert in each
-         seed: on this model, what PT-MoE gains it does not gain from routing.
-clustered: the paper's routing started from the data (docs/routing.md): router and experts
-         from k-means of the pooled training inputs (`router_init: kmeans`; Lloyd's algorithm), the
-         router's input standardised, Switch-style load balancing (0.1; Fedus et al. 2021) and the
-         ST-MoE router z-loss (0.001; Zoph et al. 2022). It keeps both experts in use in training, but
-         on SQuAD + DROP (configs/routing-mix.yaml, 3 seeds) its clusters do not follow the tasks (MI
-         0.00-0.01 bit) and it scored 26.20 F1 against `paper`'s 28.11 (routing value -1.00
-         [-3.93, +2.15]): measured, not better, so not the default.
-supervised: the paper's recipe with a router that reads the frozen model's hidden states after layer 2
-         (`router_input: hidden:2`) and is taught, in training, which source each row comes from
-         (`source_supervision: 1.0`, one expert per training source); at inference it reads the input
-         alone. The router-input study (docs/routing.md): on SQuAD + GSM-Symbolic it sends every held-out question to
-         its task's expert (MI 0.99 bit, 3 seeds), where the paper's input and k-means do not, and scored
-         +2.66 F1 over one expert [-1.07, +6.37] with a routing value of 0 (GSM scores 0 either way). For
-         multi-source training only; not the default, which must also fit one-source data.
-default: stays `paper` after the routing study too: the best learned router on SQuAD + DROP (28.11 F1, 1.24
-         above one expert [-4.35, +6.38]; docs/routing.md), though no learned router there found the
-         task split that routing by the true task (the oracle bracket, 31.16) exploits.
+paper:    each choice follows the paper's text (shared/PAPER.md reads it): multiplicative exploration
+          noise l(1 + eps), eps ~ N(0, 0.01^2), in training only; top-1 selection with probationary
+          scaling (w = p on the chosen expert); A_i, B by SVD of the embeddings of the training task's
+          instruction (init_text "@task", `task_init_text`), every expert starting identical; no load
+          balancing; one learning rate; the router reads the mean of the input token embeddings, raw.
+balanced: the paper's routing made to keep using its experts, because pooled embeddings of all inputs
+          share one large component, so a linear router gives them nearly the same logits (router.py):
+          standardised router inputs, A_i started 10% apart, load balancing (0.1) and 3x the learning
+          rate, as the factorised, probability-scaled prompt moves more slowly.
+clustered: the paper's routing started from the data: router and experts from k-means of the pooled
+          training inputs (`router_init: kmeans`), standardised router input, Switch load balancing (0.1)
+          and the ST-MoE router z-loss (0.001).
+supervised: a router that reads the frozen model's hidden states after layer 2 (`router_input: hidden:2`)
+          and is taught in training which source each row comes from (`source_supervision: 1.0`, one
+          expert per training source); at inference it reads the input alone. For multi-source training
+          only.
+default:  `paper`, the recipe that measured best; it must also fit one-source data.
 Every preset routes on the prompt alone (`ptmoe.inputs.context_mask`), in training as at inference.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 
 from ..data.format import MATH_INSTRUCTION, QA_INSTRUCTION
 
@@ -147,14 +116,14 @@ def resolve_method_options(cfg: dict) -> dict:
 
 def default_option(method: str, name: str):
     """A method option's default (its config dataclass field)."""
-    from dataclasses import fields
-
+    # on use: these import torch, and `ptmoe config`, --help and config checks start without it
     from ..methods import get_method
 
     return next(f.default for f in fields(get_method(method).config_cls) if f.name == name)
 
 
 def first_example(spec: str, cfg: dict) -> dict:
+    # on use: these import torch, and `ptmoe config`, --help and config checks start without it
     from ..data import load_set
 
     return next(iter(load_set(spec, cfg["data"], log=lambda *a: None)), {})

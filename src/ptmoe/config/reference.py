@@ -31,6 +31,7 @@ loaded. A non-finite loss stops training (exit code 3) with the last finite chec
 
 
 def markdown() -> str:
+    # on use: these import torch, and `ptmoe config`, --help and config checks start without it
     from ..methods import get_method
 
     lines = [DOC_INTRO, "| key | default | type | what |", "|---|---|---|---|"]

@@ -191,7 +191,11 @@ SCHEMA: dict[str, tuple] = {
     "data.skip_bad": (False, boolean(), "skip malformed rows (counted) instead of stopping at the first"),
     "train.steps": (200, integer(1), "optimizer steps"),
     "train.batch_size": (8, integer(1), "examples per step (global, whatever the process count)"),
-    "train.grad_accum": (1, integer(1), "micro-batches of `batch_size` per optimizer step"),
+    "train.grad_accum": (
+        1,
+        integer(1),
+        "micro-batches of `batch_size` per optimizer step; the loss is the token mean over all of the step's label tokens",
+    ),
     "train.lr": (0.3, number(0, strict=True), "learning rate (a preset may scale it)"),
     "train.lr_groups": (
         {},

@@ -3,6 +3,8 @@
 import argparse
 import sys
 
+from .sources import expand_names, prepare, set_states
+
 SPLITS = ("train", "heldout", "test")
 
 
@@ -28,8 +30,6 @@ def print_states(states, file=None):
 
 
 def cmd_prepare(args):
-    from .sources import expand_names, prepare
-
     try:
         asked = expand_names(args.sets)
     except ValueError as e:
@@ -45,8 +45,6 @@ def cmd_prepare(args):
 
 
 def cmd_list(args):
-    from .sources import set_states
-
     states = set_states(cache_dir=args.cache_dir)
     print_states(states)
     if not any(st["state"] == "prepared" for st in states.values()):

@@ -249,7 +249,7 @@ def encode(examples, tokenizer, train: bool = False, max_length: int = 512, max_
     "question", "context" for QA, "task": "math" for word problems, and "answers" (or "answer") for
     training) -> padded tensors. train=True: input_ids, attention_mask and labels (the answer tokens only),
     right-padded; else the prompts alone, left-padded for `generate`, leaving room for max_new_tokens."""
-    from ..collate import pad_batch
+    from ..collate import pad_batch  # torch only when tensors are asked for: format.py is read without it
 
     rows = [
         encode_row(ex, tokenizer, train, max_length, max_new_tokens, where=f"example {i}", window=window)

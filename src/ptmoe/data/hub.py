@@ -208,7 +208,7 @@ def read_local(source: HubDataset, path: Path):
     subsets = list(MRQA_SETS[n][1] for n in MRQA_SETS) if source is MRQA else [None]
     if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():
         try:
-            import datasets
+            import datasets  # optional: only a copy saved with `datasets` needs it
         except ImportError:
             raise SourceError("reading a saved dataset needs `pip install datasets`") from None
         saved = datasets.load_from_disk(str(path))

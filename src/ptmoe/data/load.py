@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 from .readers import DataError, Examples, read_csv, read_hf, read_jsonl, read_squad
+from .sources import load_split, missing_split_line, split_path
 
 
 def load_examples(
@@ -44,8 +45,6 @@ def load_examples(
         default_set = spec[3:].replace("/", "_")
     elif not path.exists():
         if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-            from .sources import load_split
-
             return Examples(load_split(spec, cache_dir))
         raise FileNotFoundError(f"{spec}: no such file, prepared split or hf: dataset")
     else:
@@ -70,8 +69,6 @@ def load_examples(
 def check_prepared(specs, cache_dir=None):
     """Before any model loads: every prepared `set/split` among specs exists, else the one-line
     FileNotFoundError naming the set and how to get it (files and hf: specs are read later)."""
-    from .sources import missing_split_line, split_path
-
     for spec in map(str, specs):
         named = not spec.startswith("hf:") and not Path(spec).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", spec)
         if named and not split_path(spec, cache_dir).exists():

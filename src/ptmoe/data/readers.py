@@ -266,7 +266,7 @@ def read_csv(path, columns, task, skip):
 
 def read_hf(spec, split, columns, task, skip):
     try:
-        import datasets
+        import datasets  # optional: only hf: specs need it
     except ImportError:
         raise RuntimeError(f"{spec}: Hugging Face datasets need `pip install datasets`") from None
     name, _, config = spec[3:].partition(":")

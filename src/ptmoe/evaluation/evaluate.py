@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..adapted import AdaptedModel
 from ..base_models import load_base_model
 from ..collate import pad_batch
 from ..config.schema import ConfigError
+from ..data import load_eval_set
+from ..data.format import encode_dataset, special_ids
 from ..device import default_device, resolve_dtype
 from ..methods.router import routers
 from .metrics import average, set_scores
@@ -36,10 +39,6 @@ def generate_answers(
 ):
     """Greedy answers for examples, batched by length (left padding); an over-long passage is cut by the
     rule `window` (data/format.py), which never reads the answer unless it is `answer`. Returns (texts, n_dropped)."""
-    from tqdm.auto import tqdm
-
-    from ..data.format import encode_dataset, special_ids
-
     enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens, window=window)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
     texts = [None] * len(examples)
@@ -49,16 +48,17 @@ def generate_answers(
         rows = [enc[i] for i in order[s : s + batch_size]]
         b = pad_batch(rows, pad_id, side="left")
         sets = [examples[r["index"]].get("set", "?") for r in rows]
-        model.set_row_sources(sets)  # only the oracle bracket (route_by: source) reads them
-        out = model.generate(
+        out, routing = model.generate(
             b["input_ids"].to(device),
             b["attention_mask"].to(device),
             max_new_tokens=max_new_tokens,
             eos_token_id=eos,
             pad_token_id=pad_id,
+            row_sources=sets,  # only the oracle bracket (route_by: source) reads them
+            return_routing=True,
         )
         if monitor is not None:
-            monitor.observe(sets)
+            monitor.observe(sets, routing)
         for r, ids in zip(rows, out.tolist()):
             texts[r["index"]] = tok.decode(ids, skip_special_tokens=True)
     return texts, dropped
@@ -71,13 +71,11 @@ def score_set(examples, texts) -> dict:
 def evaluate(
     cfg: dict, adapter: str | None = None, out_dir: str | None = None, model=None, tok=None, log=print, progress=True
 ) -> dict:
-    from ..data import load_eval_set
-
     device = default_device()
     if model is None:
         model, tok = load_for_eval(cfg, adapter, device)
     model.eval()
-    monitor = RouterMonitor(model, log=log)
+    monitor = RouterMonitor(log=log)
     e, d = cfg["eval"], cfg["data"]
     results = {
         "model": cfg["model"],

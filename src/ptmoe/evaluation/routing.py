@@ -28,10 +28,11 @@ def mutual_information_bits(per_set_usage: dict[str, list[float]]) -> float:
 
 
 class RouterMonitor:
-    """Accumulates the routing of each forward (the model's `routing` record) by data set."""
+    """Accumulates the routing of each call (its `Routing` record: `Output.routing`, or generate's with
+    `return_routing=True`) by data set."""
 
-    def __init__(self, model, collapse_threshold: float = 0.95, log=print):
-        self.model, self.threshold, self.log = model, collapse_threshold, log
+    def __init__(self, collapse_threshold: float = 0.95, log=print):
+        self.threshold, self.log = collapse_threshold, log
         self.window = self._empty()
         self.all = self._empty()
         self.warned = False
@@ -45,9 +46,8 @@ class RouterMonitor:
             "n": defaultdict(int),
         }
 
-    def observe(self, sets: list[str]) -> None:
-        routing = self.model.routing  # None: the adapter is not routed
-        if routing is None:
+    def observe(self, sets: list[str], routing) -> None:
+        if routing is None:  # the adapter is not routed
             return
         probs, selected = routing.probs.float().cpu(), routing.selected.float().cpu()
         # an input that uses every expert (a dense mixture: ATTEMPT, top_k = N) counts by its weights,
@@ -124,6 +124,7 @@ class RouterMonitor:
 
 def plot_usage(summary: dict, path) -> None:
     """Stacked bars of expert share per data set (PNG)."""
+    # matplotlib is slow to import and only the plots need it
     import matplotlib
 
     matplotlib.use("Agg")

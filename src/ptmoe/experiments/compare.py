@@ -21,6 +21,7 @@ def compare(
     t0 = time.time()
     failed: dict[int, str] = {}
     if ray_options is not None and not report:
+        # Ray (the `ray` extra) loads only for --executor ray
         from .ray_executor import run_on_ray
 
         results, failed = run_on_ray(plan, ray_options, log=log)

@@ -37,7 +37,9 @@ from pathlib import Path
 from ..config.loading import DATA_SUFFIXES, DEFAULTS, merge, validate
 from ..config.presets import apply_preset, default_option
 from ..config.schema import ConfigError
+from ..data import list_sets
 from ..evaluation.evaluate import evaluate
+from ..methods import get_method
 from .continual_table import build_table
 from .plan import shared_config
 from .store import run_once
@@ -73,8 +75,10 @@ def read_plan(raw: dict, where: str, only=None) -> dict:
     if not isinstance(options, dict) or set(options) - set(STRATEGIES):
         raise ConfigError(f"{where}: strategy_options: a mapping strategy -> train-config overrides")
     baseline = raw.get("baseline", "seq-pt")
-    if shared["method"] != "ptmoe":
-        raise ConfigError(f"{where}: method: the PT-MoE strategies need method ptmoe, got {shared['method']!r}")
+    if not get_method(shared["method"]).growable:
+        raise ConfigError(
+            f"{where}: method: the PT-MoE strategies need a method that grows (ptmoe), got {shared['method']!r}"
+        )
     if any(s.startswith("growth") for s in strategies) and not (
         shared["grow"]["experts"] and shared["grow"]["store_size"]
     ):
@@ -89,8 +93,6 @@ def read_plan(raw: dict, where: str, only=None) -> dict:
 
 def check_set(spec, where: str) -> None:
     """A prepared `set/split` that exists, or a data file (validate names a missing file)."""
-    from ..data import list_sets
-
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"{where}: a data set name or file, got {spec!r}")
     if spec.startswith("hf:") or spec.endswith(DATA_SUFFIXES) or Path(spec).expanduser().exists():

@@ -48,6 +48,7 @@ class RayOptions:
 # ---- before any run: Ray, the cluster, its resources, the shared store -------------------------------------
 def import_ray():
     try:
+        # the optional `ray` extra
         import ray
     except ImportError:
         raise ConfigError(f"--executor ray: Ray is not installed; {INSTALL}") from None
@@ -119,6 +120,7 @@ def _sees(path: str, token: str) -> bool:
 
 def nodes_missing(ray, path: Path, token: str) -> list[str]:
     """The addresses of the nodes on which `path` does not hold `token` (one small task per node)."""
+    # the optional `ray` extra
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0, max_retries=0)(_sees)

@@ -23,6 +23,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..training.run_folder import RunStopped
 from .plan import Plan, Step
 from .ray_cluster import RayOptions, check_resources, check_shared_store, connect
@@ -56,8 +58,6 @@ class Progress:
 
 def use_threads(n: int) -> None:
     """As many intra-op threads as the run's CPUs: oversubscribed OpenMP threads slow a step down many times."""
-    import torch
-
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -173,6 +173,7 @@ class ProgressLine:
 def collect(ray, plan: Plan, refs: list, progress) -> tuple[list[dict | None], dict[int, str]]:
     """Each step's result, or why it has none: its error after the retries, with its log, or the
     failed run it waited for."""
+    # the optional `ray` extra
     from ray.exceptions import RayError
 
     _, logs, attempts = ray.get(progress.state.remote())

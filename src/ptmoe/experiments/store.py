@@ -13,26 +13,13 @@ from pathlib import Path
 from ..config.loading import DEFAULTS
 from ..config.presets import apply_preset
 from ..evaluation.evaluate import evaluate
+from ..methods import get_method
 from ..training.loop import train
 from ..training.run_folder import NON_FINITE, RunStopped
 
-# Methods whose prompt reads the input. Their runs from before the routing fix (main ec6a8ec) pooled
-# each training row's answer too; the rule's name in their key means such a run is never reused.
-ROUTED = ("ptmoe", "smop", "attempt")
+# Runs of a routed method (its spec says so) from before the routing fix (main ec6a8ec) pooled each
+# training row's answer too; the rule's name in their key means such a run is never reused.
 ROUTING_RULE = "context_mask"
-# method options added after runs were stored: at these values a run hashes as before they existed
-ADDED_OPTIONS = {
-    "z_loss": 0.0,
-    "assignment": "top_k",
-    "router_init": "normal",
-    "groups": 1,
-    "route_by": "input",
-    "sources": [],
-    "source_supervision": 0.0,
-    "stage_experts": None,
-    "router_input": "embeddings",
-    "router_pool": "mean",
-}
 
 
 def run_key(cfg: dict) -> str:
@@ -40,16 +27,19 @@ def run_key(cfg: dict) -> str:
     A preset is hashed by what it expands to, so redefining a preset never reuses a stale run, and a
     method written out option by option shares its runs with the preset it equals."""
     ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}
-    if ident.get("method") in ROUTED:
+    spec = get_method(ident["method"])
+    if spec.routed:
         ident["routing_rule"] = ROUTING_RULE
     # keys added after runs were stored hash as before while unset, so stored runs are still found
     added = {"columns": None, "task": None, "eval_sample": "first", "train_max_length": None}
     ident["data"] = {k: v for k, v in ident["data"].items() if not (k in added and v == added[k])}
     # routing value only adds evaluations of a routed adapter: unkeyed at its default or without a router
-    unkeyed = ident["eval"].get("routing_value") is True or ident.get("method") not in ROUTED
+    unkeyed = ident["eval"].get("routing_value") is True or not spec.routed
     ident["eval"] = {k: v for k, v in ident["eval"].items() if not (k == "routing_value" and unkeyed)}
+    # method options added after runs were stored, as the method declares them (MethodConfig.added_options)
+    added = spec.config_cls.unkeyed_defaults()
     opts = ident["method_options"]
-    ident["method_options"] = {k: v for k, v in opts.items() if not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
+    ident["method_options"] = {k: v for k, v in opts.items() if not (k in added and v == added[k])}
     if "grow" in ident:
         ident["grow"] = grow_ident(ident["grow"])
     for key in ("init_from", "grow"):  # top-level keys added later, likewise

@@ -10,10 +10,12 @@ rendered with the chat template (data.format).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
 def lm_eval_argv(args: list[str]) -> list[str]:
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     from .lm_eval_tasks import write_tasks
 
     args = list(args)
@@ -28,6 +30,7 @@ def lm_eval_argv(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     from lm_eval.__main__ import cli_evaluate
 
     from . import lm_eval_model  # noqa: F401  registers --model ptmoe
@@ -40,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
 
 # `ptmoe lm-eval`: everything after the subcommand goes to lm-eval unchanged
 def add_arguments(p) -> None:
-    import argparse
-
     p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="lm-eval arguments (lm-eval run --help)")
 
 

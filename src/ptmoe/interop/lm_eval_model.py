@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..base_models import DEFAULT_MODEL
 from ..data.format import render_user_turn, special_ids
+from ..evaluation.evaluate import load_for_eval
 
 GREEDY_ONLY = ("do_sample", "temperature")
 
@@ -45,8 +46,6 @@ class PtmoeLM(HFLM):
         if str(batch_size).startswith("auto"):
             raise ValueError("model_args batch_size: the ptmoe model takes a number, not 'auto'")
         if model is None:
-            from ..evaluation.evaluate import load_for_eval
-
             if not device or (device.startswith("cuda") and not torch.cuda.is_available()):
                 device = "cuda" if torch.cuda.is_available() else "cpu"  # lm-eval's --device defaults to cuda
             dev = torch.device(device)

@@ -60,6 +60,7 @@ def label_index(doc: dict) -> int:
 # ---- writing the task folder -----------------------------------------------------------------------
 def write_tasks(out_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:
     """Write the task YAMLs (paths filled in) and utils.py into out_dir (default: <cache>/lm_eval_tasks)."""
+    # on use: `ptmoe lm-eval --help` starts without torch (base_models, data.fetch)
     from ..base_models import cache_dir as default_cache
     from ..data.fetch import data_dir
 

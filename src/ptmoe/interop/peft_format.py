@@ -71,6 +71,7 @@ def _base_name(name: str | None) -> str:
 # ---- export -------------------------------------------------------------------------------------------
 def export_peft(adapter_dir, out_dir, overwrite: bool = False) -> Path:
     """Write the PEFT form of a ptmoe adapter folder into out_dir (never over an existing one unless asked)."""
+    # peft is slow to import; only export and PEFT LoRA folders need it
     from peft import LoraConfig, PromptTuningConfig
 
     meta = read_adapter_config(adapter_dir)
@@ -180,6 +181,7 @@ def _prompt_tuning(cfg, state, base, where):
 
 
 def _lora(cfg, state, where):
+    # peft is slow to import; only export and PEFT LoRA folders need it
     from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 
     defaults = LoraConfig().to_dict()
@@ -202,7 +204,8 @@ def _lora(cfg, state, where):
     }
 
     def fill(model):
-        expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model.base).items()}
+        peft_model = model.adapter.peft_model  # the method's PEFT wrapper of the base model
+        expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if expected != got:
             diff = sorted(set(expected) ^ set(got)) or sorted(k for k in expected if expected[k] != got[k])
@@ -210,6 +213,6 @@ def _lora(cfg, state, where):
                 f"{where}: tensors do not fit this base model with r={cfg['r']} on {sorted(targets)}: "
                 f"e.g. {diff[:2]} (file {[got.get(k) for k in diff[:2]]}, model {[expected.get(k) for k in diff[:2]]})"
             )
-        set_peft_model_state_dict(model.base, state)
+        set_peft_model_state_dict(peft_model, state)
 
     return "lora", opts, fill

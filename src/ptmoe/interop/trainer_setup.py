@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
 from transformers import TrainerCallback, TrainingArguments
 
 from ..adapted import AdaptedModel
+from ..config.loading import load_config
+from ..config.presets import apply_preset
+from ..config.schema import ConfigError
+from ..training.optim import optimizer_and_schedule
+from ..training.setup import DATA_INIT_ROWS, build_model
 from .trainers import AdapterTrainer, TrainingRows, collator_for, training_rows
 
 
@@ -80,14 +86,6 @@ class PtmoeTrainSetup:
 def ptmoe_train_setup(config: str | os.PathLike | None = None, overrides=(), log=print) -> PtmoeTrainSetup:
     """`config` and `overrides` as `ptmoe train CONFIG key=value ...` takes them. A run that starts from an
     adapter (`--from`, growth) stays `ptmoe train`'s."""
-    from accelerate.utils import set_seed
-
-    from ..config.loading import load_config
-    from ..config.presets import apply_preset
-    from ..config.schema import ConfigError
-    from ..training.optim import optimizer_and_schedule
-    from ..training.setup import DATA_INIT_ROWS, build_model
-
     cfg = load_config(config, list(overrides))
     if cfg.get("init_from"):
         raise ConfigError("init_from: starting from an adapter (ptmoe train --from, growth) is ptmoe train's only")

@@ -24,8 +24,10 @@ from transformers import Trainer
 
 from ..adapted import AdaptedModel
 from ..collate import epoch_batches, pad_batch
+from ..config.loading import load_config
 from ..data.format import encode_row, special_ids
 from ..persistence import CONFIG_NAME, AdapterError, read_adapter_config
+from ..training.data import load_sources
 
 
 # ---- rows ---------------------------------------------------------------------------------------------
@@ -52,9 +54,6 @@ def training_rows(tokenizer, config: str | os.PathLike | dict | None = None, ove
     """The rows `ptmoe train` trains and validates on: `config` a YAML file (or an already resolved config
     dict), `overrides` its key=value overrides (`["data.train=['my.jsonl']", "data.eval=[]"]`); the data
     options of docs/config.md, a bad file or key a one-line error."""
-    from ..config.loading import load_config
-    from ..training.data import load_sources
-
     cfg = config if isinstance(config, dict) else load_config(config, list(overrides))
     train, valid = load_sources(cfg, tokenizer, log=log)
     return TrainingRows(train, valid, cfg)
@@ -103,7 +102,7 @@ class PtmoeCollator:
 def collator_for(model: AdaptedModel, tokenizer, max_length: int = 512, row_sources: bool | None = None):
     """The collator for `model`. row_sources None: pass each row's data set exactly when the adapter reads
     it (routing by source, source supervision); True for an adapter that does not is an error."""
-    reads = getattr(model.adapter, "route_by", None) == "source" or getattr(model.adapter, "source_supervision", 0) > 0
+    reads = model.adapter.reads_row_sources
     if row_sources and not reads:
         raise ValueError(
             f"row_sources=True: the {model.method!r} adapter does not read row sources (only a routed adapter "

@@ -10,6 +10,7 @@ from .base import (  # noqa: F401
     AdapterStateError,
     MethodConfig,
     MethodSpec,
+    PromptCall,
     PromptModule,
     Routing,
     WeightAdapter,

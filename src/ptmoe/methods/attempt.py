@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, Routing, init_embeddings, register
+from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, Routing, init_embeddings, register
 
 NO_SOURCE = (
     "attempt: no source prompt: set method_options.source_prompts to trained `pt` adapter folders "
@@ -67,8 +68,6 @@ class ATTEMPTConfig(MethodConfig):
 
 def load_source_prompt(directory, num_tokens: int, hidden: int) -> torch.Tensor:
     """The [T, H] prompt of a `pt` adapter saved by ptmoe, checked against this model's T and H."""
-    from safetensors.torch import load_file
-
     cfg_path, weights = Path(directory) / "adapter_config.json", Path(directory) / "adapter_model.safetensors"
     if not cfg_path.is_file() or not weights.is_file():
         raise ValueError(
@@ -96,6 +95,8 @@ def max_pool(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
 
 
 class ATTEMPTPrompt(PromptModule):
+    routed = True
+
     def __init__(self, cfg: ATTEMPTConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
         self.num_tokens = T = cfg.num_tokens
@@ -117,8 +118,8 @@ class ATTEMPTPrompt(PromptModule):
         query = self.norm(self.up(nn.functional.silu(self.down(max_pool(input_embeds, attention_mask)))))
         scores = query @ max_pool(prompts).T / self.temperature  # [B, S+1]
         probs = torch.softmax(scores, -1)
-        self.routing = Routing(probs.detach(), torch.ones_like(probs), probs.detach())  # a dense mixture
-        return self.target + torch.einsum("bs,sth->bth", probs, prompts)
+        routing = Routing(probs.detach(), torch.ones_like(probs), probs.detach())  # a dense mixture
+        return PromptCall(self.target + torch.einsum("bs,sth->bth", probs, prompts), routing)
 
 
 def _count(c, m):

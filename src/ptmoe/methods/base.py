@@ -4,8 +4,10 @@ A method is a config dataclass plus an `Adapter` class, registered under a name.
 what it changes (`changes`: a soft prompt computed from the input, the base model's weights, or
 nothing), builds itself onto a base model (`attach`), counts its trainable parameters without a
 real model (`count_trainable`), gives and takes its saved state (safetensors tensors, checked
-against the expected keys and shapes), reports its routing (`routing`, a `Routing` record) and
-says whether rows of one batch may use different adapters of its kind (`mixable`).
+against the expected keys and shapes), returns with each call's prompt what that call routed and the
+loss terms it adds (`PromptCall`) and says whether rows of one batch may use different adapters of its
+kind (`mixable`). What a call depends on beyond its inputs (each row's data set, for the oracle) is an
+argument of the call, never state left on the adapter.
 
 The wrapper (`ptmoe.adapted.AdaptedModel`), the training loop, evaluation and the benchmark only call these hooks:
 a new method is one new file here that calls `register`.
@@ -33,6 +35,17 @@ NOTHING = "nothing"  # the frozen base model alone
 @dataclass
 class MethodConfig:
     """Fields shared by every method; each method's dataclass adds its own."""
+
+    # options added after runs of the method were stored (`ptmoe compare`'s run store): at their default
+    # they are left out of a run's key, so the runs stored before them are still found. A new option goes
+    # here, or every stored run of the method would be run again (tests/test_run_keys.py)
+    added_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def unkeyed_defaults(cls) -> dict:
+        """{added option: its default}: the values at which an option drops out of a run's key."""
+        defaults = cls()  # every method's options have defaults
+        return {name: getattr(defaults, name) for name in cls.added_options}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,19 +114,32 @@ class Routing:
     z_loss: torch.Tensor | None = None  # ST-MoE router z-loss mean(logsumexp(logits)^2) (carries gradient)
 
 
+@dataclass
+class PromptCall:
+    """What one call of a prompt adapter gives: the soft prompt [B, T, H], what its router chose (None:
+    not routed) and the extra loss terms the call adds to training (load balancing, z-loss, ...; None)."""
+
+    prompt: torch.Tensor
+    routing: Routing | None = None
+    aux_loss: torch.Tensor | None = None
+
+    def add_loss(self, term: torch.Tensor) -> "PromptCall":
+        return dataclasses.replace(self, aux_loss=term if self.aux_loss is None else self.aux_loss + term)
+
+
 class Adapter(nn.Module):
     """What one method attaches to one base model, under one adapter name."""
 
     changes: ClassVar[str] = NOTHING
     mixable: ClassVar[bool] = False  # may rows of one batch use different adapters of this kind
     peft_type: ClassVar[str | None] = None  # the PEFT adapter type it is saved as by `ptmoe export`, if any
+    routed: ClassVar[bool] = False  # does its prompt route each input (a `Routing` record per call)?
+    # can a run add experts to it and keep a router replay store (`grow:`, training/grow.py)? Such an
+    # adapter has the growth hooks of methods/growth.py (`grow_from`, `init_new_router_rows`, `frozen_rows`, ...)
+    growable: ClassVar[bool] = False
 
-    def __init__(self):
-        super().__init__()
-        self.routing: Routing | None = None  # set by routed adapters on every call
-        self.aux_loss: torch.Tensor | None = None  # e.g. load balancing, added by the trainer
-        # each row's data set, set by training and evaluation before a call: the oracle bracket routes by it
-        self.row_sources: list[str] | None = None
+    # does a call need each row's data set (`row_sources`)? the oracle bracket routes by it
+    reads_row_sources: bool = False
 
     # ---- building ---------------------------------------------------------------------------------
     @classmethod
@@ -127,9 +153,18 @@ class Adapter(nn.Module):
         raise NotImplementedError
 
     # ---- use ----------------------------------------------------------------------------------------
-    def soft_prompt(self, input_embeds: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor | None:
-        """Each example's soft prompt [B, T, H] from what the model is given, or None (no prompt)."""
+    def prompt_call(
+        self, input_embeds: torch.Tensor, context_mask: torch.Tensor, row_sources=None
+    ) -> PromptCall | None:
+        """Each example's soft prompt [B, T, H] from what the model is given, with the call's routing and
+        loss terms; None: the adapter makes no prompt. `row_sources`: each row's data set, where
+        `reads_row_sources` (else not passed on)."""
         return None
+
+    def soft_prompt(self, input_embeds: torch.Tensor, context_mask: torch.Tensor, row_sources=None):
+        """The prompt of `prompt_call` alone, [B, T, H] or None."""
+        call = self.prompt_call(input_embeds, context_mask, row_sources)
+        return None if call is None else call.prompt
 
     def init_from_data(self, pooled: torch.Tensor, texts: list[torch.Tensor], generator=None):
         """Start from the training data before the first step (pooled inputs [M, H] and each input's
@@ -189,11 +224,19 @@ class PromptModule(Adapter):
         module = cls(cfg.for_counting(), stand_in, None, torch.Generator().manual_seed(0))
         return sum(p.numel() for p in module.parameters())
 
-    def forward(self, input_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | PromptCall:
+        """The prompt [B, T, H], or a `PromptCall` with the routing and loss terms of the call (routed
+        methods; one that reads row sources takes them as the keyword `row_sources`)."""
         raise NotImplementedError
 
-    def soft_prompt(self, input_embeds, context_mask):
-        return self(input_embeds, context_mask)
+    def prompt_call(self, input_embeds, context_mask, row_sources=None) -> PromptCall:
+        kwargs = {"row_sources": row_sources} if self.reads_row_sources else {}
+        out = self(input_embeds, context_mask, **kwargs)
+        if isinstance(out, PromptCall):
+            return out
+        # a method written against the first interface sets `self.routing` / `self.aux_loss` in forward:
+        # taken into this call's record and cleared, so nothing of it is left for the next call
+        return PromptCall(out, self.__dict__.pop("routing", None), self.__dict__.pop("aux_loss", None))
 
     def adapter_state(self):
         return {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
@@ -219,6 +262,7 @@ class WeightAdapter(Adapter):
 
     @classmethod
     def count_trainable(cls, cfg, base_config) -> int:
+        # transformers is slow to import, and the methods (so `ptmoe config`) load without it until here
         from transformers import AutoModelForCausalLM
 
         with torch.device("meta"):  # shapes only, no memory
@@ -260,9 +304,12 @@ class MethodSpec:
         return self.adapter_cls.peft_type
 
     @property
-    def kind(self) -> str:
-        """Former name of `changes`."""
-        return self.changes
+    def growable(self) -> bool:
+        return self.adapter_cls.growable
+
+    @property
+    def routed(self) -> bool:
+        return self.adapter_cls.routed
 
     def build(self, cfg, lm, tokenizer=None, seed: int = 0) -> Adapter:
         """The adapter on `lm`, its random init fixed by `seed` (the global RNG is left as it was)."""

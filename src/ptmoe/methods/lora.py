@@ -19,6 +19,7 @@ class PeftLoRA(WeightAdapter):
     own state-dict functions, so saved keys are PEFT's."""
 
     def __init__(self, cfg: LoRAConfig, lm):
+        # peft is slow to import; only a LoRA adapter needs it
         from peft import LoraConfig, get_peft_model
 
         peft_cfg = LoraConfig(
@@ -33,11 +34,13 @@ class PeftLoRA(WeightAdapter):
         self.__dict__["peft_model"] = peft_model
 
     def adapter_state(self):
+        # peft is slow to import; only a LoRA adapter needs it
         from peft import get_peft_model_state_dict
 
         return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(self.peft_model).items()}
 
     def load_adapter_state(self, state):
+        # peft is slow to import; only a LoRA adapter needs it
         from peft import set_peft_model_state_dict
 
         check_state(state, {k: v.shape for k, v in self.adapter_state().items()})

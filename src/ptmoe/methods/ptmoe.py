@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register, svd_factors
-from .router import ASSIGNMENTS, INPUT_NORMS, NOISE_KINDS, WEIGHTINGS, Router
+from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, init_embeddings, register, svd_factors
+from .growth import GrowableExperts
+from .router import ASSIGNMENTS, INPUT_NORM_KINDS, NOISE_KINDS, WEIGHTINGS, OracleRouter, Router, shape_problem
 from .router_input import RouterInput
 
 CHOICES = {
     "weighting": WEIGHTINGS,
     "noise": NOISE_KINDS,
-    "router_input_norm": INPUT_NORMS,
+    "router_input_norm": INPUT_NORM_KINDS,
     "assignment": ASSIGNMENTS,
     "router_init": ("normal", "orthogonal", "kmeans"),
     "route_by": ("input", "source"),
@@ -28,6 +29,18 @@ CHOICES = {
 
 @dataclass
 class PTMoEConfig(MethodConfig):
+    added_options = (
+        "z_loss",
+        "assignment",
+        "router_init",
+        "groups",
+        "route_by",
+        "sources",
+        "source_supervision",
+        "stage_experts",
+        "router_input",
+        "router_pool",
+    )
     num_tokens: int = 40
     experts: int = 2
     rank: int = 36
@@ -63,15 +76,9 @@ class PTMoEConfig(MethodConfig):
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{where}: option {name!r} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.groups < 1 or self.experts % self.groups:
-            raise ValueError(f"{where}: option 'groups' must divide experts={self.experts}, got {self.groups}")
-        if self.stage_experts is not None and (
-            sum(self.stage_experts) != self.experts or min(self.stage_experts, default=0) < 1 or self.groups > 1
-        ):
-            raise ValueError(
-                f"{where}: option 'stage_experts' must be positive counts summing to experts={self.experts} "
-                f"(without groups), got {self.stage_experts}"
-            )
+        problem = shape_problem(self.experts, self.groups, self.stage_experts)
+        if problem:
+            raise ValueError(f"{where}: option {problem[0]!r} {problem[1]}")
         if (
             (self.route_by == "source" or self.source_supervision > 0)
             and self.sources
@@ -83,7 +90,9 @@ class PTMoEConfig(MethodConfig):
             )
 
 
-class PTMoEPrompt(PromptModule):
+class PTMoEPrompt(GrowableExperts, PromptModule):
+    routed = True  # and growable: its experts are rows of A and of the router (growth.py)
+
     def __init__(self, cfg: PTMoEConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
         self.num_tokens = cfg.num_tokens
@@ -101,48 +110,36 @@ class PTMoEPrompt(PromptModule):
         self.load_balance, self.z_loss = cfg.load_balance, cfg.z_loss
         self.route_by, self.sources = cfg.route_by, list(cfg.sources)
         self.source_supervision = cfg.source_supervision
+        self.reads_row_sources = cfg.route_by == "source" or cfg.source_supervision > 0
         self.data_init = cfg.router_init == "kmeans"
         self.router_reads = RouterInput.parse(cfg.router_input, cfg.router_pool)
-        self.router = Router(
-            H,
-            cfg.experts,
-            bias=True,
-            noise=cfg.noise,
-            noise_std=cfg.noise_std,
-            top_k=cfg.top_k,
-            weighting=cfg.weighting,
-            temperature=cfg.router_temperature,
-            input_norm=cfg.router_input_norm,
-            assignment=cfg.assignment,
-            init="orthogonal" if cfg.router_init == "orthogonal" else "normal",
-            groups=cfg.groups,
-            stages=cfg.stage_experts,
-        )
+        router = OracleRouter if cfg.route_by == "source" else Router  # the oracle bracket is a router of its own
+        self.router = router(H, cfg.experts, **router_options(cfg))
 
-    def forward(self, input_embeds, attention_mask):
-        given = self.source_experts(input_embeds.device) if self.route_by == "source" else None
+    def forward(self, input_embeds, attention_mask, row_sources: list[str] | None = None) -> PromptCall:
+        given = self.source_experts(row_sources, input_embeds.device) if self.route_by == "source" else None
         x = self.router_features(input_embeds, attention_mask)
-        weights, self.routing = self.router(x, given)
-        terms = [(self.load_balance, self.routing.balance_loss), (self.z_loss, self.routing.z_loss)]
-        if self.source_supervision > 0 and self.training and self.row_sources is not None:
-            terms.append((self.source_supervision, self.source_loss(x)))
+        weights, routing = self.router(x) if given is None else self.router(x, given)
+        terms = [(self.load_balance, routing.balance_loss), (self.z_loss, routing.z_loss)]
+        if self.source_supervision > 0 and self.training and row_sources is not None:
+            terms.append((self.source_supervision, self.source_loss(x, row_sources)))
         aux = [w * t for w, t in terms if w > 0]
-        self.aux_loss = sum(aux) if aux else None
         # mix the small A_i first (B x T x R), then one matmul with the shared B
-        return torch.einsum("bn,ntr->btr", weights, self.A) @ self.B
+        prompt = torch.einsum("bn,ntr->btr", weights, self.A) @ self.B
+        return PromptCall(prompt, routing, sum(aux) if aux else None)
 
-    def source_loss(self, x: torch.Tensor) -> torch.Tensor:
+    def source_loss(self, x: torch.Tensor, row_sources: list[str]) -> torch.Tensor:
         """Cross-entropy of the router's (noise-free) logits on its input x toward each row's training source:
         it teaches the router the split the oracle is given, from the input alone (what it reads at inference)."""
         logits = self.router.clean_logits(x)
-        return torch.nn.functional.cross_entropy(logits.float(), self.source_experts(logits.device))
+        return torch.nn.functional.cross_entropy(logits.float(), self.source_experts(row_sources, logits.device))
 
-    def source_experts(self, device) -> torch.Tensor:
+    def source_experts(self, row_sources: list[str] | None, device) -> torch.Tensor:
         """The oracle: each row's expert is the index of its training source (an evaluation set maps to
         the source whose data set name is the longest prefix of its own: squad_shifts_nyt -> squad)."""
-        if self.row_sources is None:
-            raise ValueError("route_by source: the rows' data sets were not given (AdaptedModel.set_row_sources)")
-        return torch.tensor([source_index(s, self.sources) for s in self.row_sources], device=device)
+        if row_sources is None:
+            raise ValueError("route_by source: the rows' data sets were not given (row_sources=)")
+        return torch.tensor([source_index(s, self.sources) for s in row_sources], device=device)
 
     @torch.no_grad()
     def init_from_data(self, pooled: torch.Tensor, texts: list[torch.Tensor], generator=None) -> list[int] | None:
@@ -171,6 +168,23 @@ class PTMoEPrompt(PromptModule):
                 E = torch.cat([E.new_zeros(self.num_tokens - len(E), E.shape[1]), E])
             self.A[i].copy_(E.to(B_pinv) @ B_pinv)
         return torch.bincount(assign, minlength=self.router.experts).tolist()
+
+
+def router_options(cfg: PTMoEConfig) -> dict:
+    """The router's parts, by name, from the method's options."""
+    return dict(
+        bias=True,
+        noise=cfg.noise,
+        noise_std=cfg.noise_std,
+        top_k=cfg.top_k,
+        weighting=cfg.weighting,
+        temperature=cfg.router_temperature,
+        input_norm=cfg.router_input_norm,
+        assignment=cfg.assignment,
+        init="orthogonal" if cfg.router_init == "orthogonal" else "normal",
+        groups=cfg.groups,
+        stages=cfg.stage_experts,
+    )
 
 
 def source_index(name: str, sources: list[str]) -> int:

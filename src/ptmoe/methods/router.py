@@ -17,27 +17,72 @@ takes an equal share of the batch; top-k at inference), an orthogonal initialisa
 data initialisation (k-means centroids of the pooled training inputs, `init_from_centroids`), and
 two-level routing (`groups`: a group first, then an expert within it, each top-1 and probationary).
 A grown router can weigh each expert within its growth stage (`stages`, docs/continual.md).
-Two replacements serve measurement: `given` routes each row to a known expert (the oracle bracket)
-and `replaced_routing` forces one expert or the uniform mix on every input (the routing value).
+Each choice is a small part picked once, when the router is built, from one table per option (the
+config's allowed values are these tables' keys, so they are checked in one place): the input norm, the
+exploration noise, the probabilities (flat or grouped), the selection, the gate the weights are read
+from (all experts, or per growth stage) and the weighting. `forward` runs them in order with no branch on
+an option. Two replacements serve measurement: `OracleRouter`, a router of its own, routes each row to a
+known expert (the oracle bracket), and `replaced_routing` swaps in a replacement part that forces one
+expert or the uniform mix on every input (the routing value).
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import Routing
+from .router_parts import (  # noqa: F401  (the tables and expert_choice are imported from here too)
+    ASSIGNMENTS,
+    INITS,
+    INPUT_NORM_KINDS,
+    INPUT_NORMS,
+    NOISE_KINDS,
+    NOISES,
+    SELECTIONS,
+    UNIFORM,
+    WEIGHTINGS,
+    WEIGHTS,
+    EveryExpert,
+    NoNoise,
+    Replaced,
+    StandardizedInput,
+    every_expert_gate,
+    expert_choice,
+    kept,
+)
 
-NOISE_KINDS = ("multiplicative", "additive", "none")
-WEIGHTINGS = ("probationary", "normalized", "uniform")
-INPUT_NORMS = ("none", "standardize")
-ASSIGNMENTS = ("top_k", "expert_choice")
-INITS = ("normal", "orthogonal")
-UNIFORM = "uniform"  # replaced_routing: every expert, equal weights
+
+def shape_problem(experts: int, groups: int, stages: list[int] | None) -> tuple[str, str] | None:
+    """What is wrong with the grouping or growth stages of a router of `experts`: (option, what), or None.
+    The config's check and the router's both ask here."""
+    if groups < 1 or experts % groups:
+        return "groups", f"must divide experts={experts}, got {groups}"
+    if stages is not None and (sum(stages) != experts or min(stages, default=0) < 1 or groups > 1):
+        return "stage_experts", f"must be positive counts summing to experts={experts} (without groups), got {stages}"
+    return None
+
+
+def _choose(table, value, name: str):
+    if value not in table:
+        raise ValueError(f"router: {name} must be one of {tuple(table)}, got {value!r}")
+    return table[value]
+
+
+def init_scores(layers: list[nn.Linear | None], hidden: int, init: str) -> None:
+    """Scoring layers' rows: normal(0, 1/sqrt(hidden)), or orthogonal of norm 1 (SMoP's init); biases 0.
+    Called once every layer exists: the random draws then come in the order every saved router had."""
+    for lin in filter(None, layers):
+        (nn.init.orthogonal_ if init == "orthogonal" else partial(nn.init.normal_, std=1.0 / math.sqrt(hidden)))(
+            lin.weight
+        )
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
 
 
 class Router(nn.Module):
@@ -59,99 +104,83 @@ class Router(nn.Module):
         stages: list[int] | None = None,
     ):
         super().__init__()
-        if assignment not in ASSIGNMENTS:
-            raise ValueError(f"router: assignment must be one of {ASSIGNMENTS}, got {assignment!r}")
-        if init not in INITS:
-            raise ValueError(f"router: init must be one of {INITS}, got {init!r}")
-        if groups < 1 or experts % groups:
-            raise ValueError(f"router: groups must divide experts={experts}, got {groups}")
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"router: input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
-        if noise not in NOISE_KINDS:
-            raise ValueError(f"router: noise must be one of {NOISE_KINDS}, got {noise!r}")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"router: weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        selection, weigh = _choose(SELECTIONS, assignment, "assignment"), _choose(WEIGHTS, weighting, "weighting")
+        norm, init = _choose(INPUT_NORMS, input_norm, "input_norm"), _choose(INITS, init, "init")
+        _choose(NOISES, noise, "noise")
         if top_k is not None and not 1 <= top_k <= experts:
             raise ValueError(f"router: top_k must be between 1 and experts={experts}, got {top_k}")
+        problem = shape_problem(experts, groups, stages)
+        if problem:
+            raise ValueError(f"router: {problem[0]} {problem[1]}")
         self.linear = nn.Linear(hidden, experts, bias=bias)
         self.group_linear = nn.Linear(hidden, groups, bias=bias) if groups > 1 else None
-        for lin in (self.linear, self.group_linear):
-            if lin is None:
-                continue
-            if init == "orthogonal":  # SMoP's init: orthogonal rows, each of norm 1
-                nn.init.orthogonal_(lin.weight)
-            else:
-                nn.init.normal_(lin.weight, std=1.0 / math.sqrt(hidden))
-            if bias:
-                nn.init.zeros_(lin.bias)
-        if stages is not None and (sum(stages) != experts or groups > 1):
-            raise ValueError(f"router: stages must sum to experts={experts} (without groups), got {stages}")
-        self.assignment, self.groups = assignment, groups
+        init_scores([self.linear, self.group_linear], hidden, init)
+        self.experts, self.groups, self.temperature, self.input_norm = experts, groups, temperature, input_norm
         self.stages = list(stages) if stages else None  # experts added per growth stage (grow.gate per_stage)
-        self.replace: int | str | None = None  # set by replaced_routing: an expert index or UNIFORM
-        self.experts, self.noise, self.noise_std = experts, noise, noise_std
-        self.top_k, self.weighting, self.temperature = top_k, weighting, temperature
-        self.input_norm = input_norm
+        self.noise_std = noise_std
+        self.noise = noise  # the part, from the table (a property)
+        self.norm = norm()
+        selective = top_k is not None and top_k < experts
+        self.select = selection(top_k) if selective else EveryExpert()
+        self.weigh = partial(weigh, selective=selective)
+        self.probs = self._grouped_probs if groups > 1 else self._flat_probs
+        self.gate = self._per_stage if self.stages else every_expert_gate
+        self.replacement = kept  # replaced_routing swaps in a `Replaced`
         if input_norm == "standardize":  # running statistics, saved with the adapter
             self.register_buffer("input_mean", torch.zeros(hidden))
             self.register_buffer("input_var", torch.ones(hidden))
             self.register_buffer("input_count", torch.zeros(()))
 
-    @torch.no_grad()
-    def _update_stats(self, x: torch.Tensor) -> None:
-        """Cumulative mean/variance over every training input seen (the input, pooled frozen
-        embeddings, does not drift), merged batch by batch (Chan et al.)."""
-        n, m = self.input_count, float(x.shape[0])
-        bmean, bvar = x.mean(0), x.var(0, unbiased=False)
-        total = n + m
-        delta = bmean - self.input_mean
-        self.input_var.copy_((self.input_var * n + bvar * m + delta.pow(2) * n * m / total) / total)
-        self.input_mean.add_(delta * m / total)
-        self.input_count.fill_(total)
+    @property
+    def noise(self) -> str:
+        return self._noise_kind
+
+    @noise.setter
+    def noise(self, kind: str) -> None:
+        """The exploration noise part (training only; std 0 or "none": none)."""
+        make = _choose(NOISES, kind, "noise")
+        self._noise_kind = kind
+        self._noise = make(self.noise_std) if make is not None and self.noise_std > 0 else NoNoise()
 
     def router_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the linear layer reads: x as given, or standardised with the running statistics."""
-        x = x.float()
-        if self.input_norm == "standardize":
-            x = (x - self.input_mean) / (self.input_var + 1e-6).sqrt()
-        return x
+        return self.norm(self, x)
 
     def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The logits on pooled inputs x without exploration noise: what the router decides at inference
         (router-only losses of training read them)."""
         return self.linear(self.router_input(x).to(self.linear.weight.dtype))
 
-    def forward(self, x: torch.Tensor, given: torch.Tensor | None = None) -> tuple[torch.Tensor, Routing]:
-        """x: [B, H] fp32 -> weights [B, N] and the routing record (probs, selection, weights).
-        given: [B] expert ids (the oracle): each row gets that expert at weight 1."""
-        if self.input_norm == "standardize" and self.training:
-            self._update_stats(x.float())
+    def _noisy(self, logits: torch.Tensor) -> torch.Tensor:
+        return self._noise(logits) if self.training else logits
+
+    def _scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, H] -> the router input z and the (noisy in training) logits; training updates the input
+        statistics first."""
+        if self.training:
+            self.norm.observe(self, x)
         z = self.router_input(x).to(self.linear.weight.dtype)
-        logits = self._noisy(self.linear(z))
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        if given is not None:
-            selected = F.one_hot(given.long(), self.experts).to(probs.dtype)
-            weights = selected
-        else:
-            if self.groups > 1:  # two levels: p(e) = p(group) * p(e | group), the chosen group's experts only
-                probs = self._grouped_probs(z, logits)
-            selected = self._select(probs)
-            weights = self._weigh(self._per_stage(logits) if self.stages else probs, selected)
-        if self.replace is not None:
-            weights, selected = self._replaced(weights)
+        return z, self._noisy(self.linear(z))
+
+    def _record(self, weights, selected, probs, logits) -> tuple[torch.Tensor, Routing]:
+        weights, selected = self.replacement(weights, selected)
         # Switch-style load-balancing term N * sum_i f_i * P_i (f: share routed, P: mean prob) and the
         # ST-MoE z-loss; the adapter adds them when its config asks for them
         balance = self.experts * (selected.mean(0).detach() * probs.mean(0)).sum()
         z_loss = torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
         return weights, Routing(probs.detach(), selected.detach(), weights.detach(), balance, z_loss)
 
-    def _noisy(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.training and self.noise != "none" and self.noise_std > 0:
-            eps = torch.randn_like(logits) * self.noise_std
-            return logits * (1 + eps) if self.noise == "multiplicative" else logits + eps
-        return logits
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Routing]:
+        """x: [B, H] fp32 -> weights [B, N] and the routing record (probs, selection, weights)."""
+        z, logits = self._scores(x)
+        probs = self.probs(z, logits)
+        selected = self.select(probs, self.training)
+        return self._record(self.weigh(self.gate(logits, probs), selected), selected, probs, logits)
 
-    def _per_stage(self, logits: torch.Tensor) -> torch.Tensor:
+    def _flat_probs(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits / self.temperature, dim=-1)
+
+    def _per_stage(self, logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """A softmax over each growth stage's experts separately: an expert's weight no longer depends on
         the rows added after it (the selection still compares every expert)."""
         return torch.cat([torch.softmax(x / self.temperature, -1) for x in logits.split(self.stages, -1)], -1)
@@ -167,35 +196,6 @@ class Router(nn.Module):
         inner = torch.softmax((logits / self.temperature).masked_fill(~in_group, float("-inf")), dim=-1)
         return inner * group_probs.gather(1, group[:, None])
 
-    def _select(self, probs: torch.Tensor) -> torch.Tensor:
-        if self.top_k is None or self.top_k >= self.experts:  # non-selective: every expert
-            return torch.ones_like(probs)
-        if self.assignment == "expert_choice" and self.training:
-            return expert_choice(probs.detach(), self.top_k)
-        idx = probs.topk(self.top_k, dim=-1).indices
-        return torch.zeros_like(probs).scatter_(-1, idx, 1.0)
-
-    def _weigh(self, probs: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-        selective = self.top_k is not None and self.top_k < self.experts
-        if self.weighting == "probationary":  # selected experts scaled by their probability
-            return probs * selected
-        if self.weighting == "normalized":  # selected weights sum to one; gradient still via probs
-            sel = probs * selected
-            return sel / sel.sum(-1, keepdim=True).detach()
-        # uniform over the selection; straight-through so the router still learns when selective
-        hard = selected / selected.sum(-1, keepdim=True)
-        return hard + (probs - probs.detach()) * selected if selective else hard
-
-    def _replaced(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The routing replaced, the weight each row's experts got kept: all of it on one expert, or
-        spread evenly over every expert (UNIFORM). Only which expert serves a row changes, not how much."""
-        mass = weights.sum(-1, keepdim=True)
-        if self.replace == UNIFORM:
-            selected = torch.ones_like(weights)
-        else:
-            selected = F.one_hot(torch.full_like(mass[:, 0], self.replace).long(), self.experts).to(weights.dtype)
-        return mass * selected / selected.sum(-1, keepdim=True), selected
-
     @torch.no_grad()
     def init_from_centroids(self, centroids: torch.Tensor) -> None:
         """Nearest-centroid routing as the starting router: logit_i = c_i . z - |c_i|^2 / 2 (z the
@@ -205,19 +205,15 @@ class Router(nn.Module):
             self.linear.bias.copy_(-0.5 * centroids.pow(2).sum(-1))
 
 
-def expert_choice(probs: torch.Tensor, k: int = 1) -> torch.Tensor:
-    """Balanced assignment (expert-choice routing, Zhou et al. 2022, with every row served): each expert
-    takes at most ceil(B * k / N) rows, the most confident (row, expert) pairs first. -> [B, N] 0/1."""
-    B, N = probs.shape
-    capacity = math.ceil(B * k / N)
-    selected = torch.zeros_like(probs)
-    load = [0] * N
-    for flat in probs.flatten().argsort(descending=True).tolist():
-        row, e = divmod(flat, N)
-        if selected[row].sum() < k and load[e] < capacity:
-            selected[row, e] = 1.0
-            load[e] += 1
-    return selected
+class OracleRouter(Router):
+    """The oracle bracket: each row goes to a known expert (`given`, its training source's) at weight 1.
+    The router's own probabilities are still computed, for the record and the balance and z-loss terms."""
+
+    def forward(self, x: torch.Tensor, given: torch.Tensor) -> tuple[torch.Tensor, Routing]:
+        z, logits = self._scores(x)
+        probs = self._flat_probs(z, logits)
+        selected = F.one_hot(given.long(), self.experts).to(probs.dtype)
+        return self._record(selected, selected, probs, logits)
 
 
 def routers(model: nn.Module) -> list[Router]:
@@ -227,14 +223,14 @@ def routers(model: nn.Module) -> list[Router]:
 @contextmanager
 def replaced_routing(model: nn.Module, replace: int | str):
     """Within the block every router of `model` sends every input to expert `replace`, or (UNIFORM)
-    to all experts equally, with the weight the router gave the row (see Router._replaced)."""
+    to all experts equally, with the weight the router gave the row (see `Replaced`)."""
     found = routers(model)
     if not found:
         raise ValueError("replaced_routing: the model has no router")
     for r in found:
-        r.replace = replace
+        r.replacement = Replaced(replace, r.experts)
     try:
         yield
     finally:
         for r in found:
-            r.replace = None
+            r.replacement = kept

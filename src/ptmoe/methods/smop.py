@@ -6,13 +6,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodSpec, PromptModule, init_embeddings, register
+from .base import MethodConfig, MethodSpec, PromptCall, PromptModule, init_embeddings, register
 from .router import Router
 from .router_input import RouterInput
 
 
 @dataclass
 class SMoPConfig(MethodConfig):
+    added_options = ("router_input", "router_pool")
     num_tokens: int = 40  # total budget: each of the N prompts has num_tokens // experts tokens
     experts: int = 2
     noise: str = "multiplicative"
@@ -28,6 +29,8 @@ class SMoPConfig(MethodConfig):
 
 
 class SMoPPrompt(PromptModule):
+    routed = True
+
     def __init__(self, cfg: SMoPConfig, embeddings: nn.Embedding, tokenizer=None, generator=None):
         super().__init__()
         if cfg.num_tokens % cfg.experts:
@@ -48,8 +51,8 @@ class SMoPPrompt(PromptModule):
         )
 
     def forward(self, input_embeds, attention_mask):
-        weights, self.routing = self.router(self.router_features(input_embeds, attention_mask))
-        return torch.einsum("bn,nth->bth", weights, self.prompts)
+        weights, routing = self.router(self.router_features(input_embeds, attention_mask))
+        return PromptCall(torch.einsum("bn,nth->bth", weights, self.prompts), routing)
 
 
 register(

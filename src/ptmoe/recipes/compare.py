@@ -78,6 +78,7 @@ def run(args):
     ray_options = None
     given = [flag for key, flag in RAY_FLAGS.items() if getattr(args, key, None) is not None]
     if args.executor == "ray":
+        # on use: `ptmoe --help` and each command start without torch, loading only what they run
         from ..experiments.ray_cluster import RayOptions
 
         ray_options = RayOptions.from_args(args)

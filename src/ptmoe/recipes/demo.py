@@ -22,6 +22,7 @@ def add_arguments(p):
 
 
 def run(args):
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     from ..config.presets import apply_preset, resolve_method_options
     from ..data import prepare
     from ..evaluation.evaluate import evaluate, format_table
@@ -150,6 +151,7 @@ def routing_verdict(router: dict) -> str:
 def gain_parts(before: dict, after: dict) -> tuple[float, float]:
     """The F1 gain split by question: those where the base model's reply already contained a gold answer
     (what changed is the form of the answer) and the rest (what changed is the answer)."""
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     from ..evaluation.metrics import normalize_answer, qa_scores, stop_answer
 
     fmt = content = 0.0

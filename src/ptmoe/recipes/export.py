@@ -12,6 +12,7 @@ def add_arguments(p):
 
 
 def run(args):
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     from ..interop.peft_format import export_peft
 
     out = export_peft(args.adapter, args.out, overwrite=args.overwrite)

@@ -49,6 +49,7 @@ def add_arguments(p):
 
 def build(args):
     """(app, engine) from the parsed arguments; every bad option is named before a model loads."""
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     import torch
 
     from ..cli import parse_assignments
@@ -86,6 +87,7 @@ def build(args):
 
 
 def run(args):
+    # on use: `ptmoe --help` and each command start without torch, loading only what they run
     from ..serving.server import serve_forever
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -1,11 +1,11 @@
 """Batched KV-cached decoding with per-row sampling, for the server's hf engine.
 
-The same steps as `PtmoeModel.generate` (left-aligned inputs, `model.build_inputs` injects each
-row's prompt once at prefill, then `generation.CachedDecoder`'s KV-cached steps), so a row at
-temperature 0 gets exactly generate's tokens. What it adds: temperature / top-p sampling with a
+The same steps as `AdaptedModel.generate` (left-aligned inputs, `model.build_inputs` injects each
+row's prompt once at prefill, then `generation.decode_loop` over `CachedDecoder`'s KV-cached steps), so
+a row at temperature 0 gets exactly generate's tokens. What it adds: temperature / top-p sampling with a
 per-row generator (a request's `seed` makes its own tokens reproducible whatever it is batched
-with), per-row token limits, and a callback per step that can stop a row early (stop strings,
-a cancelled request).
+with), per-row token limits, and a callback per token that can stop a row early (stop strings,
+a cancelled request). Tokens are chosen on the device; each step reads the batch's tokens back once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..generation import CachedDecoder, left_align
+from ..generation import CachedDecoder, decode_loop, left_align
 
 
 @dataclass
@@ -26,18 +26,16 @@ class Sampling:
     seed: int | None = None
 
 
-def sample_next(logits: torch.Tensor, params: Sampling, generator: torch.Generator | None) -> int:
-    """One token from a row's logits: argmax at temperature 0, else nucleus sampling."""
-    if params.temperature <= 0:
-        return int(logits.argmax(-1))
+def sample_row(logits: torch.Tensor, params: Sampling, generator: torch.Generator) -> torch.Tensor:
+    """One row's token [1] from its logits [V], nucleus sampling at the row's temperature, on the device
+    (nothing is read back). Per row, because each row draws from its own seeded generator."""
     probs = torch.softmax(logits.float() / params.temperature, -1)
     if params.top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         # keep the smallest prefix whose mass reaches top_p (the first token always stays)
-        drop = sorted_p.cumsum(-1) - sorted_p >= params.top_p
-        sorted_p[drop] = 0
+        sorted_p.masked_fill_(sorted_p.cumsum(-1) - sorted_p >= params.top_p, 0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return torch.multinomial(probs, 1, generator=generator)
 
 
 def make_generator(seed: int | None, device) -> torch.Generator:
@@ -60,28 +58,33 @@ def decode(
     adapter_names=None,
 ) -> None:
     """Decode every row until its limit, an EOS token, or `on_token(row, token)` returns True (stop).
-    EOS tokens are passed to on_token too, then the row stops."""
+    EOS tokens are passed to on_token too, then the row stops. Each step's tokens are chosen on the device
+    and read back once, together (for the callbacks: streaming and stop strings)."""
     input_ids, attention_mask = left_align(input_ids, attention_mask)
-    B, device = input_ids.shape[0], input_ids.device
+    device = input_ids.device
+    live = [p.max_tokens > 0 for p in params]
+    if not any(live):
+        return
     x, mask, pos, _ = model.build_inputs(input_ids, attention_mask, adapter_names=adapter_names)
     decoder = CachedDecoder(model.lm, x, mask, pos)
     gens = [None if p.temperature <= 0 else make_generator(p.seed, device) for p in params]
-    done = [p.max_tokens <= 0 for p in params]
+    sampled = [i for i, g in enumerate(gens) if g is not None]
     eos = set(eos_ids)
-    pad = 0
-    step = 0
-    while not all(done):
-        logits = decoder.logits
-        toks = []
-        for i in range(B):
-            if done[i]:
-                toks.append(pad)
-                continue
-            t = sample_next(logits[i], params[i], gens[i])
-            toks.append(t)
-            stop = on_token(i, t)
-            done[i] = stop or t in eos or step + 1 >= params[i].max_tokens
-        step += 1
-        if all(done):
-            break
-        decoder.step(torch.tensor(toks, device=device))
+    pad = torch.zeros((), dtype=torch.long, device=device)
+
+    def next_tokens(logits: torch.Tensor) -> torch.Tensor:
+        tok = logits.argmax(-1)
+        rows = [i for i in sampled if live[i]]
+        if rows:
+            drawn = torch.cat([sample_row(logits[i], params[i], gens[i]) for i in rows])
+            tok = tok.index_copy(0, torch.tensor(rows, device=device), drawn)
+        return torch.where(torch.tensor(live, device=device), tok, pad)  # a row that has ended is fed pad
+
+    def ended(step: int, tok: torch.Tensor) -> bool:
+        for i, t in enumerate(tok.tolist()):  # the one read of the step
+            if live[i]:
+                stop = on_token(i, t)
+                live[i] = not (stop or t in eos or step + 1 >= params[i].max_tokens)
+        return not any(live)
+
+    decode_loop(decoder, next_tokens, max(p.max_tokens for p in params), ended)

@@ -38,7 +38,7 @@ def model_folder(name: str) -> str:
 def check_supported(base_name: str, methods: dict[str, str]) -> None:
     """Before anything loads: the base must be a transformers folder, adapters prompt methods or LoRA."""
     model_folder(base_name)
-    unsupported = {n: m for n, m in methods.items() if m != "lora" and get_method(m).kind != "prompt"}
+    unsupported = {n: m for n, m in methods.items() if m != "lora" and get_method(m).changes != "prompt"}
     if unsupported:
         raise ValueError(
             f"--engine vllm: adapters {unsupported} change the weights in a way vLLM can't load; "
@@ -56,6 +56,7 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the CPU default (4) is more than needed here
         if in_process:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # the optional `vllm` extra
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
@@ -104,6 +105,7 @@ class VLLMEngine:
         return {"prompt_token_ids": list(job.ids)}
 
     def _params(self, job):
+        # the optional `vllm` extra
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 import random
 
 from ..config.schema import ConfigError
+from ..data import load_eval_set, load_set
+from ..data.format import encode_dataset, prompt_floor
 
 
 def read_sources(cfg: dict, log=print) -> tuple[list, list, random.Random]:
     """Training examples per source, with the validation slice held back from each (never taken from the
     evaluation sets), read before any model loads so a bad file fails at once. Warns when training and
     evaluation share questions."""
-    from ..data import load_eval_set, load_set
-
     d = cfg["data"]
     rng = random.Random(cfg["seed"])
     sources, valid = [], []
@@ -56,8 +56,6 @@ def _question_key(ex: dict) -> tuple:
 
 def encode_sources(cfg: dict, sources: list, valid: list, rng: random.Random, tok, log=print):
     """Encoded training rows (sources mixed by temperature) and validation rows."""
-    from ..data.format import encode_dataset
-
     d = cfg["data"]
     key, n = ("train_max_length", d["train_max_length"]) if d["train_max_length"] else ("max_length", d["max_length"])
     per_source = []
@@ -80,8 +78,6 @@ def encode_sources(cfg: dict, sources: list, valid: list, rng: random.Random, to
 def why_dropped(examples: list, encoded: list, tok, option: str, n: int) -> str:
     """Why examples did not fit: a prompt that is too long even without its passage (raise the option),
     or an answer outside every window of the passage that fits."""
-    from ..data.format import prompt_floor
-
     kept = {e["index"] for e in encoded}
     floors = [prompt_floor(x, tok) for i, x in enumerate(examples) if i not in kept]
     over = [f for f in floors if f > n]

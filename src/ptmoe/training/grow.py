@@ -18,6 +18,9 @@ and the config it trains: grow_source.py), and the router's replay store.
 
 The grown adapter is an ordinary adapter of its method (experts = old + new); its adapter_config.json
 adds `lineage`, one entry per stage: the adapter it started from, the data, what was added and frozen.
+This module runs the stages; the adapter grows itself through the hooks of a `growable` method
+(`methods/growth.py`: `grow_from`, `init_new_router_rows`, `frozen_rows`, `route_logits`), so nothing
+here names its tensors.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from ..methods.router_input import RouterInput
-from ..persistence import AdapterError
+from ..persistence import WEIGHTS_NAME, AdapterError
 from .grow_source import STORE_NAME, read_store
 
 
@@ -42,7 +46,8 @@ class Growth:
     def __init__(self, cfg: dict, meta: dict | None, model, train_rows: list[dict], pad_id: int, log=print):
         self.cfg, self.g, self.meta, self.model = cfg, cfg["grow"], meta, model
         self.adapter = model.adapter
-        self.frozen: dict[str, tuple[slice, torch.Tensor]] = {}  # name -> (frozen rows, their values)
+        self.frozen: dict[str, tuple] = {}  # name -> (frozen rows, their values)
+        self.frozen_labels: list[str] = []  # the frozen parts, as the lineage names them
         reads = getattr(self.adapter, "router_reads", None)
         self.kind = reads.kind if reads is not None else RouterInput().kind
         self.old = read_store(cfg["init_from"], self.kind) if cfg["init_from"] else None
@@ -68,10 +73,6 @@ class Growth:
 
     # ---- the source adapter into the (grown) one -----------------------------------------------------
     def _load_source(self, train_rows, pad_id, log) -> None:
-        from safetensors.torch import load_file
-
-        from ..persistence import WEIGHTS_NAME
-
         path = Path(self.cfg["init_from"]) / WEIGHTS_NAME
         try:
             src = load_file(str(path))  # safetensors only: never a pickle
@@ -80,90 +81,32 @@ class Growth:
         if not self.g["experts"]:  # fine-tuning: the same shapes
             self.model.load_weights(self.cfg["init_from"])
             return
-        state = self.adapter.state_dict()
-        n_old, r_old = self.n_old, self.r_old = src["A"].shape[0], src["A"].shape[2]
-        grown = {}
-        for key, value in state.items():
-            old = src[key].to(value.device, value.dtype)
-            if old.shape == value.shape:
-                grown[key] = old.clone()
-            else:  # per-expert tensors and, with grow.rank, A's columns and B's rows: the old ones first
-                grown[key] = value.clone()
-                grown[key][tuple(slice(0, n) for n in old.shape)] = old
-        A = grown["A"]
-        A[:n_old, :, r_old:] = 0.0  # old experts never read the new B rows: their prompts stay as they were
-        noise = torch.randn(A[n_old:, :, :r_old].shape, generator=torch.Generator().manual_seed(self.cfg["seed"]))
-        # new experts: the old experts' mean on the old rows; on new rows (grow.rank) the fresh SVD init's values
-        A[n_old:, :, :r_old] = src["A"].mean(0) + noise.to(A.device) * 0.01 * float(src["A"].std())
-        self.adapter.load_adapter_state(grown)
-        self._init_new_rows(n_old, train_rows, pad_id)
-        self._freeze(n_old)
+        n_old, r_old = self.n_old, self.r_old = self.adapter.grow_from(src, self.cfg["seed"])
+        data = self.g["router_init"] == "data"  # else the new router rows start at zero
+        new_inputs = self.model.pooled_inputs(train_rows[:256], pad_id) if data else None
+        self.adapter.init_new_router_rows(n_old, new_inputs, self.old["inputs"] if self.old is not None else None)
+        self._freeze(n_old, r_old)
         log(
             f"[grow] {self.cfg['init_from']}: {n_old} experts + {self.g['experts']} new"
             + (f", B rows {r_old} + {self.g['rank']} new" if self.g["rank"] else "")
             + "; frozen: "
-            + (", ".join(self._frozen_parts()) or "nothing")
+            + (", ".join(self.frozen_labels) or "nothing")
         )
 
-    @torch.no_grad()
-    def _init_new_rows(self, n_old: int, train_rows, pad_id) -> None:
-        """`data`: each new row w = 2 d / (|d|^2 + s^2), d = mean new input - mean old input (the replay
-        store's, else 0), s^2 the new inputs' total variance: the logit gap between the two means is about 2
-        where the tasks' inputs are far apart, and w shrinks to 0 where they cannot be told apart (no
-        direction to trust). Its bias puts the new logit 1 above the best old one at the new mean.
-        `zeros`: w = 0, b = 0."""
-        router = self.adapter.router
-        W, b = router.linear.weight, router.linear.bias
-        W[n_old:] = 0.0
-        if b is not None:
-            b[n_old:] = 0.0
-        if self.g["router_init"] != "data":
-            return
-        pooled = router.router_input(self.model.pooled_inputs(train_rows[:256], pad_id))
-        new, spread = pooled.mean(0), pooled.var(0, unbiased=False).sum()
-        if self.old is not None:
-            ref = router.router_input(self.old["inputs"]).mean(0)
-        else:  # no store: standardised inputs have mean 0; raw ones get 0 as well
-            ref = torch.zeros_like(new)
-        d = new - ref
-        W[n_old:] = (2 * d / (d.pow(2).sum() + spread).clamp_min(1e-12)).to(W.dtype)
-        if b is not None:
-            best_old = router.clean_logits(new[None].clone())[0, :n_old].max()
-            b[n_old:] = best_old + 1.0 - W[n_old:] @ new.to(W.dtype)
-
-    def _freeze(self, n_old: int) -> None:
-        """Record the frozen values and mask their gradients; restore() copies them back after each step."""
-        parts = {
-            "A": self.g["freeze_experts"],
-            "B": self.g["freeze_shared"],
-            "router.linear.weight": self.g["freeze_router"],
-            "router.linear.bias": self.g["freeze_router"],
-        }
-        named = dict(self.adapter.named_parameters())
-        for name, frozen in parts.items():
-            p = named.get(name)
-            if not frozen or p is None:
-                continue
-            rows = slice(0, self.r_old) if name == "B" else slice(0, n_old)
-            self.frozen[name] = (rows, p.detach()[rows].clone())
-            mask = torch.ones_like(p)
-            mask[rows] = 0.0
-            p.register_hook(lambda grad, m=mask: grad * m)
-        if self.g["freeze_router"]:  # the router's running input statistics (input_norm: standardize)
-            for name, buf in self.adapter.named_buffers():
-                if name.startswith("router.input_"):
-                    self.frozen[name] = (slice(None), buf.detach().clone())
-
-    def _frozen_parts(self) -> list[str]:
-        return [
-            n
-            for n, on in (
-                ("old experts", "A"),
-                ("old B rows" if self.g["rank"] else "B", "B"),
-                ("old router rows", "router.linear.weight"),
-            )
-            if on in self.frozen
-        ]
+    def _freeze(self, n_old: int, r_old: int) -> None:
+        """Record the frozen values (the adapter says which: `frozen_rows`) and mask their gradients;
+        restore() copies them back after each step."""
+        g = self.g
+        parts = self.adapter.frozen_rows(n_old, r_old, g["freeze_experts"], g["freeze_shared"], g["freeze_router"])
+        params, buffers = dict(self.adapter.named_parameters()), dict(self.adapter.named_buffers())
+        self.frozen_labels = [label for _, label in parts.values() if label is not None]
+        for name, (rows, _) in parts.items():
+            t = params.get(name, buffers.get(name))
+            self.frozen[name] = (rows, t.detach()[rows].clone())
+            if name in params:
+                mask = torch.ones_like(t)
+                mask[rows] = 0.0
+                t.register_hook(lambda grad, m=mask: grad * m)
 
     @torch.no_grad()
     def restore(self, *_args) -> None:
@@ -173,33 +116,33 @@ class Growth:
             tensors[name][rows] = value
 
     # ---- the router losses ------------------------------------------------------------------------
-    def _router_loss(self, module, inputs, output) -> None:
-        """A forward hook: in training, add to the adapter's aux_loss (which the trainer adds to the loss)
+    def _router_loss(self, module, inputs, output):
+        """A forward hook: in training, add to the call's loss terms (which the trainer adds to the loss)
         replay_weight x CE(router logits on stored old inputs, the experts they were routed to) and
         route_weight x -log(the router's probability of the new experts on this batch's inputs).
-        Only the router gets their gradient."""
+        Only the router gets their gradient. -> the call's record with them (None: unchanged)."""
         if not module.training:
-            return
-        loss, T = 0.0, module.router.temperature
+            return None
+        loss, T = 0.0, module.route_temperature
         if self.replaying:
             n = len(self.old["experts"])
             idx = torch.randint(n, (min(self.g["replay_batch"], n),), generator=self.replay).to(self._device)
-            logits = module.router.clean_logits(self.old["inputs"][idx]) / T
+            logits = module.route_logits(self.old["inputs"][idx]) / T
             loss = loss + self.g["replay_weight"] * F.cross_entropy(logits.float(), self.old["experts"][idx])
         if self.g["route_weight"] > 0:  # what the router read in this forward: the batch's pooled inputs
-            logits = (module.router.clean_logits(module.router_features(*inputs[:2])) / T).float()
+            logits = (module.route_logits(module.router_features(*inputs[:2])) / T).float()
             new = logits.logsumexp(-1) - logits[:, self.n_old :].logsumexp(-1)
             loss = loss + self.g["route_weight"] * new.mean()
-        own = module.aux_loss  # this forward's own terms (balance, z-loss, source supervision), or None
-        module.aux_loss = loss if own is None else own + loss
+        if not torch.is_tensor(loss):
+            return None
+        return output.add_loss(loss)  # after this call's own terms (balance, z-loss, source supervision)
 
     # ---- what is saved with the adapter ---------------------------------------------------------------
     @torch.no_grad()
     def store(self) -> tuple[dict, dict]:
         """The replay store: the old stages' entries as they were, then this stage's inputs with the expert
         the router sends each to now. -> (tensors, metadata)."""
-        router = self.adapter.router
-        experts = router.clean_logits(self.new_inputs).argmax(-1) if len(self.new_inputs) else None
+        experts = self.adapter.route_logits(self.new_inputs).argmax(-1) if len(self.new_inputs) else None
         stage = self.stage_name()
         names = list(self.old["names"]) if self.old is not None else []
         tensors = {
@@ -225,7 +168,7 @@ class Growth:
                 entry["b_rows_added"] = self.g["rank"]
         if self.g["experts"]:
             entry.update(
-                frozen=self._frozen_parts(),
+                frozen=self.frozen_labels,
                 router_init=self.g["router_init"],
                 replay_weight=self.g["replay_weight"] if self.replaying else 0.0,
                 route_weight=self.g["route_weight"],

@@ -6,36 +6,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import safe_open
+
+from ..base_models import load_base_config
 from ..config.schema import ConfigError
 from ..methods.router_input import RouterInput
-from ..persistence import AdapterError
+from ..persistence import AdapterError, read_adapter_config
 
-GROWABLE = ("ptmoe",)  # routed methods whose experts are rows of A and of the router
 STORE_NAME = "router_replay.safetensors"
 SHAPE_OPTIONS = ("num_tokens", "experts", "rank", "r", "heads", "target_modules")  # fixed by the saved tensors
 READ_OPTIONS = ("router_input", "router_pool")  # what the saved router rows were trained to read
 
 
-# ---- checks, before any model loads --------------------------------------------------------------
-def check_config(cfg: dict) -> None:
-    """The grow section against the method (called by config.validate)."""
-    g = cfg["grow"]
-    for key in ("experts", "store_size"):
-        if g[key] and cfg["method"] not in GROWABLE:
-            raise ConfigError(
-                f"grow.{key}: only a routed method with experts can grow or keep a replay store "
-                f"({', '.join(GROWABLE)}); method is {cfg['method']!r}"
-            )
-    if g["experts"] and not cfg["init_from"]:
-        raise ConfigError("grow.experts: growing needs the adapter to grow from: `ptmoe train CONFIG --from ADAPTER`")
-
-
+# ---- the config a run from an adapter trains, before any model loads --------------------------------
 def from_adapter(cfg: dict) -> tuple[dict, dict | None]:
     """cfg (preset applied) -> (the config the run trains: the --from adapter's method options, grown by
     grow.experts; its adapter_config or None). Every mismatch is a one-line error before the model loads."""
-    from ..base_models import load_base_config
-    from ..persistence import read_adapter_config
-
     path = cfg["init_from"]
     if not path:
         return cfg, None
@@ -89,8 +75,6 @@ def read_store(adapter_dir, reads: str | None = None) -> dict | None:
     router input kind (`RouterInput.kind`) of the adapter that will replay it; a store of another kind
     (vectors of another meaning, maybe another width) is refused. Stores from before the option read
     the paper's input."""
-    from safetensors import safe_open
-
     path = Path(adapter_dir) / STORE_NAME
     if not path.is_file():
         return None

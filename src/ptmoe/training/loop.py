@@ -16,6 +16,9 @@ import sys
 import time
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 
 from ..collate import epoch_batches, pad_batch
 from ..config.loading import dump
@@ -47,8 +50,8 @@ def validation_loss(model, rows, batch_size, pad_id, accelerator) -> float | Non
     total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
         b = {k: v.to(accelerator.device) for k, v in pad_batch(rows[i : i + batch_size], pad_id).items()}
-        accelerator.unwrap_model(model).set_row_sources([r["set"] for r in rows[i : i + batch_size]])
-        out = accelerator.unwrap_model(model)(b["input_ids"], b["attention_mask"], b["labels"])
+        sets = [r["set"] for r in rows[i : i + batch_size]]
+        out = accelerator.unwrap_model(model)(b["input_ids"], b["attention_mask"], b["labels"], row_sources=sets)
         total += float(out.label_loss) * out.num_label_tokens
         count += out.num_label_tokens
     model.train()
@@ -91,9 +94,6 @@ class TrainingRun:
     checkpoints, and the final adapters and summary. The state a checkpoint keeps lives here."""
 
     def __init__(self, cfg: dict, resume: bool, overwrite: bool, log=print):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
         cfg, source = grow_source.from_adapter(apply_preset(cfg))  # --from: its options (and growth); checked here
         self.cfg, self.t, self.log = cfg, cfg["train"], log
         self.out = output_dir(cfg)
@@ -116,7 +116,7 @@ class TrainingRun:
             (self.out / "config.yaml").write_text(dump(cfg))
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.inner = self.accelerator.unwrap_model(self.model)
-        self.monitor = RouterMonitor(self.inner, self.t["collapse_threshold"], log=self.main_log)
+        self.monitor = RouterMonitor(self.t["collapse_threshold"], log=self.main_log)
         self.monitor.load_state(self.state.get("router", {}))
         self.batches = self.batch_order()
 
@@ -161,10 +161,9 @@ class TrainingRun:
         return batches
 
     def open_logs(self) -> None:
-        from tqdm.auto import tqdm
-
         self.writer = self.log_file = None
         if self.is_main:
+            # tensorboard is slow to import; only the main process writes events
             from torch.utils.tensorboard import SummaryWriter
 
             # one run per folder (a new run needs --overwrite, which clears it); a resumed run drops the
@@ -187,35 +186,40 @@ class TrainingRun:
     # ---- one step ---------------------------------------------------------------------------------
     def optimizer_step(self) -> None:
         """grad_accum micro-batches (this process's slice of each global batch), then one update."""
-        t, accelerator = self.t, self.accelerator
-        for _ in range(t["grad_accum"]):
-            idx = next(self.batches)
-            full = pad_batch([self.train_rows[i] for i in idx], self.pad_id)
-            rank, per = accelerator.process_index, len(idx) // self.world  # split_batches
-            b = {k: v[rank * per : (rank + 1) * per].to(accelerator.device) for k, v in full.items()}
-            global_n = int((full["labels"][:, 1:] != -100).sum())
-            sets = [self.train_rows[i]["set"] for i in idx][rank * per : (rank + 1) * per]
-            self.inner.set_row_sources(sets)
-            out = self.model(b["input_ids"], b["attention_mask"], b["labels"])
-            # token-mean over the global batch: DDP averages over processes, so scale by world
-            # out.loss holds the aux terms too; here the token loss is weighed first, the aux added once
-            loss = out.label_loss * out.num_label_tokens * self.world / max(global_n, 1)
-            aux = self.inner.aux_loss()
-            if aux is not None:
-                loss = loss + aux
-            self.stop_if_not_finite(float(loss.detach()), "loss", self.step + 1)
-            accelerator.backward(loss / t["grad_accum"])
-            self.window_loss += float(out.label_loss.detach()) * out.num_label_tokens
-            self.window_n += out.num_label_tokens
-            self.tokens_seen += int(b["attention_mask"].sum())
-            self.monitor.observe(sets)
+        t = self.t
+        self.accumulate([next(self.batches) for _ in range(t["grad_accum"])])
         if t["max_grad_norm"]:
-            accelerator.clip_grad_norm_(self.inner.trainable_parameters(), t["max_grad_norm"])
+            self.accelerator.clip_grad_norm_(self.inner.trainable_parameters(), t["max_grad_norm"])
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.bar.update(1)
+
+    def accumulate(self, micro_batches: list[list[int]]) -> None:
+        """Gradients of the step's token mean over all its label tokens on every process (`_objective`, the
+        Trainer's), one micro-batch at a time. Each process pads the whole global batch (split_batches), so the
+        label count needs no collective; DDP averages gradients over processes, so each loss is x world."""
+        accelerator, world, rank = self.accelerator, self.world, self.accelerator.process_index
+        fulls, slices = [], []
+        for idx in micro_batches:
+            per = len(idx) // world  # split_batches: rows past world * per are left out on every process
+            fulls.append(pad_batch([self.train_rows[i] for i in idx[: world * per]], self.pad_id))
+            slices.append((idx, slice(rank * per, (rank + 1) * per)))
+        step_n = sum(int((full["labels"][:, 1:] != -100).sum()) for full in fulls)
+        for full, (idx, mine) in zip(fulls, slices):
+            b = {k: v[mine].to(accelerator.device) for k, v in full.items()}
+            sets = [self.train_rows[i]["set"] for i in idx][mine]
+            out = self.model(
+                b["input_ids"], b["attention_mask"], b["labels"], num_items_in_batch=step_n, row_sources=sets
+            )
+            loss = out.loss * world if world > 1 else out.loss
+            self.stop_if_not_finite(float(loss.detach()), "loss", self.step + 1)
+            accelerator.backward(loss)
+            self.window_loss += float(out.label_loss.detach()) * out.num_label_tokens
+            self.window_n += out.num_label_tokens
+            self.tokens_seen += int(b["attention_mask"].sum())
+            self.monitor.observe(sets, out.routing)
 
     def log_progress(self) -> None:
         t, step = self.t, self.step

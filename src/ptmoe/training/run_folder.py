@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..config.schema import ConfigError
+from ..fsutil import atomic_dir, recover_dir
 
 # what a training run writes into its folder (anything else there is left alone)
 NON_FINITE = 3  # exit code of a run stopped by a NaN / inf loss
@@ -80,6 +81,7 @@ def checkpoint_note(folder: Path) -> str:
 
 def non_finite(model) -> list[str]:
     """Names of the trainable tensors (and routing statistics) that hold NaN or inf."""
+    # cli.py imports this module (RunStopped): `ptmoe --help` starts without torch
     import torch
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -89,10 +91,9 @@ def non_finite(model) -> list[str]:
 
 # ---- checkpoints: safetensors + JSON, never pickle -----------------------------------------------
 def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
+    # cli.py imports this module (RunStopped): `ptmoe --help` starts without torch
     import torch
     from safetensors.torch import save_file
-
-    from ..fsutil import atomic_dir
 
     tensors, groups = {}, []
     for gi, group in enumerate(optimizer.param_groups):
@@ -110,14 +111,13 @@ def save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
 
 
 def load_checkpoint(path: Path, model, optimizer) -> dict:
+    # cli.py imports this module (RunStopped): `ptmoe --help` starts without torch
     import torch
     from safetensors.torch import load_file
 
-    from ..fsutil import recover_dir
-
     recover_dir(path)
     state = json.loads((path / "trainer_state.json").read_text())
-    model._load_weights(path / "adapter", model.active_adapter)
+    model.load_weights(path / "adapter", model.active_adapter)
     tensors = load_file(str(path / "optimizer.safetensors"))
     for gi, group in enumerate(optimizer.param_groups):
         group.update(state["param_groups"][gi])
