@@ -268,3 +268,106 @@ def test_routing_value_changes_the_run_key_only_where_a_router_is_evaluated_with
 
     assert key("eval.routing_value=false") != key()  # a routed run without the replacements is another run
     assert key("method=pt", "eval.routing_value=false") == key("method=pt")  # pt has no router: same run
+
+
+def test_own_files_name_their_source_for_the_oracle_before_any_training(tmp_path):
+    """Evaluation files whose names don't say their training source: one line before any model loads, naming
+    the set and the sources; data.eval_source says which source each belongs to, and the oracle routes by it."""
+    import json
+
+    from ptmoe.config.loading import load_config
+    from ptmoe.config.presets import eval_route, resolve_method_options
+
+    rows = lambda ans: "".join(
+        json.dumps({"question": f"q{i}?", "context": f"passage {i} {ans}", "answers": [ans]}) + "\n" for i in range(4)
+    )
+    for name, ans in (("disfl_train", "span"), ("boolq_train", "yes"), ("disfl_eval", "span"), ("boolq_eval", "no")):
+        (tmp_path / f"{name}.jsonl").write_text(rows(ans))
+    files = lambda *names: "[" + ", ".join(str(tmp_path / f"{n}.jsonl") for n in names) + "]"
+    base = [
+        "model=shape:tiny",
+        f"data.train={files('disfl_train', 'boolq_train')}",
+        f"data.eval={files('disfl_eval', 'boolq_eval')}",
+        "method_options={experts: 2, route_by: source}",
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"data.eval '.*disfl_eval.jsonl' \(set 'disfl_eval'\) matches none of the training sources \['disfl_train', 'boolq_train'\]; name its source: data.eval_source=\{disfl_eval.jsonl:",
+    ):
+        resolve_method_options(load_config(None, base))
+    cfg = load_config(
+        None, [*base, "data.eval_source={disfl_eval.jsonl: disfl_train.jsonl, boolq_eval.jsonl: boolq_train.jsonl}"]
+    )
+    opts = resolve_method_options(cfg)
+    assert [eval_route(cfg, spec, opts["sources"]) for spec in cfg["data"]["eval"]] == ["disfl_train", "boolq_train"]
+    bad = load_config(None, [*base, "data.eval_source={disfl_eval.jsonl: nowhere.jsonl}"])
+    with pytest.raises(
+        ValueError, match=r"data.eval_source: .*disfl_eval.jsonl' -> 'nowhere.jsonl', which is not one of data.train"
+    ):
+        resolve_method_options(bad)
+
+
+def test_the_oracle_routes_own_evaluation_files_by_the_source_they_are_named_for(tmp_path):
+    import json
+
+    from ptmoe.config.loading import load_config
+    from ptmoe.evaluation.evaluate import evaluate
+    from ptmoe.training.loop import train
+
+    for name, ans in (("a_train", "alpha"), ("b_train", "yes"), ("a_dev", "alpha"), ("b_dev", "no")):
+        (tmp_path / f"{name}.jsonl").write_text(
+            "".join(
+                json.dumps({"question": f"q{i}?", "context": f"p {i} {ans}", "answers": [ans]}) + "\n" for i in range(6)
+            )
+        )
+    f = lambda *n: "[" + ", ".join(str(tmp_path / f"{x}.jsonl") for x in n) + "]"
+    cfg = load_config(
+        None,
+        [
+            "model=shape:tiny",
+            f"data.train={f('a_train', 'b_train')}",
+            f"data.eval={f('a_dev', 'b_dev')}",
+            "data.eval_source={a_dev.jsonl: a_train.jsonl, b_dev.jsonl: b_train.jsonl}",
+            "data.valid_examples=2",
+            "method_options={experts: 2, route_by: source, num_tokens: 4, rank: 2}",
+            "train.steps=2",
+            "train.batch_size=2",
+            "eval.max_new_tokens={qa: 2}",
+            "eval.routing_value=false",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
+    train(cfg)
+    res = evaluate(cfg, str(tmp_path / "run" / "best"), str(tmp_path / "eval"), log=lambda *a: None, progress=False)
+    shares = {s: v["expert_share"] for s, v in res["router"]["per_set"].items()}
+    assert shares == {"a_dev": [1.0, 0.0], "b_dev": [0.0, 1.0]}, shares
+
+
+def test_compare_checks_the_oracle_evaluation_sets_before_any_run(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from ptmoe.cli import main
+
+    for name in ("a_train", "b_train", "a_dev", "b_dev"):
+        (tmp_path / f"{name}.jsonl").write_text(
+            json.dumps({"question": "q?", "context": "p x", "answers": ["x"]}) + "\n"
+        )
+    raw = {
+        "model": "shape:tiny",
+        "output_dir": str(tmp_path / "cmp"),
+        "data": {"train": ["a_train.jsonl", "b_train.jsonl"], "eval": ["a_dev.jsonl", "b_dev.jsonl"]},
+        "train": {"steps": 1},
+        "seeds": [0],
+        "baseline": "one",
+        "methods": [
+            {"name": "one", "method": "ptmoe", "method_options": {"experts": 1}},
+            {"name": "oracle", "method": "ptmoe", "method_options": {"experts": 2, "route_by": "source"}},
+        ],
+    }
+    (tmp_path / "cmp.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["compare", str(tmp_path / "cmp.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'a_dev'" in err and "data.eval_source" in err
+    assert not (tmp_path / "cmp" / "runs").exists()  # nothing trained

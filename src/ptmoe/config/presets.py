@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import fields
+from pathlib import Path
 
 from ..data.format import MATH_INSTRUCTION, QA_INSTRUCTION
 
@@ -111,7 +112,36 @@ def resolve_method_options(cfg: dict) -> dict:
                 f"got experts={experts}"
             )
         opts = {**opts, "sources": [first_example(spec, cfg).get("set", spec) for spec in sources]}
+    if opts.get("route_by") == "source":
+        for spec in cfg["data"]["eval"]:
+            eval_route(cfg, spec, opts["sources"])  # every evaluation set finds its expert before any training
     return opts
+
+
+def eval_route(cfg: dict, spec: str, sources: list[str]) -> str:
+    """The training source name an evaluation set's questions are routed as by `route_by: source`: the one
+    data.eval_source names for it, else its own set name when it matches a source (`disflqa/heldout` is
+    `disflqa`'s); a one-line ValueError naming the set and the sources when neither does."""
+    # on use: the router's own rule for names (methods import torch; config checks start without it)
+    from ..data.load import entry_for
+    from ..methods.ptmoe import source_index
+
+    named = entry_for(cfg["data"].get("eval_source"), spec)
+    if named is not None:
+        train = cfg["data"]["train"]
+        index = next((i for i, t in enumerate(train) if entry_for({named: True}, t)), None)
+        if index is None:
+            raise ValueError(f"data.eval_source: {spec!r} -> {named!r}, which is not one of data.train {list(train)}")
+        return sources[index]
+    name = first_example(spec, cfg).get("set", spec)
+    try:
+        source_index(name, sources)
+    except ValueError:
+        raise ValueError(
+            f"route_by source: data.eval {spec!r} (set {name!r}) matches none of the training sources {sources}; "
+            f"name its source: data.eval_source={{{Path(str(spec)).name}: <one of data.train>}}"
+        ) from None
+    return name
 
 
 def default_option(method: str, name: str):

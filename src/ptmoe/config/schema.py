@@ -165,6 +165,13 @@ SCHEMA: dict[str, tuple] = {
         "which columns of a generic jsonl / csv file hold each field (docs/data.md); keyed by data set (the file as "
         "written, or its name) for one file only: `{train.jsonl: {question: q}}`",
     ),
+    "data.eval_source": (
+        {},
+        mapping(string(), "mapping evaluation set → training source"),
+        "the data.train source each evaluation set belongs to, where the names don't say it (`route_by: source` "
+        "routes its questions to that source's expert), e.g. `{dev.jsonl: train.jsonl}`; prepared `set/split` "
+        "names need none",
+    ),
     "data.task": (None, choice("qa", "math", null=True), "force the task of generic rows; null: inferred"),
     "data.mix_temperature": (1.0, number(0, strict=True), "multi-source sampling p_i ∝ n_i^(1/T); 1: concatenate"),
     "data.max_train_examples": (None, integer(1, null=True), "per training source, after the validation slice"),

@@ -105,12 +105,16 @@ def columns_for(columns, spec):
     """data.columns for one data set: the one mapping (or `field=column,...` text) every file shares, or, keyed
     by data set, the entry naming `spec` as the config wrote it, by its file name, or by a path it ends with
     (none: the standard names)."""
-    if not per_set_columns(columns):
-        return columns
+    return entry_for(columns, spec) if per_set_columns(columns) else columns
+
+
+def entry_for(by_set: dict, spec):
+    """The value a mapping keyed by data set holds for `spec`: under the spec as the config wrote it, its file
+    name, or a path it ends with; None if no key names it."""
     spec = str(spec)
-    for key, mapping in columns.items():
-        if spec == key or Path(spec).name == key or spec.endswith("/" + key.removeprefix("./")):
-            return mapping
+    for key, value in (by_set or {}).items():
+        if spec == key or Path(spec).name == key or spec.endswith("/" + str(key).removeprefix("./")):
+            return value
     return None
 
 

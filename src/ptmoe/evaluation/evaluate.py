@@ -15,9 +15,11 @@ from tqdm.auto import tqdm
 from ..adapted import AdaptedModel
 from ..base_models import load_base_model
 from ..collate import pad_batch
+from ..config.presets import eval_route
 from ..config.schema import ConfigError
 from ..data import load_eval_set
 from ..data.format import encode_dataset, special_ids
+from ..data.load import entry_for
 from ..device import default_device, resolve_dtype
 from ..methods.router import routers
 from .metrics import average, set_scores
@@ -35,10 +37,20 @@ def load_for_eval(cfg: dict, adapter: str | None, device):
 
 @torch.no_grad()
 def generate_answers(
-    model, tok, examples, batch_size, max_length, max_new_tokens, monitor=None, progress=True, window="question"
+    model,
+    tok,
+    examples,
+    batch_size,
+    max_length,
+    max_new_tokens,
+    monitor=None,
+    progress=True,
+    window="question",
+    route_as=None,
 ):
     """Greedy answers for examples, batched by length (left padding); an over-long passage is cut by the
-    rule `window` (data/format.py), which never reads the answer unless it is `answer`. Returns (texts, n_dropped)."""
+    rule `window` (data/format.py), which never reads the answer unless it is `answer`. route_as: the training
+    source the rows belong to for `route_by: source` (default: each row's set). Returns (texts, n_dropped)."""
     enc, dropped = encode_dataset(examples, tok, max_length, train=False, max_new_tokens=max_new_tokens, window=window)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]["input_ids"]))
     texts = [None] * len(examples)
@@ -54,7 +66,7 @@ def generate_answers(
             max_new_tokens=max_new_tokens,
             eos_token_id=eos,
             pad_token_id=pad_id,
-            row_sources=sets,  # only the oracle bracket (route_by: source) reads them
+            row_sources=[route_as or s for s in sets],  # only the oracle bracket (route_by: source) reads them
             return_routing=True,
         )
         if monitor is not None:
@@ -93,8 +105,10 @@ def evaluate(
             raise ConfigError(f"data.eval: {spec} has no examples")
         task = examples[0].get("task", "qa")
         max_new = e["max_new_tokens"].get(task, 32)
+        sources = getattr(model.adapter, "sources", None)
+        route_as = eval_route(cfg, spec, list(sources)) if sources and entry_for(d["eval_source"], spec) else None
         texts, dropped = generate_answers(
-            model, tok, examples, e["batch_size"], d["max_length"], max_new, monitor, progress, e["window"]
+            model, tok, examples, e["batch_size"], d["max_length"], max_new, monitor, progress, e["window"], route_as
         )
         res = score_set(examples, texts)
         if dropped:
