@@ -45,7 +45,9 @@ def plot(rows, out: Path) -> None:
     ax.barh(names, mid, xerr=err, color=colours, capsize=3, height=0.6)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("F1 difference to prompt tuning (95% paired bootstrap interval)")
-    ax.set_title("QA, SmolLM2-135M, 60 steps, 3 seeds, 8 sets (docs/parity.md)", fontsize=10)
+    ax.set_title(
+        "QA, SmolLM2-135M, 60 steps, 3 seeds, 8 sets of the former bigbench archive (docs/parity.md)", fontsize=10
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
