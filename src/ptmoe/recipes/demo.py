@@ -17,7 +17,11 @@ DEMO_CONFIG = Path(str(files("ptmoe") / "config" / "demo.yaml"))  # package data
 
 
 def add_arguments(p):
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the packaged demo config (ptmoe/config/demo.yaml; configs/demo.yaml in a checkout)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted key=value overrides of the packaged demo config (ptmoe/config/demo.yaml; configs/demo.yaml in a checkout)",
+    )
     p.add_argument("--config", default=None, help="another demo config")
 
 
