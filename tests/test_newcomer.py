@@ -471,7 +471,7 @@ def test_keys_added_at_their_defaults_leave_run_keys_alone():
 
     cfg = load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7"])
     bare = copy.deepcopy(cfg)
-    for key in ("columns", "task", "eval_sample", "train_max_length"):
+    for key in ("columns", "task", "eval_sample", "train_max_length", "eval_source"):
         bare["data"].pop(key)
     assert run_key(bare) == run_key(cfg)
     assert run_key(load_config(None, ["model=shape:tiny", "method=pt", "train.steps=7", "eval.window=answer"])) != (

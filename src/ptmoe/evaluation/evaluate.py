@@ -105,8 +105,8 @@ def evaluate(
             raise ConfigError(f"data.eval: {spec} has no examples")
         task = examples[0].get("task", "qa")
         max_new = e["max_new_tokens"].get(task, 32)
-        sources = getattr(model.adapter, "sources", None)
-        route_as = eval_route(cfg, spec, list(sources)) if sources and entry_for(d["eval_source"], spec) else None
+        by_source = getattr(model.adapter, "route_by", None) == "source" and entry_for(d["eval_source"], spec)
+        route_as = eval_route(cfg, spec, list(model.adapter.sources)) if by_source else None
         texts, dropped = generate_answers(
             model, tok, examples, e["batch_size"], d["max_length"], max_new, monitor, progress, e["window"], route_as
         )

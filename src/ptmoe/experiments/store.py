@@ -31,7 +31,7 @@ def run_key(cfg: dict) -> str:
     if spec.routed:
         ident["routing_rule"] = ROUTING_RULE
     # keys added after runs were stored hash as before while unset, so stored runs are still found
-    added = {"columns": None, "task": None, "eval_sample": "first", "train_max_length": None}
+    added = {"columns": None, "task": None, "eval_sample": "first", "train_max_length": None, "eval_source": {}}
     ident["data"] = {k: v for k, v in ident["data"].items() if not (k in added and v == added[k])}
     # routing value only adds evaluations of a routed adapter: unkeyed at its default or without a router
     unkeyed = ident["eval"].get("routing_value") is True or not spec.routed
