@@ -120,7 +120,7 @@ def test_routed_runs_from_before_the_routing_fix_are_never_reused():
 
     def old_key(cfg):  # the key before the fix: the expanded config alone
         ident = {k: v for k, v in apply_preset(cfg).items() if k != "output_dir"}
-        added_later = ("columns", "task", "eval_sample", "train_max_length")  # at their defaults here
+        added_later = ("columns", "task", "eval_sample", "train_max_length", "eval_source")  # at their defaults here
         ident["data"] = {k: v for k, v in ident["data"].items() if k not in added_later}
         ident["eval"] = {k: v for k, v in ident["eval"].items() if k != "routing_value"}  # added later too
         for key in ("init_from", "grow"):  # top-level sections added later, at their defaults here
