@@ -111,7 +111,7 @@ def resolve_method_options(cfg: dict) -> dict:
                 f"sources ({len(sources)}), "
                 f"got experts={experts}"
             )
-        opts = {**opts, "sources": [first_example(spec, cfg).get("set", spec) for spec in sources]}
+        opts = {**opts, "sources": [set_name(spec, cfg) for spec in sources]}
     if opts.get("route_by") == "source":
         for spec in cfg["data"]["eval"]:
             eval_route(cfg, spec, opts["sources"])  # every evaluation set finds its expert before any training
@@ -133,7 +133,7 @@ def eval_route(cfg: dict, spec: str, sources: list[str]) -> str:
         if index is None:
             raise ValueError(f"data.eval_source: {spec!r} -> {named!r}, which is not one of data.train {list(train)}")
         return sources[index]
-    name = first_example(spec, cfg).get("set", spec)
+    name = set_name(spec, cfg)
     try:
         source_index(name, sources)
     except ValueError:
@@ -150,6 +150,11 @@ def default_option(method: str, name: str):
     from ..methods import get_method
 
     return next(f.default for f in fields(get_method(method).config_cls) if f.name == name)
+
+
+def set_name(spec: str, cfg: dict) -> str:
+    """The name a data set's rows carry ("set"): what routing by source matches them by."""
+    return first_example(spec, cfg).get("set", spec)
 
 
 def first_example(spec: str, cfg: dict) -> dict:

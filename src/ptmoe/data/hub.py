@@ -167,11 +167,11 @@ def _collect(source: HubDataset, subsets, rows_of_split):
         rows = rows_of_split(theirs)
         if rows is None:
             continue
+        expected = [k for k in subsets if source.in_split is None or k in source.in_split[ours]]
         for row in rows:
             s = row.get("subset") if subsets != [None] else None
             if s in out and len(out[s][ours]) < MAX_ROWS:
                 out[s][ours].append(row)
-            expected = [k for k in subsets if source.in_split is None or k in source.in_split[ours]]
             if all(len(out[k][ours]) >= MAX_ROWS for k in expected):
                 break
     return out

