@@ -163,7 +163,7 @@ not see are each a one-line error before any run starts. Figures: `benchmarks/RE
 on Ray").""",
     "continual": """\
 ```bash
-ptmoe continual configs/continual-qa.yaml
+ptmoe continual configs/continual-reachable.yaml
 ```
 Trains a sequence of tasks in order (expert growth and the brackets: sequential PT, sequential PT-MoE,
 joint training, one prompt per task) and writes the accuracy matrix R[stage][task], average accuracy,

@@ -8,7 +8,7 @@ from ..experiments.continual import continual
 
 
 def add_arguments(p):
-    p.add_argument("config", help="continual YAML (see configs/continual-qa.yaml)")
+    p.add_argument("config", help="continual YAML (see configs/continual-reachable.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the shared config")
     p.add_argument("--only", help="comma-separated strategies to train (the table shows every finished one)")
     p.add_argument("--report", action="store_true", help="train nothing: the tables from the finished stages")
