@@ -18,7 +18,8 @@ supervised: a router that reads the frozen model's hidden states after layer 2 (
           and is taught in training which source each row comes from (`source_supervision: 1.0`, one
           expert per training source); at inference it reads the input alone. For multi-source training
           only.
-default:  `paper`, the recipe that measured best; it must also fit one-source data.
+default:  `paper`, the recipe that measured best; it must also fit one-source data. On the four reachable
+          QA sets (docs/routing.md) no preset beat one expert at the CPU budget, so it stays `paper`.
 Every preset routes on the prompt alone (`ptmoe.inputs.context_mask`), in training as at inference.
 """
 
