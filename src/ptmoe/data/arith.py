@@ -14,8 +14,8 @@ bare package objects stand in for both and only fetch.RG_ARITH_MODULES are loade
 
 import importlib
 import sys
-import types
 
+from .gsm import bare_package
 from .splits import SEED, doc_id
 
 ARITH_SET = "arith_easy"
@@ -45,19 +45,12 @@ HELDOUT_PER_TASK = 60
 HELDOUT_START = 1_000_000  # first item index of heldout: far past every training item's seed
 
 
-def _bare_package(name, path):
-    """A package object with no __init__ run, so its submodules import from `path` alone."""
-    pkg = sys.modules.setdefault(name, types.ModuleType(name))
-    pkg.__path__ = [str(path)]  # this cache's files, for the submodules not imported yet
-    return pkg
-
-
 def load_modules(raw):
     """{module name: module} for the three generators, loaded from raw/ without reasoning-gym's __init__."""
     root = raw / "reasoning_gym"
-    _bare_package("reasoning_gym", root)
-    coaching = _bare_package("reasoning_gym.coaching", root / "coaching")
-    _bare_package("reasoning_gym.arithmetic", root / "arithmetic")
+    bare_package("reasoning_gym", root)
+    coaching = bare_package("reasoning_gym.coaching", root / "coaching")
+    bare_package("reasoning_gym.arithmetic", root / "arithmetic")
     # what the generators import from `..coaching`, which coaching/__init__ would have re-exported
     coaching.BaseCurriculum = importlib.import_module("reasoning_gym.coaching.base_curriculum").BaseCurriculum
     attrs = importlib.import_module("reasoning_gym.coaching.attributes")

@@ -30,12 +30,17 @@ def load_templates(raw):
     return out
 
 
+def bare_package(name, path):
+    """A package object with no __init__ run, so its submodules import from `path` alone (reasoning-gym's
+    readers here and in arith.py share it)."""
+    pkg = sys.modules.setdefault(name, types.ModuleType(name))
+    pkg.__path__ = [str(path)]  # this cache's files, for the submodules not imported yet
+    return pkg
+
+
 def load_generators(raw):
     """({generator index: fn(rng, difficulty) -> dict}, set of indices reasoning-gym marks ok)."""
-    if "reasoning_gym" not in sys.modules:  # a bare package object: skips the heavy __init__
-        pkg = types.ModuleType("reasoning_gym")
-        pkg.__path__ = [str(raw / "reasoning_gym")]
-        sys.modules["reasoning_gym"] = pkg
+    bare_package("reasoning_gym", raw / "reasoning_gym")  # skips the heavy __init__
     gens = {}
     for name in ("generators_00_49", "generators_50_99"):
         spec = importlib.util.spec_from_file_location(f"ptmoe_rg_{name}", raw / RG_DIR / f"{name}.py")
