@@ -371,3 +371,29 @@ def test_compare_checks_the_oracle_evaluation_sets_before_any_run(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'a_dev'" in err and "data.eval_source" in err
     assert not (tmp_path / "cmp" / "runs").exists()  # nothing trained
+
+
+def test_budget_sweep_reuses_the_routing_tables_runs_and_brackets_every_budget():
+    """configs/routing-qa4-budget.yaml: its 60-step rows are routing-qa4's runs (same keys, so never rerun),
+    and each budget has one expert and the oracle, differing only in training steps and routing value."""
+    import yaml
+
+    from ptmoe.experiments.plan import method_config, shared_config
+    from ptmoe.experiments.store import run_key
+
+    def configs(name):
+        path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+        raw = yaml.safe_load(path.read_text())
+        shared = shared_config(raw, str(path))
+        return raw, {m["name"]: method_config(shared, m, str(path)) for m in raw["methods"]}
+
+    table, rows = configs("routing-qa4")
+    budget, sweep = configs("routing-qa4-budget")
+    assert budget["output_dir"] == table["output_dir"] and budget["seeds"] == table["seeds"]
+    for bracket in ("PT-MoE 1 expert", "PT-MoE oracle"):
+        assert run_key(sweep[f"{bracket} @60"]) == run_key(rows[bracket])
+        for steps in (120, 240):
+            cfg = sweep[f"{bracket} @{steps}"]
+            assert cfg["train"]["steps"] == steps
+            assert cfg["method_options"] == rows[bracket]["method_options"] and cfg["data"] == rows[bracket]["data"]
+    assert budget["baseline"] in sweep
