@@ -225,8 +225,8 @@ def test_option_errors_name_the_option():
         tiny_model(route_by="source", sources=["a", "b", "c"])
 
 
-@pytest.mark.parametrize("name", ["routing-mix", "routing-qa-gpu", "routing-qa4"])
-def test_routing_configs_parse_and_bracket_the_routed_rows(name):
+def compare_config(name):
+    """configs/<name>.yaml as `ptmoe compare` reads it: the raw file and each method entry's full config."""
     import yaml
 
     from ptmoe.experiments.plan import method_config, shared_config
@@ -234,7 +234,13 @@ def test_routing_configs_parse_and_bracket_the_routed_rows(name):
     path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
     raw = yaml.safe_load(path.read_text())
     shared = shared_config(raw, str(path))
-    opts = {m["name"]: method_config(shared, m, str(path))["method_options"] for m in raw["methods"]}
+    return raw, {m["name"]: method_config(shared, m, str(path)) for m in raw["methods"]}
+
+
+@pytest.mark.parametrize("name", ["routing-mix", "routing-qa-gpu", "routing-qa4"])
+def test_routing_configs_parse_and_bracket_the_routed_rows(name):
+    raw, configs = compare_config(name)
+    opts = {method: cfg["method_options"] for method, cfg in configs.items()}
     assert raw["baseline"] in {"PT", "PT-MoE 1 expert"} & set(opts) and opts["PT-MoE 1 expert"]["experts"] == 1
     oracle = opts["PT-MoE oracle"]
     assert oracle["route_by"] == "source" and oracle["experts"] == len(raw["data"]["train"])
@@ -376,19 +382,10 @@ def test_compare_checks_the_oracle_evaluation_sets_before_any_run(tmp_path, caps
 def test_budget_sweep_reuses_the_routing_tables_runs_and_brackets_every_budget():
     """configs/routing-qa4-budget.yaml: its 60-step rows are routing-qa4's runs (same keys, so never rerun),
     and each budget has one expert and the oracle, differing only in training steps and routing value."""
-    import yaml
-
-    from ptmoe.experiments.plan import method_config, shared_config
     from ptmoe.experiments.store import run_key
 
-    def configs(name):
-        path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
-        raw = yaml.safe_load(path.read_text())
-        shared = shared_config(raw, str(path))
-        return raw, {m["name"]: method_config(shared, m, str(path)) for m in raw["methods"]}
-
-    table, rows = configs("routing-qa4")
-    budget, sweep = configs("routing-qa4-budget")
+    table, rows = compare_config("routing-qa4")
+    budget, sweep = compare_config("routing-qa4-budget")
     assert budget["output_dir"] == table["output_dir"] and budget["seeds"] == table["seeds"]
     for bracket in ("PT-MoE 1 expert", "PT-MoE oracle"):
         assert run_key(sweep[f"{bracket} @60"]) == run_key(rows[bracket])
