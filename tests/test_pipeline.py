@@ -412,6 +412,25 @@ def test_compare_all_methods_then_second_invocation_skips_finished_runs(data, tm
     assert "--only: no method named 'nope'" in capsys.readouterr().err
     assert snapshot() == before
 
+    # an entry's own baseline: its Δ is against that row (each Δ cell names its row); a name that is no other
+    # entry is a one-line error before anything runs
+    cfg["methods"].pop()
+    cfg["methods"][1]["baseline"] = "smop"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli_main(["compare", str(path), "--report"]) == 0
+    capsys.readouterr()
+    rows = json.loads((root / "compare.json").read_text())["rows"]
+    point = rows["dpt"]["diff_vs_baseline"][0]
+    assert rows["dpt"]["baseline"] == "smop" and rows["lora"]["baseline"] == "pt"
+    assert point == pytest.approx(rows["dpt"]["average"]["f1"] - rows["smop"]["average"]["f1"], abs=1e-6)
+    assert "vs smop |" in (root / "compare.md").read_text() and "vs pt |" in (root / "compare.md").read_text()
+    for bad in ("nope", "dpt"):
+        cfg["methods"][1]["baseline"] = bad
+        path.write_text(yaml.safe_dump(cfg))
+        assert cli_main(["compare", str(path)]) == 2
+        assert f"methods[dpt]: baseline: {bad!r} is not another methods entry" in capsys.readouterr().err
+    assert snapshot() == before
+
 
 # ---- generate with several adapters ------------------------------------------------------------------------------
 def test_generate_mixes_two_adapters_in_one_file(tmp_path, capsys):

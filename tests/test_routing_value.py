@@ -394,3 +394,7 @@ def test_budget_sweep_reuses_the_routing_tables_runs_and_brackets_every_budget()
             assert cfg["train"]["steps"] == steps
             assert cfg["method_options"] == rows[bracket]["method_options"] and cfg["data"] == rows[bracket]["data"]
     assert budget["baseline"] in sweep
+    for steps in (120, 240):  # the oracle's lead at a budget is taken against one expert at that budget
+        assert next(m for m in budget["methods"] if m["name"] == f"PT-MoE oracle @{steps}")["baseline"] == (
+            f"PT-MoE 1 expert @{steps}"
+        )

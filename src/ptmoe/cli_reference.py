@@ -138,7 +138,8 @@ ptmoe compare configs/compare-qa.yaml
 Trains and evaluates several methods on the same data and budget, optionally sweeping each method's
 learning rate on a validation slice first, over several seeds; writes `compare.md` and `compare.json` in
 the layout of the paper's tables, with parameter counts and paired bootstrap 95% intervals of each
-method's difference to the baseline, usage entropy and expert share per set for routed methods, and wall
+method's difference to the baseline (`baseline: NAME`; an entry's own `baseline: NAME` takes its row's
+against that row instead, as a budget sweep compares each budget's rows), usage entropy and expert share per set for routed methods, and wall
 time per run. Runs are stored by a hash of the config with its preset expanded, so an interrupted
 comparison resumes where it stopped and a redefined preset never reuses a stale run; `--only NAME` runs
 some methods (two processes can share the work), `seeds=[0]` runs one seed now (the full command later

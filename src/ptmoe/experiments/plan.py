@@ -28,7 +28,7 @@ def _without(entry, key):
 def method_config(shared: dict, entry: dict, where: str) -> dict:
     if not isinstance(entry, dict) or "name" not in entry or "method" not in entry:
         raise ConfigError(f"{where}: each methods entry needs 'name' and 'method'")
-    over = {k: v for k, v in entry.items() if k != "name"}
+    over = {k: v for k, v in entry.items() if k not in ("name", "baseline")}  # baseline: the table's, not training's
     cfg = merge(shared, over, f"{where}: methods[{entry['name']}]")
     if cfg["method"] != shared["method"]:  # the shared options and preset of another method don't apply
         switch_method(cfg, shared["method"], shared["preset"], set(over.get("method_options") or {}), lambda m: None)
@@ -52,6 +52,7 @@ class Entry:
     where: str
     source_runs: dict | None  # ATTEMPT: overrides of its source prompt runs (None: no such runs)
     sweep: dict | None
+    baseline: str | None = None  # the row its Δ is taken against, where not the comparison's baseline
 
     def config(self, sources: list[dict]) -> dict:
         """The entry's config once its source prompt runs (if any) have finished."""
@@ -172,6 +173,7 @@ def plan_comparison(raw: dict, where: str, only=None) -> Plan:
     root = Path(str(shared["output_dir"]).format(method="compare", seed=0))
     # every entry checked before anything trains (an ATTEMPT entry's source runs are filled in later)
     configs = [(entry, method_config(shared, _without(entry, "source_runs"), where)) for entry in methods]
+    check_baselines(raw, methods, where)
     plan = Plan(root, [])
     for entry, cfg in configs:  # source prompts (ATTEMPT's): checked before anything trains
         check_sources(entry, cfg, where)
@@ -179,10 +181,21 @@ def plan_comparison(raw: dict, where: str, only=None) -> Plan:
         if only and entry.get("name") not in only:
             continue
         sources = (entry["source_runs"] or {}) if "source_runs" in entry else None
-        e = Entry(entry["name"], _without(entry, "source_runs"), cfg, shared, where, sources, raw.get("sweep"))
+        own = _without(entry, "source_runs")
+        e = Entry(entry["name"], own, cfg, shared, where, sources, raw.get("sweep"), entry.get("baseline"))
         plan.entries.append(e)
         add_entry_steps(plan, e, seeds)
     return plan
+
+
+def check_baselines(raw: dict, methods: list[dict], where: str) -> None:
+    """The comparison's `baseline` (when given) names an entry, and an entry's own `baseline` another one."""
+    names = [m["name"] for m in methods]
+    wanted = [("baseline", raw["baseline"], None)] if "baseline" in raw else []
+    wanted += [(f"methods[{m['name']}]: baseline", m["baseline"], m["name"]) for m in methods if "baseline" in m]
+    for key, name, own in wanted:
+        if name not in names or name == own:
+            raise ConfigError(f"{where}: {key}: {name!r} is not another methods entry (entries: {', '.join(names)})")
 
 
 def check_sources(entry: dict, cfg: dict, where: str) -> None:

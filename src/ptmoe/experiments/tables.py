@@ -18,17 +18,18 @@ def per_question(runs: list[dict]) -> dict[str, list[float]]:
     return out
 
 
-def build_table(finished: dict, baseline: str, failed: dict | None = None) -> dict:
+def build_table(finished: dict, baseline: str, failed: dict | None = None, row_baselines: dict | None = None) -> dict:
     """finished: method name -> its finished seed runs (none when all failed); failed: method name ->
-    one line per run that failed (the Ray executor), shown in the table, never dropped."""
-    failed = failed or {}
+    one line per run that failed (the Ray executor), shown in the table, never dropped; row_baselines:
+    method name -> the row its Δ is against, where not `baseline` (a budget sweep: each budget's own)."""
+    failed, row_baselines = failed or {}, row_baselines or {}
     sets = []
     for runs in finished.values():
         for s in runs[0]["eval"]["sets"] if runs else []:
             if s not in sets:
                 sets.append(s)
     rows = {}
-    base_q = per_question(finished[baseline]) if finished.get(baseline) else None
+    scores_of = {name: per_question(runs) for name, runs in finished.items() if runs}
     for name, runs in finished.items():
         if not runs:
             rows[name] = {"failed": failed[name]}
@@ -68,8 +69,10 @@ def build_table(finished: dict, baseline: str, failed: dict | None = None) -> di
             row["routing_value"] = paired_bootstrap(per_question(runs), forced)
         if all("mutual_information_bits" in (r["eval"].get("router") or {}) for r in runs):
             row["mutual_information_bits"] = mean(lambda r: r["eval"]["router"]["mutual_information_bits"])
-        if base_q is not None and name != baseline:
-            row["diff_vs_baseline"] = paired_bootstrap(per_question(runs), base_q)
+        against = row_baselines.get(name, baseline)
+        if against in scores_of and name != against:
+            row["diff_vs_baseline"] = paired_bootstrap(scores_of[name], scores_of[against])
+            row["baseline"] = against
         if failed.get(name):
             row["failed"] = failed[name]
         rows[name] = row
@@ -78,7 +81,7 @@ def build_table(finished: dict, baseline: str, failed: dict | None = None) -> di
         "sets": sets,
         "rows": rows,
         "failed": {n: r["failed"] for n, r in rows.items() if r.get("failed")},
-        "markdown": markdown(rows, sets, baseline),
+        "markdown": markdown(rows, sets, baseline, mixed=bool(row_baselines)),
     }
 
 
@@ -90,7 +93,8 @@ def short(s: str) -> str:
     return s.replace("squad_shifts_", "").replace("/heldout", "").replace("/test", "")
 
 
-def markdown(rows: dict, sets: list[str], baseline: str) -> str:
+def markdown(rows: dict, sets: list[str], baseline: str, mixed: bool = False) -> str:
+    """mixed: some rows have a baseline of their own, so each Δ cell names the row it is against."""
     metric = lambda r, s: (
         f"{r['sets'][s]['f1']:.2f} / {r['sets'][s]['em']:.2f}"
         if "f1" in r["sets"].get(s, {})
@@ -101,7 +105,8 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
     head = (
         ["method", "params"]
         + [short(s) for s in sets]
-        + ["avg", f"Δ vs {baseline} [95% CI]", "routing value [95% CI]", "MI set;expert (bits)"]
+        + ["avg", "Δ vs baseline [95% CI]" if mixed else f"Δ vs {baseline} [95% CI]"]
+        + ["routing value [95% CI]", "MI set;expert (bits)"]
         + ["seeds", "lr", "usage H train / eval (bits)", "min / run"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -112,7 +117,7 @@ def markdown(rows: dict, sets: list[str], baseline: str) -> str:
         a = r["average"]
         avg = f"{a['f1']:.2f} / {a['em']:.2f}" if "f1" in a else f"{a.get('accuracy', 0):.2f}"
         d = r.get("diff_vs_baseline")
-        diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" if d else ""
+        diff = f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]" + (f" vs {r['baseline']}" if mixed else "") if d else ""
         h = f"{r['train_usage_entropy_bits']:.2f} / {r['usage_entropy_bits']:.2f}" if "usage_entropy_bits" in r else ""
         v = r.get("routing_value")
         value = f"{v[0]:+.2f} [{v[1]:+.2f}, {v[2]:+.2f}]" if v else ""

@@ -6,7 +6,8 @@ Config: the keys of a train config (shared by every method) plus
   seeds: [0, 1, 2]
   sweep: {lrs: [..], steps: N, valid_examples: M}   (optional learning-rate sweep per method,
          scored by validation loss on a slice of the training sources, never on evaluation sets)
-  baseline: pt   (paired bootstrap intervals of each method's difference to this one)
+  baseline: pt   (paired bootstrap intervals of each method's difference to this one; an entry's own
+                  `baseline: NAME` pairs its row with that entry instead, as a budget sweep does)
 An ATTEMPT entry may name `source_runs: {...}` (train-config overrides, often {}): its source prompts
 are then `pt` runs, one per training source on that source alone (the entry's prompt length, seed 0,
 the shared budget), trained and stored like any other run and reused across seeds and entries.
