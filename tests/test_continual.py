@@ -333,6 +333,14 @@ def test_continual_writes_R_and_resumes_stage_by_stage(files, tmp_path, monkeypa
     assert [[len(c) for c in row] for row in shares] == [[2, 2], [3, 3]]
     assert all(sum(c) == pytest.approx(1) for row in shares for c in row)
     assert "expert_share" not in saved["rows"]["seq-pt"] and "Where the router sent" in table["markdown"]
+    # the growth targets read from those shares: t1 on its 2 old experts, t2 on the one added for it
+    (kept,) = saved["rows"]["growth"]["growth_routing"]
+    assert kept["stage"] == 2 and kept["old_on_old"] == pytest.approx(sum(shares[1][0][:2]))
+    assert kept["new_on_new"] == pytest.approx(shares[1][1][2])
+    # ΔACC against joint training (the bound growth's target is read against), by question
+    joint_q = saved["rows"]["joint"]["R"][0]
+    assert saved["rows"]["growth"]["acc_vs_joint"][0] == pytest.approx(growth["acc"][0] - sum(joint_q) / 2)
+    assert "acc_vs_joint" not in saved["rows"]["joint"] and "ΔACC vs joint" in table["markdown"]
     # seq-pt and oracle share their first stage (the same config): 2 + 2 + 1 + 1 joint = 6 runs
     assert len(list((tmp_path / "cont" / "runs").iterdir())) == 6
     # stop after a stage: its later stage is gone; the rerun trains that one stage only
