@@ -56,7 +56,7 @@ def write_table(plan: Plan, results: list, failed: dict[int, str], baseline: str
             log(f"[compare] {e.name}: no finished run")
     if not finished:
         raise ConfigError(f"{where}: no finished runs to report under {plan.root}")
-    own = {e.name: e.baseline for e in plan.entries if e.baseline}
+    own = {e.name: e.raw["baseline"] for e in plan.entries if "baseline" in e.raw}
     table = build_table(finished, baseline, {k: v for k, v in failures.items() if v}, own)
     used = list({r["key"]: r for r in results if r is not None}.values())  # sweeps and source runs included
     table["run_hours"] = sum(r["train"]["wall_s"] + r.get("eval", {}).get("wall_s", 0) for r in used) / 3600

@@ -113,8 +113,8 @@ def build_table(finished: dict, plan: dict, base: dict | None) -> dict:
             kept = [growth_routing(seed) for seed in shares]
             if kept[0]:  # per stage, the lowest over seeds: the targets are met only if every seed meets them
                 rows[strategy]["growth_routing"] = [
-                    {k: min(seed[i][k] for seed in kept) if k != "stage" else kept[0][i][k] for k in kept[0][i]}
-                    for i in range(len(kept[0]))
+                    {"stage": g["stage"], **{k: min(seed[i][k] for seed in kept) for k in ("old_on_old", "new_on_new")}}
+                    for i, g in enumerate(kept[0])
                 ]
     baseline = plan["baseline"]
     for strategy, row in rows.items():

@@ -52,7 +52,6 @@ class Entry:
     where: str
     source_runs: dict | None  # ATTEMPT: overrides of its source prompt runs (None: no such runs)
     sweep: dict | None
-    baseline: str | None = None  # the row its Δ is taken against, where not the comparison's baseline
 
     def config(self, sources: list[dict]) -> dict:
         """The entry's config once its source prompt runs (if any) have finished."""
@@ -181,8 +180,7 @@ def plan_comparison(raw: dict, where: str, only=None) -> Plan:
         if only and entry.get("name") not in only:
             continue
         sources = (entry["source_runs"] or {}) if "source_runs" in entry else None
-        own = _without(entry, "source_runs")
-        e = Entry(entry["name"], own, cfg, shared, where, sources, raw.get("sweep"), entry.get("baseline"))
+        e = Entry(entry["name"], _without(entry, "source_runs"), cfg, shared, where, sources, raw.get("sweep"))
         plan.entries.append(e)
         add_entry_steps(plan, e, seeds)
     return plan

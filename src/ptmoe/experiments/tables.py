@@ -66,7 +66,7 @@ def build_table(finished: dict, baseline: str, failed: dict | None = None, row_b
                 s: [sum(v["best_replacement_scores"][s][i] for v in values) / len(values) for i in range(len(q))]
                 for s, q in values[0]["best_replacement_scores"].items()
             }
-            row["routing_value"] = paired_bootstrap(per_question(runs), forced)
+            row["routing_value"] = paired_bootstrap(scores_of[name], forced)
         if all("mutual_information_bits" in (r["eval"].get("router") or {}) for r in runs):
             row["mutual_information_bits"] = mean(lambda r: r["eval"]["router"]["mutual_information_bits"])
         against = row_baselines.get(name, baseline)
