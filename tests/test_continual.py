@@ -227,6 +227,41 @@ def test_route_loss_sends_the_new_task_to_the_new_expert(files, tiny_source):
     assert json.loads(Path(routed, "adapter_config.json").read_text())["lineage"][-1]["route_weight"] == 1.0
 
 
+def test_router_fit_after_the_stage_moves_only_the_new_router_rows(files, tiny_source):
+    """grow.router_fit_steps: the stage barely trains its router (new rows from zeros, a router rate of 1e-9),
+    so the new task's stored inputs are not all on the new expert; the router-only fit after the stage sends
+    them there and keeps the old stage's stored inputs on their experts (read with a plain matrix product
+    from the saved tensors), and changes nothing else: against the same run without it, every tensor of
+    best/ and final/ is bit-identical but the new expert's router row."""
+    common = [
+        "train.steps=2",
+        f"init_from={tiny_source}",
+        "grow.experts=1",
+        "grow.router_init=zeros",
+        "grow.route_weight=1",
+        "train.lr_groups={router: 1.0e-9}",
+        *TINY,
+    ]
+    plain = run_train(overrides(files, "t2", files / "fit_off", *common))
+    fitted = run_train(overrides(files, "t2", files / "fit_on", *common, "grow.router_fit_steps=300"))
+    assert (routing_of_store(plain, 1)[0] == 2).float().mean() < 1.0
+    picked, _ = routing_of_store(fitted, 1)
+    assert picked.tolist() == [2] * 16
+    assert routed_to_stored_expert(fitted) == 1.0
+    for folder in ("best", "final"):
+        a = load_file(f"{Path(plain).parent / folder}/adapter_model.safetensors")
+        b = load_file(f"{Path(fitted).parent / folder}/adapter_model.safetensors")
+        assert a.keys() == b.keys()
+        for name in a:
+            if name.startswith("router.linear."):
+                assert torch.equal(a[name][:2], b[name][:2]), name  # the old rows: frozen
+                assert not torch.equal(a[name][2:], b[name][2:]), name
+            else:
+                assert torch.equal(a[name], b[name]), name
+    meta = json.loads(Path(fitted, "adapter_config.json").read_text())
+    assert meta["router_fit"] is True and meta["lineage"][-1]["router_fit_steps"] == 300
+
+
 def test_grown_adapter_loads_generates_and_serves(files, grown):
     pytest.importorskip("fastapi")
     openai = pytest.importorskip("openai")
@@ -378,6 +413,16 @@ def test_bad_input_is_one_line_before_any_model_loads(files, source, grown_per_s
             "--from",
             grown_per_stage,
         ],
+        "grow.router_fit_steps: fits the new router rows of a run that grows": [
+            "grow.experts=0",
+            "grow.router_fit_steps=5",
+        ],
+        "grow.router_fit_steps: fits the router on its replay and route losses; both weights are 0": [
+            "grow.router_fit_steps=5",
+            "grow.replay_weight=0",
+            "--from",
+            source,
+        ],
     }
     for expected, extra in cases.items():
         args = overrides(files, "t2", tmp_path / "out", "grow.experts=1", *extra, ptmoe="method=pt" not in extra)
@@ -421,6 +466,8 @@ def test_the_gate_changes_a_run_key_only_when_the_run_grows(source):
     assert run_key(load_config(None, ["grow.gate=shared"])) == run_key(load_config(None, []))  # nor without a store
     growing = [f"init_from={source}", "grow.experts=1"]
     assert key(*growing, "grow.gate=shared") != key(*growing, "grow.gate=per_stage")
+    assert key(*growing, "grow.router_fit_steps=0") == key(*growing)  # runs stored before the router fit
+    assert key(*growing, "grow.router_fit_steps=300") != key(*growing)
     older = load_config(None, ["grow.store_size=8", *growing, "grow.gate=shared"])
     del older["grow"]["gate"]  # a run stored before the gate existed weighed over every expert: shared
     assert run_key(older) == key(*growing, "grow.gate=shared")

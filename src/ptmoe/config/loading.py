@@ -205,6 +205,10 @@ def check_grow(cfg: dict) -> None:
             )
     if g["experts"] and not cfg["init_from"]:
         raise ConfigError("grow.experts: growing needs the adapter to grow from: `ptmoe train CONFIG --from ADAPTER`")
+    if g["router_fit_steps"] and not g["experts"]:
+        raise ConfigError("grow.router_fit_steps: fits the new router rows of a run that grows (grow.experts >= 1)")
+    if g["router_fit_steps"] and not (g["replay_weight"] > 0 or g["route_weight"] > 0):
+        raise ConfigError("grow.router_fit_steps: fits the router on its replay and route losses; both weights are 0")
 
 
 def _check_data(spec: str, key: str) -> None:

@@ -263,6 +263,13 @@ SCHEMA: dict[str, tuple] = {
         "weight of a router-only loss sending this stage's training inputs to the new experts "
         "(-log of their summed probability): the stage's task is known in training; 0: off",
     ),
+    "grow.router_fit_steps": (
+        0,
+        integer(0),
+        "after a grown stage trains, its new router rows alone take this many more steps of the replay and "
+        "route losses (Adam at train.lr) on the replay store and this stage's stored inputs, before the "
+        "adapter (best/ and final/) is saved: the router's budget apart from the prompt's; 0: off",
+    ),
     "grow.gate": (
         "per_stage",
         choice("shared", "per_stage"),

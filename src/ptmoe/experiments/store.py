@@ -50,8 +50,8 @@ def run_key(cfg: dict) -> str:
 
 def grow_ident(g: dict) -> dict:
     """The grow keys that change a run: those added later drop out at the value runs had before them
-    (route_weight 0, gate shared), and the gate drops out where the run does not grow."""
-    later = {"route_weight": 0.0, "gate": "shared", "rank": 0}
+    (route_weight 0, gate shared, no router fit), and the gate drops out where the run does not grow."""
+    later = {"route_weight": 0.0, "gate": "shared", "rank": 0, "router_fit_steps": 0}
     return {
         k: v for k, v in g.items() if not ((k in later and v == later[k]) or (k == "gate" and not g.get("experts")))
     }

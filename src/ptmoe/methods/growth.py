@@ -87,6 +87,10 @@ class GrowableExperts:
         """The router's noise-free logits on pooled router inputs [M, H] (what it decides at inference)."""
         return self.router.clean_logits(pooled)
 
+    def router_parameters(self) -> list[torch.nn.Parameter]:
+        """What a router-only fit after a grown stage trains (grow.router_fit_steps)."""
+        return list(self.router.parameters())
+
     @property
     def route_temperature(self) -> float:
         return self.router.temperature

@@ -123,19 +123,56 @@ class Growth:
         Only the router gets their gradient. -> the call's record with them (None: unchanged)."""
         if not module.training:
             return None
-        loss, T = 0.0, module.route_temperature
+        loss = 0.0
         if self.replaying:
-            n = len(self.old["experts"])
-            idx = torch.randint(n, (min(self.g["replay_batch"], n),), generator=self.replay).to(self._device)
-            logits = module.route_logits(self.old["inputs"][idx]) / T
-            loss = loss + self.g["replay_weight"] * F.cross_entropy(logits.float(), self.old["experts"][idx])
+            loss = loss + self._replay_term(module, self.replay)
         if self.g["route_weight"] > 0:  # what the router read in this forward: the batch's pooled inputs
-            logits = (module.route_logits(module.router_features(*inputs[:2])) / T).float()
-            new = logits.logsumexp(-1) - logits[:, self.n_old :].logsumexp(-1)
-            loss = loss + self.g["route_weight"] * new.mean()
+            loss = loss + self._route_term(module, module.router_features(*inputs[:2]))
         if not torch.is_tensor(loss):
             return None
         return output.add_loss(loss)  # after this call's own terms (balance, z-loss, source supervision)
+
+    def _replay_term(self, module, generator) -> torch.Tensor:
+        """replay_weight x CE(the router's logits on a batch of stored old inputs, the experts they went to)."""
+        n = len(self.old["experts"])
+        idx = torch.randint(n, (min(self.g["replay_batch"], n),), generator=generator).to(self._device)
+        logits = module.route_logits(self.old["inputs"][idx]) / module.route_temperature
+        return self.g["replay_weight"] * F.cross_entropy(logits.float(), self.old["experts"][idx])
+
+    def _route_term(self, module, pooled: torch.Tensor) -> torch.Tensor:
+        """route_weight x -log(the router's probability of the new experts), over pooled inputs [M, H]."""
+        logits = (module.route_logits(pooled) / module.route_temperature).float()
+        return self.g["route_weight"] * (logits.logsumexp(-1) - logits[:, self.n_old :].logsumexp(-1)).mean()
+
+    # ---- the router alone, after the stage ------------------------------------------------------------
+    @property
+    def fits_router(self) -> bool:
+        return bool(self.g["router_fit_steps"] and self.g["experts"] and self.cfg["init_from"])
+
+    def fit_router(self) -> None:
+        """grow.router_fit_steps steps of the two router losses alone, on the new router rows (the old ones
+        stay frozen: their gradients are masked and restore() copies them back): stored old inputs toward
+        their experts, and this stage's stored inputs (the store's new entries, pooled from training rows,
+        never answers) toward the new experts. A stage's training steps can be too few for the router
+        (docs/continual.md, benchmarks/growth_router.py): this gives it a budget of its own."""
+        module = self.adapter
+        opt = torch.optim.Adam(module.router_parameters(), lr=self.cfg["train"]["lr"])
+        g = torch.Generator().manual_seed(self.cfg["seed"])
+        batch, n_new = self.cfg["train"]["batch_size"], len(self.new_inputs)
+        routing = self.g["route_weight"] > 0 and n_new > 0
+        was_training = module.training
+        module.eval()  # as at inference: noise-free, no running input statistics updated
+        with torch.enable_grad():
+            for _ in range(self.g["router_fit_steps"] if self.replaying or routing else 0):
+                loss = self._replay_term(module, g) if self.replaying else 0.0
+                if routing:
+                    j = torch.randint(n_new, (min(batch, n_new),), generator=g).to(self._device)
+                    loss = loss + self._route_term(module, self.new_inputs[j])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                self.restore()
+        module.train(was_training)
 
     # ---- what is saved with the adapter ---------------------------------------------------------------
     @torch.no_grad()
@@ -173,6 +210,8 @@ class Growth:
                 replay_weight=self.g["replay_weight"] if self.replaying else 0.0,
                 route_weight=self.g["route_weight"],
             )
+            if self.fits_router:
+                entry["router_fit_steps"] = self.g["router_fit_steps"]
         if self.g["store_size"]:
             H = self.new_inputs.shape[1]
             entry["store"] = {"entries_added": len(self.new_inputs), "bytes_per_entry": 4 * H + 16}

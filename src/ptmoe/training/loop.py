@@ -26,6 +26,7 @@ from ..config.presets import apply_preset
 from ..config.schema import ConfigError
 from ..data.format import special_ids
 from ..evaluation.routing import RouterMonitor
+from ..persistence import CONFIG_NAME
 from . import grow, grow_source
 from .data import encode_sources, read_sources
 from .optim import optimizer_and_schedule
@@ -131,10 +132,10 @@ class TrainingRun:
             self.model.gradient_checkpointing_enable()
         self.pad_id = special_ids(tok)[0]
         self.train_rows, self.valid_rows = encode_sources(cfg, sources, valid, rng, tok, log=self.main_log)
-        growth = grow.start(cfg, source, self.model, self.train_rows, self.pad_id, log=self.main_log)
+        self.growth = grow.start(cfg, source, self.model, self.train_rows, self.pad_id, log=self.main_log)
         self.optimizer, self.scheduler = optimizer_and_schedule(self.model, t)
-        if growth is not None:  # frozen parts exactly as they were after every step (weight decay moves them)
-            self.optimizer.register_step_post_hook(growth.restore)
+        if self.growth is not None:  # frozen parts exactly as they were after every step (weight decay moves them)
+            self.optimizer.register_step_post_hook(self.growth.restore)
 
     def restore_or_init(self) -> None:
         """A resumed run takes its checkpoint; a new one lets the adapter start from the data if it does."""
@@ -322,8 +323,25 @@ class TrainingRun:
             "router": self.monitor.totals(),
         }
         if self.is_main:
+            fit = self.growth is not None and self.growth.fits_router
+            if fit:
+                self.growth.fit_router()
             self.inner.save_pretrained(self.out / "final", extra={"step": self.step})
             if not (self.out / "best").exists():  # no validation data: the final adapter is the best we know
                 self.inner.save_pretrained(self.out / "best", extra={"step": self.step})
+            elif fit:
+                self.fit_router_of_best()
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def fit_router_of_best(self) -> None:
+        """best/ with its router fit as final/'s was (grow.router_fit_steps), once: a run resumed after
+        this finds it marked and leaves it."""
+        best = self.out / "best"
+        meta = json.loads((best / CONFIG_NAME).read_text())
+        if meta.get("router_fit"):
+            return
+        self.inner.load_weights(best)
+        self.growth.fit_router()
+        kept = {k: meta[k] for k in ("step", "valid_loss") if k in meta}
+        self.inner.save_pretrained(best, extra={**kept, "router_fit": True})
