@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..methods.router_input import RouterInput
-from ..persistence import WEIGHTS_NAME, AdapterError
+from ..persistence import CONFIG_NAME, WEIGHTS_NAME, AdapterError
 from .grow_source import STORE_NAME, read_store
 
 
@@ -149,7 +149,23 @@ class Growth:
     def fits_router(self) -> bool:
         return bool(self.g["router_fit_steps"] and self.g["experts"] and self.cfg["init_from"])
 
-    def fit_router(self) -> None:
+    def fit_router(self, model, best: Path) -> None:
+        """Where grow.router_fit_steps asks, the router alone fit on the adapter about to be saved as final/
+        and on the `best/` already saved (re-saved, marked `router_fit` so a resumed run never fits it
+        twice); the model is left with final/'s weights, fitted."""
+        if not self.fits_router:
+            return
+        meta = json.loads((best / CONFIG_NAME).read_text()) if (best / CONFIG_NAME).exists() else None
+        if meta is not None and not meta.get("router_fit"):
+            final = {k: v.detach().clone() for k, v in self.adapter.state_dict().items()}
+            model.load_weights(best)
+            self._fit_router()
+            kept = {k: meta[k] for k in ("step", "valid_loss") if k in meta}
+            model.save_pretrained(best, extra={**kept, "router_fit": True})
+            self.adapter.load_state_dict(final)
+        self._fit_router()
+
+    def _fit_router(self) -> None:
         """grow.router_fit_steps steps of the two router losses alone, on the new router rows (the old ones
         stay frozen: their gradients are masked and restore() copies them back): stored old inputs toward
         their experts, and this stage's stored inputs (the store's new entries, pooled from training rows,

@@ -3,9 +3,9 @@
 One process on CPU or GPU, or several (`accelerate launch -m ptmoe.cli train ...`: DDP, FSDP,
 DeepSpeed through accelerate's own config). The batch order is fixed by the seed and each batch
 is split across processes, so the global batch is `train.batch_size` whatever the process count.
-Checkpoints (adapter, optimizer, RNG, step) are written atomically; `--resume` continues. The run
-folder rules (never overwrite a run unless asked) are in run_folder.py. A non-finite loss stops the
-run with the last finite checkpoint and best adapter kept; nothing non-finite is saved.
+Checkpoints (adapter, optimizer, RNG, step) are written atomically; `--resume` continues. Run folder
+rules (never overwrite a run unless asked): run_folder.py. A non-finite loss stops the run with the
+last finite checkpoint and best adapter kept; nothing non-finite is saved.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from ..config.presets import apply_preset
 from ..config.schema import ConfigError
 from ..data.format import special_ids
 from ..evaluation.routing import RouterMonitor
-from ..persistence import CONFIG_NAME
 from . import grow, grow_source
 from .data import encode_sources, read_sources
 from .optim import optimizer_and_schedule
@@ -90,9 +89,8 @@ def train(cfg: dict, resume: bool = False, overwrite: bool = False, log=print, s
 
 
 class TrainingRun:
-    """One training run, in the order it happens: set up (checks, data, model, optimizer, checkpoint,
-    then the run folder), optimizer steps, progress logs, validation with best-adapter selection,
-    checkpoints, and the final adapters and summary. The state a checkpoint keeps lives here."""
+    """One training run, in the order it happens: set up (checks, data, model, optimizer, checkpoint, run
+    folder), steps, logs, validation choosing `best/`, checkpoints, the final adapters and summary."""
 
     def __init__(self, cfg: dict, resume: bool, overwrite: bool, log=print):
         cfg, source = grow_source.from_adapter(apply_preset(cfg))  # --from: its options (and growth); checked here
@@ -323,25 +321,10 @@ class TrainingRun:
             "router": self.monitor.totals(),
         }
         if self.is_main:
-            fit = self.growth is not None and self.growth.fits_router
-            if fit:
-                self.growth.fit_router()
+            if self.growth is not None:  # the router alone first, where grow.router_fit_steps asks (grow.py)
+                self.growth.fit_router(self.inner, self.out / "best")
             self.inner.save_pretrained(self.out / "final", extra={"step": self.step})
             if not (self.out / "best").exists():  # no validation data: the final adapter is the best we know
                 self.inner.save_pretrained(self.out / "best", extra={"step": self.step})
-            elif fit:
-                self.fit_router_of_best()
             (self.out / "train_summary.json").write_text(json.dumps(summary, indent=2))
         return summary
-
-    def fit_router_of_best(self) -> None:
-        """best/ with its router fit as final/'s was (grow.router_fit_steps), once: a run resumed after
-        this finds it marked and leaves it."""
-        best = self.out / "best"
-        meta = json.loads((best / CONFIG_NAME).read_text())
-        if meta.get("router_fit"):
-            return
-        self.inner.load_weights(best)
-        self.growth.fit_router()
-        kept = {k: meta[k] for k in ("step", "valid_loss") if k in meta}
-        self.inner.save_pretrained(best, extra={**kept, "router_fit": True})
