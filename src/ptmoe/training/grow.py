@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..methods.router_input import RouterInput
-from ..persistence import CONFIG_NAME, WEIGHTS_NAME, AdapterError
+from ..persistence import CONFIG_NAME, WEIGHTS_NAME, AdapterError, read_adapter_config
 from .grow_source import STORE_NAME, read_store
 
 
@@ -146,8 +146,8 @@ class Growth:
 
     # ---- the router alone, after the stage ------------------------------------------------------------
     @property
-    def fits_router(self) -> bool:
-        return bool(self.g["router_fit_steps"] and self.g["experts"] and self.cfg["init_from"])
+    def fits_router(self) -> bool:  # config checks: only a run that grows (from an adapter) sets it
+        return self.g["router_fit_steps"] > 0
 
     def fit_router(self, model, best: Path) -> None:
         """Where grow.router_fit_steps asks, the router alone fit on the adapter about to be saved as final/
@@ -155,7 +155,7 @@ class Growth:
         twice); the model is left with final/'s weights, fitted."""
         if not self.fits_router:
             return
-        meta = json.loads((best / CONFIG_NAME).read_text()) if (best / CONFIG_NAME).exists() else None
+        meta = read_adapter_config(best) if (best / CONFIG_NAME).exists() else None
         if meta is not None and not meta.get("router_fit"):
             final = {k: v.detach().clone() for k, v in self.adapter.state_dict().items()}
             model.load_weights(best)
